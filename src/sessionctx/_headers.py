@@ -1,0 +1,200 @@
+"""Reading session ids out of headers, in every shape callers hand us.
+
+Shapes: a ``Mapping[str, str | list[str]]`` in any key case, any object with
+``.items()`` (Starlette ``Headers``, ``httpx.Headers``, werkzeug ``Headers`` and
+``EnvironHeaders``), and raw ASGI ``[(b"name", b"value"), ...]`` pairs.
+
+The rule for choosing: the first accepted name (in priority order) that is
+present decides. One valid value wins; an invalid value, or several values for
+that name, mean "no id" with no fall-through to lower-priority names. Only when
+no accepted name is present at all does the W3C ``baggage`` member
+``session.id`` count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import unquote
+
+from sessionctx._validation import _match_id
+
+__all__ = [
+    "ACCEPTED_HEADER_NAMES",
+    "BAGGAGE_SESSION_KEY",
+    "SESSION_HEADER_NAME",
+    "HeaderLookup",
+    "baggage_session_id",
+    "extract_session_id",
+]
+
+SESSION_HEADER_NAME: Final = "X-Session-Id"
+ACCEPTED_HEADER_NAMES: Final = ("X-Session-Id", "X-TraceCtrl-Session", "Mirascope-Session-Id")
+BAGGAGE_SESSION_KEY: Final = "session.id"
+
+# Outcomes of a header lookup, before any policy applies.
+MISSING: Final = 0
+VALID: Final = 1
+INVALID: Final = 2
+
+
+def baggage_session_id(values: Sequence[str]) -> tuple[int, str | None]:
+    """Find the ``session.id`` member across the given ``baggage`` header values.
+
+    Returns ``(MISSING, None)`` when no member has that key, ``(VALID, id)`` when
+    the members that have it agree on one valid (percent-decoded) id, and
+    ``(INVALID, None)`` otherwise.
+    """
+    found: str | None = None
+    for header in values:
+        if BAGGAGE_SESSION_KEY not in header:
+            continue
+        for member in header.split(","):
+            key, sep, rest = member.partition("=")
+            if not sep or key.strip() != BAGGAGE_SESSION_KEY:
+                continue
+            value = unquote(rest.split(";", 1)[0].strip())
+            if found is not None and value != found:
+                return INVALID, None
+            found = value
+    if found is None:
+        return MISSING, None
+    if _match_id(found) is None:
+        return INVALID, None
+    return VALID, found
+
+
+class HeaderLookup:
+    """Finds the session id among pre-lowered header names, in priority order.
+
+    Built once (by the middleware's ``__init__`` or per call of
+    :func:`extract_session_id`), used many times. ``lookup_raw`` works on raw
+    ASGI byte pairs; ``lookup_values`` on values already grouped by lower-case
+    name.
+    """
+
+    __slots__ = ("_index_raw", "_names", "_size")
+
+    def __init__(self, header_names: Iterable[str]) -> None:
+        if isinstance(header_names, (str, bytes)):
+            raise TypeError(
+                f"header_names must be a sequence of header names, not a single name: "
+                f"{header_names!r}"
+            )
+        names: list[str] = []
+        for name in header_names:
+            if not isinstance(name, str) or not name or not name.isascii() or ":" in name:
+                raise ValueError(f"invalid header name: {name!r}")
+            if name.lower() not in names:
+                names.append(name.lower())
+        if not names:
+            raise ValueError("header_names must name at least one header")
+        self._names: tuple[str, ...] = tuple(names)
+        self._size = len(names)
+        self._index_raw = {n.encode("latin-1"): i for i, n in enumerate(names)}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The accepted names, lower-case, in priority order."""
+        return self._names
+
+    def lookup_raw(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, str | None]:
+        """Look up raw ASGI header pairs (names lower-case bytes, values latin-1).
+
+        Returns ``(MISSING | VALID | INVALID, id | None)``.
+        """
+        index = self._index_raw
+        best = self._size
+        value: bytes | None = None
+        repeated = False
+        baggage: list[str] | None = None
+        for name, raw in headers:
+            pos = index.get(name)
+            if pos is None:
+                if name == b"baggage":
+                    if baggage is None:
+                        baggage = []
+                    baggage.append(raw.decode("latin-1"))
+                continue
+            if pos < best:
+                best, value, repeated = pos, raw, False
+            elif pos == best:
+                repeated = True
+        if value is None:
+            if baggage is None:
+                return MISSING, None
+            return baggage_session_id(baggage)
+        if repeated:
+            return INVALID, None
+        sid = value.decode("latin-1")
+        if _match_id(sid) is None:
+            return INVALID, None
+        return VALID, sid
+
+    def lookup_values(self, get: Any) -> tuple[int, str | None]:
+        """Look up through ``get(lower_name) -> list[str] | None``."""
+        for name in self._names:
+            values = get(name)
+            if values is None:
+                continue
+            if len(values) != 1 or _match_id(values[0]) is None:
+                return INVALID, None
+            return VALID, values[0]
+        baggage = get("baggage")
+        if baggage is None:
+            return MISSING, None
+        return baggage_session_id(baggage)
+
+
+_DEFAULT_LOOKUP = HeaderLookup(ACCEPTED_HEADER_NAMES)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"header values must be str or bytes, not {type(value).__name__}: {value!r}")
+
+
+def _group(headers: object) -> dict[str, list[str]]:
+    """Group any supported header shape by lower-case name."""
+    if isinstance(headers, Mapping) or hasattr(headers, "items"):
+        pairs: Iterable[Any] = headers.items()  # type: ignore[attr-defined]
+    elif isinstance(headers, (list, tuple)):
+        pairs = headers
+    else:
+        raise TypeError(
+            "headers must be a mapping, an object with .items(), or a list of "
+            f"(name, value) pairs, not {type(headers).__name__}"
+        )
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        key = _text(name).lower()
+        bucket = grouped.setdefault(key, [])
+        if isinstance(value, (list, tuple)):
+            bucket.extend(_text(v) for v in value)
+        else:
+            bucket.append(_text(value))
+    return grouped
+
+
+def extract_session_id(
+    headers: object, *, header_names: Sequence[str] = ACCEPTED_HEADER_NAMES
+) -> str | None:
+    """Return the valid session id carried by ``headers``, else ``None``.
+
+    Names are matched case-insensitively, in the priority order of
+    ``header_names``; the first name present decides (an invalid value gives
+    ``None``, it does not fall through). Without any of those names, the W3C
+    ``baggage`` member ``session.id`` is used.
+
+    >>> extract_session_id({"mirascope-session-id": "abc"})
+    'abc'
+    >>> extract_session_id([(b"x-session-id", b"bad value")]) is None
+    True
+    """
+    lookup = (
+        _DEFAULT_LOOKUP if header_names is ACCEPTED_HEADER_NAMES else HeaderLookup(header_names)
+    )
+    return lookup.lookup_values(_group(headers).get)[1]

@@ -1,0 +1,179 @@
+"""The per-request session decision shared by the ASGI and WSGI middleware.
+
+Sans-I/O: it sees header names and values, never a socket, a scope or an
+environ object as such. Given the inbound headers it decides, once per
+request, whether to continue the caller's session, start a new one, or reject
+the request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, Literal
+
+from sessionctx._headers import (
+    ACCEPTED_HEADER_NAMES,
+    INVALID,
+    MISSING,
+    SESSION_HEADER_NAME,
+    VALID,
+    HeaderLookup,
+)
+from sessionctx._validation import _match_id, generate_session_id
+from sessionctx.session import SessionContext
+
+__all__ = ["INVALID", "MISSING", "SCOPE_KEY", "VALID", "SessionPolicy"]
+
+#: Where both middlewares store the decided id: ``scope[...]`` / ``environ[...]``.
+SCOPE_KEY: Final = "sessionctx.session_id"
+
+OnMissing = Literal["new", "reject"]
+_ACTIONS = ("new", "reject")
+# RFC 9110 token characters.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _check_callable(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, not {type(value).__name__}: {value!r}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}: {value!r}")
+
+
+def _check_header_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"header names must be str, not {type(name).__name__}: {name!r}")
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"invalid header name: {name!r}")
+    return name
+
+
+class SessionPolicy:
+    """Options of a session middleware, checked once, and the decision they imply.
+
+    :meth:`decide` turns a header lookup into the request's session id, or
+    ``None`` when the request is to be rejected with a 400.
+    """
+
+    __slots__ = (
+        "accept_headers",
+        "attributes",
+        "expose_header",
+        "generator",
+        "handle_errors",
+        "header_name",
+        "header_name_lower",
+        "lookup",
+        "on_invalid",
+        "on_missing",
+        "reject_invalid",
+        "reject_missing",
+        "trust_incoming",
+        "update_request_header",
+        "validator",
+    )
+
+    def __init__(
+        self,
+        *,
+        header_name: str = SESSION_HEADER_NAME,
+        accept_headers: Iterable[str] | None = None,
+        trust_incoming: bool = True,
+        validator: Callable[[str], bool] | None = None,
+        generator: Callable[[], str] | None = None,
+        on_missing: OnMissing = "new",
+        on_invalid: OnMissing = "new",
+        attributes: Callable[[Any], Mapping[str, Any] | None] | None = None,
+        update_request_header: bool = False,
+        expose_header: bool = False,
+        handle_errors: bool = False,
+    ) -> None:
+        self.header_name = _check_header_name(header_name)
+        self.header_name_lower = header_name.lower()
+        if accept_headers is None:
+            names: tuple[str, ...] = (header_name, *ACCEPTED_HEADER_NAMES)
+        else:
+            if isinstance(accept_headers, (str, bytes)):
+                raise TypeError(
+                    f"accept_headers must be a sequence of names, not one name: {accept_headers!r}"
+                )
+            names = tuple(_check_header_name(n) for n in accept_headers)
+            if not names:
+                raise ValueError("accept_headers must name at least one header (or be None)")
+        self.accept_headers = names
+        self.lookup = HeaderLookup(names)
+        for flag, value in (
+            ("trust_incoming", trust_incoming),
+            ("update_request_header", update_request_header),
+            ("expose_header", expose_header),
+            ("handle_errors", handle_errors),
+        ):
+            _check_bool(flag, value)
+        for option, action in (("on_missing", on_missing), ("on_invalid", on_invalid)):
+            if action not in _ACTIONS:
+                raise ValueError(f"{option} must be 'new' or 'reject', not {action!r}")
+        if not trust_incoming and "reject" in (on_missing, on_invalid):
+            raise ValueError(
+                "trust_incoming=False ignores inbound ids, so on_missing/on_invalid='reject' "
+                "would reject every request"
+            )
+        _check_callable("validator", validator)
+        _check_callable("generator", generator)
+        _check_callable("attributes", attributes)
+        self.trust_incoming = trust_incoming
+        self.validator = validator
+        self.generator = generator
+        self.on_missing = on_missing
+        self.on_invalid = on_invalid
+        self.reject_missing = on_missing == "reject"
+        self.reject_invalid = on_invalid == "reject"
+        self.attributes = attributes
+        self.update_request_header = update_request_header
+        self.expose_header = expose_header
+        self.handle_errors = handle_errors
+
+    def decide(self, state: int, sid: str | None) -> tuple[str | None, int]:
+        """Return ``(session_id, state)`` for one request.
+
+        ``state`` and ``sid`` come in from a :class:`HeaderLookup`. The state
+        going out is ``VALID`` when the inbound id is continued (it also passed
+        the user's ``validator``), else ``MISSING`` or ``INVALID`` and the id
+        was generated; ``session_id`` is ``None`` when the request must be
+        rejected (see :meth:`reject_body`).
+        """
+        if not self.trust_incoming:
+            state = MISSING
+        elif state == VALID:
+            validator = self.validator
+            if validator is None or validator(sid):  # type: ignore[arg-type]
+                return sid, VALID
+            state = INVALID
+        if self.reject_missing if state == MISSING else self.reject_invalid:
+            return None, state
+        return self.new_id(), state
+
+    def new_id(self) -> str:
+        """Generate an id; a custom generator's output must follow the id rule."""
+        generator = self.generator
+        if generator is None:
+            return generate_session_id()
+        sid = generator()
+        if type(sid) is not str or _match_id(sid) is None:
+            raise RuntimeError(f"session id generator returned an invalid id: {sid!r:.50}")
+        return sid
+
+    def context(self, sid: str, request: object) -> SessionContext:
+        """The request's :class:`SessionContext`, with ``attributes(request)`` if configured."""
+        attributes = self.attributes
+        if attributes is None:
+            return SessionContext._trusted(sid)
+        return SessionContext(sid, attributes(request))
+
+    def reject_body(self, state: int) -> bytes:
+        """The short plain-text body of a 400 for a rejected ``state``."""
+        what = "Missing" if state == MISSING else "Invalid"
+        return f"{what} {self.header_name} header".encode("ascii")

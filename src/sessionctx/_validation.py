@@ -1,0 +1,91 @@
+"""The session id rule, and the default id generator.
+
+This module is the only place that knows what a valid session id is. Everything
+else (the core API, header extraction, both middlewares) calls into it.
+
+The rule: a ``str`` of 1-200 characters, each printable ASCII (0x21-0x7E) except
+``"`` ``,`` ``;`` and ``\\``. Values are never stripped.
+"""
+
+from __future__ import annotations
+
+import re
+from os import urandom
+
+__all__ = [
+    "MAX_SESSION_ID_LENGTH",
+    "generate_session_id",
+    "is_valid_session_id",
+    "validate_session_id",
+]
+
+MAX_SESSION_ID_LENGTH = 200
+
+# Printable ASCII without space, '"' (0x22), ',' (0x2C), ';' (0x3B) and '\' (0x5C):
+# the characters that can break a header value, a cookie or a baggage list.
+_ALLOWED = r"\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e"
+_ID_PATTERN = re.compile(f"[{_ALLOWED}]{{1,{MAX_SESSION_ID_LENGTH}}}")
+_BAD_CHAR = re.compile(f"[^{_ALLOWED}]")
+
+#: ``_match_id(value)`` is truthy exactly when ``value`` (a str) follows the rule.
+_match_id = _ID_PATTERN.fullmatch
+
+
+def is_valid_session_id(value: object) -> bool:
+    """Return whether ``value`` is a valid session id.
+
+    >>> is_valid_session_id("user-session-abc123"), is_valid_session_id(" abc")
+    (True, False)
+    """
+    return type(value) is str and _match_id(value) is not None
+
+
+def validate_session_id(value: object) -> str:
+    """Return ``value`` unchanged if it is a valid session id, else raise.
+
+    Raises ``TypeError`` when ``value`` is not a ``str`` and ``ValueError`` naming
+    the rule that failed otherwise (the value is shown via ``repr``, cut to 50
+    characters).
+
+    >>> validate_session_id("0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69")
+    '0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69'
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"session id must be a str, not {type(value).__name__}: {_shown(value)}")
+    if _match_id(value) is not None:
+        return value
+    if not value:
+        raise ValueError("session id must not be empty")
+    if len(value) > MAX_SESSION_ID_LENGTH:
+        raise ValueError(
+            f"session id must be at most {MAX_SESSION_ID_LENGTH} characters, "
+            f"got {len(value)}: {_shown(value)}"
+        )
+    bad = _BAD_CHAR.search(value)
+    assert bad is not None  # the pattern failed on length or on a character
+    char = bad.group()
+    raise ValueError(
+        "session id may contain only printable ASCII except space and "
+        f"'\"', ',', ';', '\\'; found {char!r} at index {bad.start()}: {_shown(value)}"
+    )
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 50 else text[:47] + "..."
+
+
+def generate_session_id() -> str:
+    """Return a random version-4 UUID string with dashes (36 characters).
+
+    Built straight from 16 bytes of ``os.urandom`` with the version and variant
+    bits set, which costs a fraction of ``str(uuid.uuid4())``; the result parses
+    as ``uuid.UUID(...)`` with ``version == 4``.
+    """
+    h = urandom(16).hex()
+    # Version nibble (index 12) becomes 4; the variant nibble (index 16) gets
+    # its top two bits set to 10, i.e. one of 8, 9, a, b.
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}

@@ -1,0 +1,403 @@
+"""The session id of the work in progress, held in a ``contextvars.ContextVar``.
+
+Which code sees a session set here:
+
+- the rest of the current thread or asyncio task, until it is reset;
+- asyncio tasks created afterwards from that task (``asyncio.create_task`` copies
+  the context when the task is created; later changes are not shared);
+- ``asyncio.to_thread`` and anything run through :func:`wrap_context` or
+  :class:`ContextThreadPoolExecutor`, which copy the caller's context;
+- **not** a plain ``threading.Thread`` or ``ThreadPoolExecutor``: threads start
+  with an empty context.
+
+Example::
+
+    from sessionctx.session import new_session, current_session_id
+
+    sid = new_session()
+    assert current_session_id() == sid
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import math
+import os
+import types
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar, Token, copy_context
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar, cast, overload
+
+from sessionctx._headers import (
+    ACCEPTED_HEADER_NAMES,
+    SESSION_HEADER_NAME,
+    extract_session_id,
+)
+from sessionctx._validation import (
+    generate_session_id,
+    is_valid_session_id,
+    validate_session_id,
+)
+
+__all__ = [
+    "ACCEPTED_HEADER_NAMES",
+    "SESSION_HEADER_NAME",
+    "SESSION_ID_ENV_VAR",
+    "ContextThreadPoolExecutor",
+    "SessionContext",
+    "current_session",
+    "current_session_id",
+    "extract_session_id",
+    "inject_session_headers",
+    "is_valid_session_id",
+    "new_session",
+    "reset_session",
+    "session",
+    "set_session_id",
+    "validate_session_id",
+    "wrap_context",
+]
+
+SESSION_ID_ENV_VAR: Final = "SESSIONCTX_SESSION_ID"
+_FALLBACK_ENV_VAR: Final = "TRACECTRL_SESSION_ID"
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_logger = logging.getLogger("sessionctx")
+
+
+# --------------------------------------------------------------------------- #
+# SessionContext
+# --------------------------------------------------------------------------- #
+
+
+def _freeze(value: object, where: str) -> Any:
+    """Deep, read-only copy of a JSON-able value; raise naming ``where`` if not JSON-able."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"session attribute {where} must be a finite number, got {value!r}")
+        return value
+    if isinstance(value, Mapping):
+        frozen: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"session attribute keys must be str: {key!r} in {where or 'attributes'}"
+                )
+            frozen[key] = _freeze(item, f"{where}[{key!r}]")
+        return types.MappingProxyType(frozen)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(item, f"{where}[{i}]") for i, item in enumerate(value))
+    raise TypeError(
+        f"session attribute {where} is not JSON-serializable: {type(value).__name__} {value!r:.50}"
+    )
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"not JSON-serializable: {type(value).__name__}")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class SessionContext:
+    """One session: its ``id`` and optional JSON-able ``attributes``.
+
+    ``id`` must follow the session id rule. ``attributes`` is checked when the
+    object is made (string keys, values ``json.dumps(..., allow_nan=False)``
+    accepts) and stored as a deep read-only copy (mappings become
+    ``MappingProxyType``, lists become tuples), so later changes to the
+    caller's dict change nothing.
+
+    >>> SessionContext("abc", {"user": "u1"}).attributes_json
+    '{"user":"u1"}'
+    """
+
+    id: str
+    attributes: Mapping[str, Any] | None = None
+    #: ``attributes`` as compact JSON (``None`` without attributes), for span attributes.
+    attributes_json: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        validate_session_id(self.id)
+        if self.attributes is not None:
+            if not isinstance(self.attributes, Mapping):
+                raise TypeError(
+                    "session attributes must be a mapping or None, "
+                    f"not {type(self.attributes).__name__}"
+                )
+            frozen = _freeze(self.attributes, "")
+            object.__setattr__(self, "attributes", frozen)
+            object.__setattr__(
+                self,
+                "attributes_json",
+                json.dumps(frozen, allow_nan=False, separators=(",", ":"), default=_json_default),
+            )
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @classmethod
+    def _trusted(cls, sid: str) -> SessionContext:
+        """Build from an id already known to be valid, without attributes (hot path)."""
+        obj = _new_context(cls)
+        _set_id(obj, sid)
+        _set_attributes(obj, None)
+        _set_attributes_json(obj, None)
+        return obj
+
+
+def _slot_setter(name: str) -> Callable[[SessionContext, object], None]:
+    # Slot descriptors write past the frozen __setattr__ at C speed.
+    return cast(Callable[[SessionContext, object], None], vars(SessionContext)[name].__set__)
+
+
+_new_context = object.__new__
+_set_id = _slot_setter("id")
+_set_attributes = _slot_setter("attributes")
+_set_attributes_json = _slot_setter("attributes_json")
+
+
+def _make_context(sid: str, attributes: Mapping[str, Any] | None) -> SessionContext:
+    if attributes is None:
+        return SessionContext._trusted(validate_session_id(sid))
+    return SessionContext(sid, attributes)
+
+
+# --------------------------------------------------------------------------- #
+# The context variable and its accessors
+# --------------------------------------------------------------------------- #
+
+_current: ContextVar[SessionContext | None] = ContextVar("sessionctx.session", default=None)
+_get = _current.get
+
+
+def current_session() -> SessionContext | None:
+    """Return the active :class:`SessionContext`, or ``None``.
+
+    It is the same object that :func:`session` yielded or the middleware set.
+    """
+    return _get()
+
+
+def current_session_id() -> str | None:
+    """Return the active session id, or ``None``."""
+    ctx = _get()
+    return None if ctx is None else ctx.id
+
+
+def set_session_id(
+    sid: str | None, *, attributes: Mapping[str, Any] | None = None
+) -> Token[SessionContext | None]:
+    """Validate ``sid`` and make it the active session; ``None`` clears it.
+
+    Returns a token for :func:`reset_session`. The env var override does not
+    apply here.
+
+    >>> token = set_session_id("user-session-abc123")
+    >>> current_session_id()
+    'user-session-abc123'
+    >>> reset_session(token)
+    """
+    if sid is None:
+        if attributes is not None:
+            raise ValueError("attributes need a session id; got sid=None with attributes")
+        return _current.set(None)
+    return _current.set(_make_context(sid, attributes))
+
+
+def reset_session(token: Token[SessionContext | None]) -> None:
+    """Restore the session that was active before the matching set."""
+    _current.reset(token)
+
+
+_warned_env_values: set[str] = set()
+
+
+def _session_id_from_env() -> str | None:
+    for name in (SESSION_ID_ENV_VAR, _FALLBACK_ENV_VAR):
+        value = os.environ.get(name)
+        if value is None or not value.strip():
+            continue
+        if is_valid_session_id(value):
+            return value
+        if value not in _warned_env_values:
+            _warned_env_values.add(value)
+            _logger.warning(
+                "ignoring %s: %r is not a valid session id", name, value[:50], stacklevel=2
+            )
+    return None
+
+
+def new_session(attributes: Mapping[str, Any] | None = None) -> str:
+    """Start a session in the current context and return its id.
+
+    The id comes from the ``SESSIONCTX_SESSION_ID`` env var (or the older
+    ``TRACECTRL_SESSION_ID``) when it holds a valid id, else it is a fresh
+    uuid4. A blank env var counts as unset; an invalid one is ignored with one
+    logged warning.
+    """
+    sid = _session_id_from_env() or generate_session_id()
+    _current.set(_make_context(sid, attributes))
+    return sid
+
+
+# --------------------------------------------------------------------------- #
+# session(): context manager, async context manager and decorator in one
+# --------------------------------------------------------------------------- #
+
+
+class _SessionScope:
+    """What :func:`session` returns; see there."""
+
+    __slots__ = ("_attributes", "_id", "_tokens")
+
+    def __init__(self, sid: str | None, attributes: Mapping[str, Any] | None) -> None:
+        if sid is not None:
+            validate_session_id(sid)
+        if attributes is not None:
+            # Checked and copied now, so errors surface at the call site.
+            attributes = SessionContext("checked", attributes).attributes
+        self._id = sid
+        self._attributes = attributes
+        self._tokens: list[Token[SessionContext | None]] = []
+
+    def _make(self) -> SessionContext:
+        sid = generate_session_id() if self._id is None else self._id
+        if self._attributes is None:
+            return SessionContext._trusted(sid)
+        return SessionContext(sid, self._attributes)
+
+    def __enter__(self) -> SessionContext:
+        ctx = self._make()
+        self._tokens.append(_current.set(ctx))
+        return ctx
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> SessionContext:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__()
+
+    def __call__(self, fn: F) -> F:
+        """Decorate ``fn`` so that each call runs in its own session."""
+        make = self._make
+        if inspect.iscoroutinefunction(fn):
+            async_fn = cast(Callable[..., Awaitable[Any]], fn)
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                token = _current.set(make())
+                try:
+                    return await async_fn(*args, **kwargs)
+                finally:
+                    _current.reset(token)
+
+            return cast(F, run_async)
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            token = _current.set(make())
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _current.reset(token)
+
+        return cast(F, run)
+
+
+def session(
+    id: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> _SessionScope:
+    """Run a block or a function inside a session.
+
+    ``id=None`` generates a fresh id on each entry (never from the env var).
+    Works as ``with``, ``async with`` and as a decorator on sync and async
+    functions (each call gets its own session). Yields the
+    :class:`SessionContext`; the outer session is restored on exit, also on
+    exception. Scopes nest.
+
+    >>> with session("1"):
+    ...     with session("2"):
+    ...         inner = current_session_id()
+    ...     outer = current_session_id()
+    >>> inner, outer
+    ('2', '1')
+    """
+    return _SessionScope(id, attributes)
+
+
+# --------------------------------------------------------------------------- #
+# Headers
+# --------------------------------------------------------------------------- #
+
+H = TypeVar("H", bound=MutableMapping[str, str])
+
+
+@overload
+def inject_session_headers(headers: None = None, *, header_name: str = ...) -> dict[str, str]: ...
+@overload
+def inject_session_headers(headers: H, *, header_name: str = ...) -> H: ...
+def inject_session_headers(
+    headers: MutableMapping[str, str] | None = None, *, header_name: str = SESSION_HEADER_NAME
+) -> MutableMapping[str, str]:
+    """Write the active session id into ``headers`` in place and return it.
+
+    ``None`` gets a new dict. Nothing is written when no session is active.
+
+    >>> with session("abc"):
+    ...     inject_session_headers({})
+    {'X-Session-Id': 'abc'}
+    """
+    if headers is None:
+        headers = {}
+    ctx = _get()
+    if ctx is not None:
+        headers[header_name] = ctx.id
+    return headers
+
+
+# --------------------------------------------------------------------------- #
+# Carrying the context into threads and callbacks
+# --------------------------------------------------------------------------- #
+
+
+def wrap_context(fn: Callable[..., T]) -> Callable[..., T]:
+    """Return a callable that runs ``fn`` in a copy of the caller's current context.
+
+    The copy is taken now, when ``wrap_context`` is called; each call of the
+    result runs in a fresh copy of that snapshot, so calls do not leak into
+    each other. Use it for ``threading.Thread(target=...)``,
+    ``loop.run_in_executor`` and callbacks.
+    """
+    snapshot = copy_context()
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        return snapshot.copy().run(fn, *args, **kwargs)
+
+    return run
+
+
+class ContextThreadPoolExecutor(ThreadPoolExecutor):
+    """A ``ThreadPoolExecutor`` whose ``submit`` and ``map`` run each call in a
+    copy of the submitter's context, so worker threads see the submitter's
+    session (and nothing they set leaks back into the pool's threads)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return super().submit(copy_context().run, fn, *args, **kwargs)
+
+    # ``Executor.map`` submits each call through ``submit`` above, from the
+    # caller's thread, so it needs no override.
