@@ -38,5 +38,14 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+demo: $(STAMP)
+	$(PY) -m examples.two_agents
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+stress: $(STAMP)
+	SESSIONCTX_STRESS=1 $(PY) -m pytest -m reliability tests/reliability -p no:cov -q
+
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .ruff_cache build dist

@@ -73,7 +73,7 @@ class HeaderLookup:
     name.
     """
 
-    __slots__ = ("_index_raw", "_names", "_size")
+    __slots__ = ("_environ_keys", "_index_raw", "_names", "_size")
 
     def __init__(self, header_names: Iterable[str]) -> None:
         if isinstance(header_names, (str, bytes)):
@@ -92,6 +92,7 @@ class HeaderLookup:
         self._names: tuple[str, ...] = tuple(names)
         self._size = len(names)
         self._index_raw = {n.encode("latin-1"): i for i, n in enumerate(names)}
+        self._environ_keys = tuple("HTTP_" + n.upper().replace("-", "_") for n in names)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -131,6 +132,24 @@ class HeaderLookup:
             return INVALID, None
         return VALID, sid
 
+    def lookup_environ(self, environ: Mapping[str, Any]) -> tuple[int, str | None]:
+        """Look up a WSGI ``environ`` (``HTTP_...`` keys, latin-1 str values).
+
+        Servers join repeated headers with ``", "``; the comma makes such a
+        value invalid, which is the rule for several values anyway.
+        """
+        for key in self._environ_keys:
+            value = environ.get(key)
+            if value is None:
+                continue
+            if _match_id(value) is None:
+                return INVALID, None
+            return VALID, value
+        baggage = environ.get("HTTP_BAGGAGE")
+        if baggage is None:
+            return MISSING, None
+        return baggage_session_id((baggage,))
+
     def lookup_values(self, get: Any) -> tuple[int, str | None]:
         """Look up through ``get(lower_name) -> list[str] | None``."""
         for name in self._names:
@@ -160,7 +179,7 @@ def _text(value: object) -> str:
 def _group(headers: object) -> dict[str, list[str]]:
     """Group any supported header shape by lower-case name."""
     if isinstance(headers, Mapping) or hasattr(headers, "items"):
-        pairs: Iterable[Any] = headers.items()  # type: ignore[attr-defined]
+        pairs: Iterable[Any] = headers.items()
     elif isinstance(headers, (list, tuple)):
         pairs = headers
     else:
