@@ -188,7 +188,11 @@ def _group(headers: object) -> dict[str, list[str]]:
             f"(name, value) pairs, not {type(headers).__name__}"
         )
     grouped: dict[str, list[str]] = {}
-    for name, value in pairs:
+    for pair in pairs:
+        try:
+            name, value = pair
+        except (TypeError, ValueError):
+            raise TypeError(f"headers must hold (name, value) pairs, not {pair!r:.50}") from None
         key = _text(name).lower()
         bucket = grouped.setdefault(key, [])
         if isinstance(value, (list, tuple)):

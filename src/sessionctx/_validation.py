@@ -37,7 +37,7 @@ def is_valid_session_id(value: object) -> bool:
     >>> is_valid_session_id("user-session-abc123"), is_valid_session_id(" abc")
     (True, False)
     """
-    return type(value) is str and _match_id(value) is not None
+    return isinstance(value, str) and _match_id(value) is not None
 
 
 def validate_session_id(value: object) -> str:
@@ -62,11 +62,11 @@ def validate_session_id(value: object) -> str:
             f"got {len(value)}: {_shown(value)}"
         )
     bad = _BAD_CHAR.search(value)
-    assert bad is not None  # the pattern failed on length or on a character
-    char = bad.group()
+    if bad is None:  # the pattern failed on length or on a character, both handled above
+        raise AssertionError(f"unreachable: {value!r} fails the id pattern for no known reason")
     raise ValueError(
         "session id may contain only printable ASCII except space and "
-        f"'\"', ',', ';', '\\'; found {char!r} at index {bad.start()}: {_shown(value)}"
+        f"'\"', ',', ';', '\\'; found {bad.group()!r} at index {bad.start()}: {_shown(value)}"
     )
 
 

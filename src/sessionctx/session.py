@@ -77,28 +77,50 @@ _logger = logging.getLogger("sessionctx")
 # --------------------------------------------------------------------------- #
 
 
-def _freeze(value: object, where: str) -> Any:
-    """Deep, read-only copy of a JSON-able value; raise naming ``where`` if not JSON-able."""
+def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
+    """Deep, read-only copy of a JSON-able value; raise naming ``where`` if not JSON-able.
+
+    ``open_containers`` holds the ids of the containers being copied around
+    ``value``: meeting one again is a cycle, which ``json.dumps`` rejects too.
+    """
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"session attribute {where} must be a finite number, got {value!r}")
         return value
-    if isinstance(value, Mapping):
-        frozen: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(
-                    f"session attribute keys must be str: {key!r} in {where or 'attributes'}"
-                )
-            frozen[key] = _freeze(item, f"{where}[{key!r}]")
-        return types.MappingProxyType(frozen)
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(item, f"{where}[{i}]") for i, item in enumerate(value))
+    if isinstance(value, (Mapping, list, tuple)):
+        if id(value) in open_containers:
+            raise ValueError(f"session attribute {where or 'attributes'} contains itself")
+        open_containers.add(id(value))
+        frozen: Any
+        if isinstance(value, Mapping):
+            items: dict[str, Any] = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise TypeError(
+                        f"session attribute keys must be str: {key!r} in {where or 'attributes'}"
+                    )
+                items[key] = _freeze(item, f"{where}[{key!r}]", open_containers)
+            frozen = types.MappingProxyType(items)
+        else:
+            frozen = tuple(
+                _freeze(item, f"{where}[{i}]", open_containers) for i, item in enumerate(value)
+            )
+        open_containers.discard(id(value))
+        return frozen
     raise TypeError(
         f"session attribute {where} is not JSON-serializable: {type(value).__name__} {value!r:.50}"
     )
+
+
+def _thaw(value: object) -> Any:
+    """Plain dicts and lists again, from what :func:`_freeze` made."""
+    if isinstance(value, Mapping):
+        return {key: _thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    return value
 
 
 def _json_default(value: object) -> object:
@@ -134,7 +156,7 @@ class SessionContext:
                     "session attributes must be a mapping or None, "
                     f"not {type(self.attributes).__name__}"
                 )
-            frozen = _freeze(self.attributes, "")
+            frozen = _freeze(self.attributes, "", set())
             object.__setattr__(self, "attributes", frozen)
             object.__setattr__(
                 self,
@@ -144,6 +166,13 @@ class SessionContext:
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+    def __reduce__(self) -> tuple[type[SessionContext], tuple[str, Any]]:
+        # ``MappingProxyType`` cannot be pickled or deep-copied; rebuilding from
+        # plain values lets ``copy``, ``pickle`` and ``multiprocessing`` carry a
+        # session, and re-checks it on the way in.
+        attributes = None if self.attributes is None else _thaw(self.attributes)
+        return SessionContext, (self.id, attributes)
 
     @classmethod
     def _trusted(cls, sid: str) -> SessionContext:
@@ -258,7 +287,7 @@ def new_session(attributes: Mapping[str, Any] | None = None) -> str:
 class _SessionScope:
     """What :func:`session` returns; see there."""
 
-    __slots__ = ("_attributes", "_id", "_tokens")
+    __slots__ = ("_attributes", "_entered", "_id")
 
     def __init__(self, sid: str | None, attributes: Mapping[str, Any] | None) -> None:
         if sid is not None:
@@ -268,7 +297,12 @@ class _SessionScope:
             attributes = SessionContext("checked", attributes).attributes
         self._id = sid
         self._attributes = attributes
-        self._tokens: list[Token[SessionContext | None]] = []
+        # id(ctx) -> (ctx, token) for every entry not yet exited. One scope
+        # object may be entered by several tasks or threads at once (say a
+        # module-level ``session(attributes=...)``), so each exit has to reset
+        # the token made in its own context, found through the ``SessionContext``
+        # it set (kept alive here so its id is not reused).
+        self._entered: dict[int, tuple[SessionContext, Token[SessionContext | None]]] = {}
 
     def _make(self) -> SessionContext:
         sid = generate_session_id() if self._id is None else self._id
@@ -278,11 +312,16 @@ class _SessionScope:
 
     def __enter__(self) -> SessionContext:
         ctx = self._make()
-        self._tokens.append(_current.set(ctx))
+        self._entered[id(ctx)] = (ctx, _current.set(ctx))
         return ctx
 
     def __exit__(self, *exc_info: object) -> None:
-        _current.reset(self._tokens.pop())
+        entry = self._entered.pop(id(_get()), None)
+        if entry is None:
+            # The block replaced the session without undoing it (``new_session()``,
+            # ``set_session_id()``): the latest entry is this one.
+            entry = self._entered.popitem()[1]
+        _current.reset(entry[1])
 
     async def __aenter__(self) -> SessionContext:
         return self.__enter__()
@@ -348,6 +387,11 @@ H = TypeVar("H", bound=MutableMapping[str, str])
 
 @overload
 def inject_session_headers(headers: None = None, *, header_name: str = ...) -> dict[str, str]: ...
+# Listed before the generic form so that ``inject_session_headers({})`` type-checks.
+@overload
+def inject_session_headers(
+    headers: dict[str, str], *, header_name: str = ...
+) -> dict[str, str]: ...
 @overload
 def inject_session_headers(headers: H, *, header_name: str = ...) -> H: ...
 def inject_session_headers(
@@ -356,6 +400,8 @@ def inject_session_headers(
     """Write the active session id into ``headers`` in place and return it.
 
     ``None`` gets a new dict. Nothing is written when no session is active.
+    In a plain ``dict`` (case-sensitive keys) other spellings of
+    ``header_name`` are removed, so only one such header is sent.
 
     >>> with session("abc"):
     ...     inject_session_headers({})
@@ -365,6 +411,15 @@ def inject_session_headers(
         headers = {}
     ctx = _get()
     if ctx is not None:
+        if isinstance(headers, dict):
+            lowered = header_name.lower()
+            others = [
+                k
+                for k in headers
+                if k != header_name and isinstance(k, str) and k.lower() == lowered
+            ]
+            for key in others:
+                del headers[key]
         headers[header_name] = ctx.id
     return headers
 

@@ -1,0 +1,50 @@
+"""The examples in the docstrings of the core modules run and hold."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = (
+    "sessionctx",
+    "sessionctx.session",
+    "sessionctx._validation",
+    "sessionctx._headers",
+    "sessionctx.log_filters",
+)
+
+
+def collect() -> list[doctest.DocTest]:
+    finder = doctest.DocTestFinder()
+    found: list[doctest.DocTest] = []
+    for name in MODULES:
+        module = importlib.import_module(name)
+        found.extend(test for test in finder.find(module, name) if test.examples)
+    return sorted(found, key=lambda test: test.name)
+
+
+DOCTESTS = collect()
+
+
+def test_the_core_modules_have_examples() -> None:
+    names = {test.name for test in DOCTESTS}
+    for expected in (
+        "sessionctx",
+        "sessionctx.session.session",
+        "sessionctx.session.set_session_id",
+        "sessionctx.session.inject_session_headers",
+        "sessionctx._headers.extract_session_id",
+        "sessionctx._validation.is_valid_session_id",
+    ):
+        assert expected in names
+
+
+@pytest.mark.parametrize("test", [pytest.param(t, id=t.name) for t in DOCTESTS])
+def test_docstring_example(test: doctest.DocTest) -> None:
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    report: list[str] = []
+    result = runner.run(test, out=report.append)
+    assert result.failed == 0, "".join(report)
+    assert result.attempted == len(test.examples)

@@ -1,0 +1,187 @@
+"""``sessionctx.log_filters.SessionIdFilter`` (SPEC §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from sessionctx import session
+from sessionctx.log_filters import SessionIdFilter
+
+SUBPROCESS_TIMEOUT = 60
+
+
+class ListHandler(logging.Handler):
+    """Keeps the records it handles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
+    """A logger of its own for each test, not propagating to the root."""
+    log = logging.getLogger(f"tests.log_filters.{request.node.name}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    for log_filter in list(log.filters):
+        log.removeFilter(log_filter)
+
+
+def session_id_of(record: logging.LogRecord) -> object:
+    """The attribute the filter adds (``LogRecord`` does not declare it)."""
+    return record.__dict__["session_id"]
+
+
+def make_record(message: str = "hello") -> logging.LogRecord:
+    return logging.LogRecord("test", logging.INFO, __file__, 1, message, None, None)
+
+
+def test_sets_the_session_id_or_the_default_on_the_record() -> None:
+    log_filter = SessionIdFilter()
+    outside = make_record()
+    assert log_filter.filter(outside) is True
+    assert session_id_of(outside) == "-"
+    with session("abc"):
+        inside = make_record()
+        assert log_filter.filter(inside) is True
+    assert session_id_of(inside) == "abc"
+
+
+def test_a_custom_default() -> None:
+    record = make_record()
+    SessionIdFilter(default="no-session").filter(record)
+    assert session_id_of(record) == "no-session"
+    record = make_record()
+    SessionIdFilter(default="").filter(record)
+    assert session_id_of(record) == ""
+
+
+def test_the_default_must_be_a_str() -> None:
+    with pytest.raises(TypeError, match="default"):
+        SessionIdFilter(default=None)  # type: ignore[arg-type]
+
+
+def test_formats_through_a_handler(logger: logging.Logger) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(SessionIdFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s session=%(session_id)s %(message)s"))
+    logger.addHandler(handler)
+
+    logger.info("before")
+    with session("abc"):
+        logger.warning("during")
+    logger.info("after")
+
+    assert stream.getvalue().splitlines() == [
+        "INFO session=- before",
+        "WARNING session=abc during",
+        "INFO session=- after",
+    ]
+
+
+def test_never_drops_a_record_whatever_its_name(logger: logging.Logger) -> None:
+    handler = ListHandler()
+    logger.addHandler(handler)
+    # A plain logging.Filter with this name would drop every record of ``logger``.
+    logger.addFilter(SessionIdFilter("some.other.logger"))
+    logger.debug("one")
+    with session("abc"):
+        logger.error("two")
+    assert [(r.getMessage(), session_id_of(r)) for r in handler.records] == [
+        ("one", "-"),
+        ("two", "abc"),
+    ]
+
+
+def test_each_thread_and_task_logs_its_own_session(logger: logging.Logger) -> None:
+    handler = ListHandler()
+    handler.addFilter(SessionIdFilter())
+    logger.addHandler(handler)
+
+    def in_thread(index: int) -> None:
+        with session(f"thread-{index}"):
+            logger.info("thread %d", index)
+
+    async def in_task(index: int) -> None:
+        async with session(f"task-{index}"):
+            await asyncio.sleep(0)
+            logger.info("task %d", index)
+
+    async def tasks() -> None:
+        await asyncio.gather(*(in_task(i) for i in range(3)))
+
+    threads = [threading.Thread(target=in_thread, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    asyncio.run(tasks())
+    logger.info("main")
+
+    seen = {r.getMessage(): session_id_of(r) for r in handler.records}
+    assert seen == {
+        **{f"thread {i}": f"thread-{i}" for i in range(3)},
+        **{f"task {i}": f"task-{i}" for i in range(3)},
+        "main": "-",
+    }
+
+
+def test_works_from_dict_config() -> None:
+    # In a child interpreter: dictConfig closes every handler of the process.
+    code = """
+import logging.config, sys
+from sessionctx import session
+logging.config.dictConfig({
+    "version": 1,
+    "filters": {
+        "session_id": {"()": "sessionctx.log_filters.SessionIdFilter"},
+        "custom": {"()": "sessionctx.log_filters.SessionIdFilter", "default": "none"},
+    },
+    "formatters": {"plain": {"format": "%(session_id)s %(message)s"}},
+    "handlers": {
+        "out": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "plain",
+            "filters": ["session_id"],
+        },
+        "err": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": "plain",
+            "filters": ["custom"],
+        },
+    },
+    "root": {"level": "INFO", "handlers": ["out", "err"]},
+})
+log = logging.getLogger("app")
+log.info("outside")
+with session("abc"):
+    log.info("inside")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["- outside", "abc inside"]
+    assert result.stderr.splitlines() == ["none outside", "abc inside"]

@@ -1,0 +1,909 @@
+"""The core session API of SPEC §1, and the fixes of §6 items 3, 4, 5, 7 and 9."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import inspect
+import json
+import logging
+import math
+import pickle
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from sessionctx import (
+    SESSION_HEADER_NAME,
+    SESSION_ID_ENV_VAR,
+    ContextThreadPoolExecutor,
+    SessionContext,
+    current_session,
+    current_session_id,
+    extract_session_id,
+    inject_session_headers,
+    new_session,
+    reset_session,
+    session,
+    set_session_id,
+    wrap_context,
+)
+
+FALLBACK_ENV_VAR = "TRACECTRL_SESSION_ID"
+THREAD_TIMEOUT = 10.0
+
+
+def is_uuid4(value: str | None) -> bool:
+    return value is not None and str(uuid.UUID(value)) == value and uuid.UUID(value).version == 4
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Neither env var is set; returns ``monkeypatch`` to set them."""
+    monkeypatch.delenv(SESSION_ID_ENV_VAR, raising=False)
+    monkeypatch.delenv(FALLBACK_ENV_VAR, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def restore_session() -> Iterator[None]:
+    """Undo sessions the test sets without a token (``new_session()``)."""
+    token = set_session_id(None)
+    yield
+    reset_session(token)
+
+
+def run_in_thread(fn: Any) -> Any:
+    """Run ``fn`` in a plain ``threading.Thread`` and return its result."""
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(fn()))
+    thread.start()
+    thread.join(THREAD_TIMEOUT)
+    assert not thread.is_alive()
+    return results[0]
+
+
+# --------------------------------------------------------------------------- #
+# The seeds' documented examples (import root renamed)
+# --------------------------------------------------------------------------- #
+
+
+def test_seed_new_session_example(no_env: pytest.MonkeyPatch, restore_session: None) -> None:
+    from sessionctx.session import current_session_id, new_session
+
+    sid = new_session()
+    assert current_session_id() == sid
+
+
+def test_seed_set_session_id_example(restore_session: None) -> None:
+    from sessionctx.session import current_session_id, set_session_id
+
+    set_session_id("user-session-abc123")
+    assert current_session_id() == "user-session-abc123"
+
+
+def test_seed_env_var_override_example(no_env: pytest.MonkeyPatch, restore_session: None) -> None:
+    from sessionctx.session import new_session
+
+    no_env.setenv("SESSIONCTX_SESSION_ID", "fixed-session-for-testing")
+    sid = new_session()
+    assert sid == "fixed-session-for-testing"
+
+
+def test_seed_env_var_override_example_with_the_tracectrl_name(
+    no_env: pytest.MonkeyPatch, restore_session: None
+) -> None:
+    from sessionctx.session import new_session
+
+    no_env.setenv("TRACECTRL_SESSION_ID", "fixed-session-for-testing")
+    sid = new_session()
+    assert sid == "fixed-session-for-testing"
+
+
+def test_seed_nested_session_example() -> None:
+    from sessionctx.session import current_session_id, session
+
+    with session(id="1"):
+        assert current_session_id() == "1"
+        with session(id="2"):
+            assert current_session_id() == "2"
+        assert current_session_id() == "1"
+    assert current_session_id() is None
+
+
+def test_seed_extract_session_id_example() -> None:
+    from sessionctx.session import extract_session_id
+
+    assert extract_session_id({"mirascope-session-id": "abc"}) == "abc"
+
+
+# --------------------------------------------------------------------------- #
+# SessionContext
+# --------------------------------------------------------------------------- #
+
+
+def test_session_context_is_a_frozen_slotted_dataclass() -> None:
+    ctx = SessionContext("abc", {"k": 1})
+    assert dataclasses.is_dataclass(ctx)
+    assert "__slots__" in vars(SessionContext)
+    assert not hasattr(ctx, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.id = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.attributes = None  # type: ignore[misc]
+    with pytest.raises((AttributeError, TypeError)):
+        ctx.extra = 1  # type: ignore[attr-defined]
+    assert ctx.id == "abc"
+
+
+def test_session_context_takes_id_and_attributes_positionally_or_by_keyword() -> None:
+    assert SessionContext("abc", {"k": 1}) == SessionContext(id="abc", attributes={"k": 1})
+    assert SessionContext("abc").attributes is None
+    assert SessionContext("abc").attributes_json is None
+
+
+@pytest.mark.parametrize(
+    ("sid", "error"),
+    [
+        pytest.param("", ValueError, id="empty"),
+        pytest.param("a b", ValueError, id="space"),
+        pytest.param("a\nb", ValueError, id="newline"),
+        pytest.param("x" * 201, ValueError, id="201-chars"),
+        pytest.param(123, TypeError, id="int"),
+        pytest.param(None, TypeError, id="none"),
+    ],
+)
+def test_session_context_validates_the_id(sid: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="session id"):
+        SessionContext(cast(str, sid))
+
+
+@pytest.mark.parametrize(
+    ("attributes", "error", "names"),
+    [
+        pytest.param({"x": math.nan}, ValueError, "['x']", id="nan"),
+        pytest.param({"x": math.inf}, ValueError, "['x']", id="inf"),
+        pytest.param({"x": -math.inf}, ValueError, "['x']", id="minus-inf"),
+        pytest.param(
+            {"a": {"b": [1, math.nan]}}, ValueError, "['a']['b'][1]", id="nested-nan-in-list"
+        ),
+        pytest.param({1: "v"}, TypeError, "1", id="int-key"),
+        pytest.param({None: "v"}, TypeError, "None", id="none-key"),
+        pytest.param({("a",): "v"}, TypeError, "('a',)", id="tuple-key"),
+        pytest.param({"outer": {2: "v"}}, TypeError, "['outer']", id="nested-int-key"),
+        pytest.param({"x": {1, 2}}, TypeError, "['x']", id="set-value"),
+        pytest.param({"x": b"raw"}, TypeError, "['x']", id="bytes-value"),
+        pytest.param({"x": object()}, TypeError, "['x']", id="object-value"),
+        pytest.param({"a": [{"b": 1j}]}, TypeError, "['a'][0]['b']", id="nested-complex"),
+    ],
+)
+def test_bad_attributes_are_rejected_eagerly_naming_the_key(
+    attributes: dict[Any, Any], error: type[Exception], names: str
+) -> None:
+    with pytest.raises(error) as excinfo:
+        SessionContext("abc", attributes)
+    assert names in str(excinfo.value)
+    # The same check runs wherever attributes enter.
+    with pytest.raises(error):
+        set_session_id("abc", attributes=attributes)
+    with pytest.raises(error):
+        session("abc", attributes)
+    with pytest.raises(error):
+        new_session(attributes)
+    assert current_session() is None
+
+
+def test_attributes_that_contain_themselves_are_rejected() -> None:
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    with pytest.raises(ValueError, match=re.escape("['inner']['self']")):
+        SessionContext("abc", {"inner": looped})
+    items: list[Any] = []
+    items.append(items)
+    with pytest.raises(ValueError, match=re.escape("['items'][0]")):
+        SessionContext("abc", {"items": items})
+
+
+def test_a_value_shared_by_two_keys_is_not_a_cycle() -> None:
+    shared = [1, 2]
+    ctx = SessionContext("abc", {"a": shared, "b": shared})
+    assert ctx.attributes_json == '{"a":[1,2],"b":[1,2]}'
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        pytest.param(["a", 1], id="list"),
+        pytest.param("key=value", id="str"),
+        pytest.param(5, id="int"),
+    ],
+)
+def test_attributes_must_be_a_mapping(attributes: object) -> None:
+    with pytest.raises(TypeError, match="mapping"):
+        SessionContext("abc", cast(dict[str, Any], attributes))
+
+
+def test_attributes_are_a_deep_read_only_copy() -> None:
+    original: dict[str, Any] = {"user": "u1", "roles": ["admin"], "meta": {"tags": ["a"]}}
+    ctx = SessionContext("abc", original)
+
+    original["user"] = "u2"
+    original["new"] = True
+    original["roles"].append("root")
+    original["meta"]["tags"].append("b")
+    original["meta"]["extra"] = 1
+
+    assert ctx.attributes_json == '{"user":"u1","roles":["admin"],"meta":{"tags":["a"]}}'
+    assert ctx.attributes is not None
+    assert ctx.attributes["user"] == "u1"
+    assert list(ctx.attributes["roles"]) == ["admin"]
+    assert list(ctx.attributes["meta"]["tags"]) == ["a"]
+    with pytest.raises(TypeError):
+        ctx.attributes["user"] = "u3"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        ctx.attributes["meta"]["extra"] = 2
+    with pytest.raises((TypeError, AttributeError)):
+        ctx.attributes["roles"].append("root")
+
+
+def test_attributes_json_is_compact_and_round_trips() -> None:
+    attributes = {
+        "s": "caf\u00e9",
+        "i": 1,
+        "f": 1.5,
+        "b": True,
+        "n": None,
+        "l": [1, "a"],
+        "t": (2, 3),
+        "d": {"k": [{"z": False}]},
+    }
+    ctx = SessionContext("abc", attributes)
+    assert ctx.attributes_json is not None
+    assert ", " not in ctx.attributes_json
+    assert ": " not in ctx.attributes_json
+    assert json.loads(ctx.attributes_json) == {**attributes, "t": [2, 3]}
+    assert SessionContext("abc", {}).attributes_json == "{}"
+
+
+def test_session_context_is_equal_by_value_and_hashable() -> None:
+    a = SessionContext("abc", {"k": [1, {"z": 2}]})
+    b = SessionContext("abc", {"k": [1, {"z": 2}]})
+    assert a == b
+    assert a is not b
+    assert hash(a) == hash(b)
+    assert len({a, b}) == 1
+    assert {a: "value"}[b] == "value"
+    assert a != SessionContext("abd", {"k": [1, {"z": 2}]})
+    assert a != SessionContext("abc", {"k": [1, {"z": 3}]})
+    assert SessionContext("abc") == SessionContext("abc")
+    assert SessionContext("abc") != SessionContext("abc", {})
+
+
+def test_session_context_survives_copy_and_pickle() -> None:
+    ctx = SessionContext("abc", {"k": [1, {"z": 2}]})
+    for clone in (copy.copy(ctx), copy.deepcopy(ctx), pickle.loads(pickle.dumps(ctx))):
+        assert clone == ctx
+        assert clone.attributes_json == ctx.attributes_json
+    plain = SessionContext("abc")
+    assert pickle.loads(pickle.dumps(plain)) == plain
+
+
+# --------------------------------------------------------------------------- #
+# new_session and the env var
+# --------------------------------------------------------------------------- #
+
+
+def test_new_session_generates_a_uuid4_and_sets_it(
+    no_env: pytest.MonkeyPatch, restore_session: None
+) -> None:
+    first = new_session()
+    assert is_uuid4(first)
+    assert current_session_id() == first
+    second = new_session()
+    assert second != first
+    assert current_session_id() == second
+
+
+def test_new_session_sets_attributes(no_env: pytest.MonkeyPatch, restore_session: None) -> None:
+    sid = new_session({"tenant": "t1"})
+    assert current_session() == SessionContext(sid, {"tenant": "t1"})
+
+
+def test_the_primary_env_var_wins_over_the_fallback(
+    no_env: pytest.MonkeyPatch, restore_session: None
+) -> None:
+    no_env.setenv(SESSION_ID_ENV_VAR, "primary")
+    no_env.setenv(FALLBACK_ENV_VAR, "fallback")
+    assert new_session() == "primary"
+    assert current_session_id() == "primary"
+
+
+@pytest.mark.parametrize(
+    "blank",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("   ", id="spaces"),
+        pytest.param("\t\n", id="tab-newline"),
+    ],
+)
+def test_a_blank_env_var_counts_as_unset(
+    blank: str,
+    no_env: pytest.MonkeyPatch,
+    restore_session: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sessionctx")
+    no_env.setenv(SESSION_ID_ENV_VAR, blank)
+    assert is_uuid4(new_session())
+    no_env.setenv(FALLBACK_ENV_VAR, "fallback")
+    assert new_session() == "fallback"
+    no_env.setenv(FALLBACK_ENV_VAR, blank)
+    assert is_uuid4(new_session())
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("name", [SESSION_ID_ENV_VAR, FALLBACK_ENV_VAR])
+def test_an_invalid_env_var_is_ignored_with_one_warning(
+    name: str,
+    no_env: pytest.MonkeyPatch,
+    restore_session: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sessionctx")
+    # Unique per run: the warning is logged once per value for the whole process.
+    invalid = f"not valid {uuid.uuid4()}"
+    no_env.setenv(name, invalid)
+
+    first = new_session()
+    second = new_session()
+
+    assert is_uuid4(first)
+    assert is_uuid4(second)
+    assert first != second
+    warnings = [r for r in caplog.records if r.name == "sessionctx"]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+    assert name in warnings[0].getMessage()
+    assert invalid in warnings[0].getMessage()
+
+
+def test_an_invalid_primary_env_var_falls_back_to_the_tracectrl_name(
+    no_env: pytest.MonkeyPatch, restore_session: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sessionctx")
+    no_env.setenv(SESSION_ID_ENV_VAR, f"bad\n{uuid.uuid4()}")
+    no_env.setenv(FALLBACK_ENV_VAR, "fallback")
+    assert new_session() == "fallback"
+    assert len(caplog.records) == 1
+    assert SESSION_ID_ENV_VAR in caplog.records[0].getMessage()
+
+
+def test_an_env_var_value_is_not_stripped(
+    no_env: pytest.MonkeyPatch, restore_session: None
+) -> None:
+    no_env.setenv(SESSION_ID_ENV_VAR, f" padded-{uuid.uuid4()} ")
+    assert is_uuid4(new_session())
+
+
+# --------------------------------------------------------------------------- #
+# set_session_id / reset_session / current_session
+# --------------------------------------------------------------------------- #
+
+
+def test_nothing_is_active_by_default() -> None:
+    assert current_session() is None
+    assert current_session_id() is None
+
+
+def test_set_session_id_and_reset_session() -> None:
+    outer = set_session_id("outer", attributes={"k": "v"})
+    assert current_session_id() == "outer"
+    assert current_session() == SessionContext("outer", {"k": "v"})
+
+    inner = set_session_id("inner")
+    assert current_session() == SessionContext("inner")
+    reset_session(inner)
+    assert current_session_id() == "outer"
+
+    reset_session(outer)
+    assert current_session() is None
+
+
+def test_set_session_id_none_clears_and_reset_restores() -> None:
+    with session("active"):
+        token = set_session_id(None)
+        assert current_session() is None
+        assert current_session_id() is None
+        reset_session(token)
+        assert current_session_id() == "active"
+
+
+def test_set_session_id_none_with_attributes_is_an_error() -> None:
+    with pytest.raises(ValueError, match="attributes"):
+        set_session_id(None, attributes={"k": "v"})
+    assert current_session() is None
+
+
+@pytest.mark.parametrize(
+    ("sid", "error"),
+    [
+        pytest.param("", ValueError, id="empty"),
+        pytest.param("a b", ValueError, id="space"),
+        pytest.param("a\r\nb", ValueError, id="crlf"),
+        pytest.param("x" * 201, ValueError, id="201-chars"),
+        pytest.param(123, TypeError, id="int"),
+        pytest.param(b"abc", TypeError, id="bytes"),
+    ],
+)
+def test_set_session_id_rejects_invalid_ids_and_changes_nothing(
+    sid: object, error: type[Exception]
+) -> None:
+    with session("before"):
+        with pytest.raises(error):
+            set_session_id(cast(str, sid))
+        assert current_session_id() == "before"
+
+
+def test_set_session_id_ignores_the_env_var(no_env: pytest.MonkeyPatch) -> None:
+    no_env.setenv(SESSION_ID_ENV_VAR, "from-env")
+    token = set_session_id("explicit")
+    assert current_session_id() == "explicit"
+    reset_session(token)
+
+
+# --------------------------------------------------------------------------- #
+# session(): with, async with, decorators
+# --------------------------------------------------------------------------- #
+
+
+def test_session_yields_the_active_context() -> None:
+    with session("abc", {"k": 1}) as ctx:
+        assert isinstance(ctx, SessionContext)
+        assert current_session() is ctx
+        assert ctx == SessionContext("abc", {"k": 1})
+    assert current_session() is None
+
+
+def test_session_takes_the_id_positionally_or_by_keyword() -> None:
+    with session("positional") as a:
+        assert current_session_id() == "positional"
+    with session(id="keyword", attributes={"k": 1}) as b:
+        assert current_session_id() == "keyword"
+    assert a.id == "positional"
+    assert b.attributes == {"k": 1}
+
+
+def test_session_without_id_generates_a_fresh_id_per_entry_and_ignores_the_env_var(
+    no_env: pytest.MonkeyPatch,
+) -> None:
+    no_env.setenv(SESSION_ID_ENV_VAR, "fixed-session-for-testing")
+    no_env.setenv(FALLBACK_ENV_VAR, "fixed-session-for-testing")
+    scope = session()
+    seen = []
+    for _ in range(3):
+        with scope as ctx:
+            seen.append(ctx.id)
+    with session(id=None) as ctx:
+        seen.append(ctx.id)
+    assert all(is_uuid4(sid) for sid in seen)
+    assert len(set(seen)) == len(seen)
+    assert "fixed-session-for-testing" not in seen
+
+
+def test_sessions_nest_and_restore_the_outer_one() -> None:
+    with session("1") as one:
+        with session("2") as two:
+            assert current_session() is two
+            with session() as generated:
+                assert current_session() is generated
+            assert current_session() is two
+        assert current_session() is one
+    assert current_session() is None
+
+
+def fail_inside(sid: str) -> None:
+    with session(sid):
+        assert current_session_id() == sid
+        raise RuntimeError("boom")
+
+
+def test_the_outer_session_is_restored_on_exception() -> None:
+    with session("outer"):
+        with pytest.raises(RuntimeError, match="boom"):
+            fail_inside("inner")
+        assert current_session_id() == "outer"
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside("alone")
+    assert current_session_id() is None
+
+
+def test_session_checks_id_and_attributes_when_called() -> None:
+    with pytest.raises(ValueError, match="printable ASCII"):
+        session("bad id")
+    with pytest.raises(TypeError, match="must be a str"):
+        session(cast(str, 123))
+    with pytest.raises(ValueError, match="finite"):
+        session("ok", {"x": math.nan})
+
+
+def test_session_copies_attributes_when_called() -> None:
+    attributes: dict[str, Any] = {"roles": ["admin"]}
+    scope = session("abc", attributes)
+    attributes["roles"].append("root")
+    attributes["new"] = 1
+    with scope as ctx:
+        assert ctx.attributes_json == '{"roles":["admin"]}'
+
+
+def test_a_session_replaced_inside_the_block_is_still_undone(
+    no_env: pytest.MonkeyPatch,
+) -> None:
+    with session("outer"):
+        with session("inner"):
+            new_session()
+            set_session_id("replaced")
+        assert current_session_id() == "outer"
+    assert current_session_id() is None
+
+
+def test_one_scope_object_entered_in_several_threads_at_once() -> None:
+    """Threads enter one after the other and leave in the same order, so
+    exits are not the reverse of entries."""
+    count = 4
+    scope = session(attributes={"shared": True})
+    may_enter = [threading.Event() for _ in range(count + 1)]
+    may_leave = [threading.Event() for _ in range(count + 1)]
+    errors: list[BaseException] = []
+    seen: list[str] = []
+
+    def worker(index: int) -> None:
+        try:
+            assert may_enter[index].wait(THREAD_TIMEOUT)
+            with scope as ctx:
+                may_enter[index + 1].set()
+                assert may_leave[index].wait(THREAD_TIMEOUT)
+                assert current_session() is ctx
+                seen.append(ctx.id)
+            assert current_session() is None
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            may_enter[index + 1].set()
+            may_leave[index + 1].set()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    may_enter[0].set()
+    assert may_enter[count].wait(THREAD_TIMEOUT)
+    may_leave[0].set()
+    for thread in threads:
+        thread.join(THREAD_TIMEOUT)
+    assert errors == []
+    assert len(set(seen)) == count
+
+
+@pytest.mark.anyio
+async def test_async_with() -> None:
+    async with session("outer") as outer:
+        assert current_session() is outer
+        async with session() as inner:
+            assert current_session() is inner
+            await asyncio.sleep(0)
+            assert current_session() is inner
+        assert current_session() is outer
+        with pytest.raises(KeyError):
+            async with session("failing"):
+                raise KeyError("x")
+        assert current_session() is outer
+    assert current_session() is None
+
+
+@pytest.mark.anyio
+async def test_one_scope_object_entered_by_concurrent_tasks() -> None:
+    scope = session("shared")
+
+    async def enter(delay: int) -> bool:
+        async with scope as ctx:
+            for _ in range(delay):
+                await asyncio.sleep(0)
+            return current_session() is ctx
+
+    assert await asyncio.gather(*(enter(d) for d in (3, 1, 2, 0))) == [True] * 4
+    assert current_session() is None
+
+
+def test_sync_decorator_gives_each_call_its_own_session() -> None:
+    @session(attributes={"job": "report"})
+    def job(x: int, *, y: int) -> tuple[int, SessionContext | None]:
+        """Job docstring."""
+        return x + y, current_session()
+
+    assert job.__name__ == "job"
+    assert job.__doc__ == "Job docstring."
+    results = [job(1, y=2) for _ in range(3)]
+    contexts = [ctx for _, ctx in results]
+    assert [value for value, _ in results] == [3, 3, 3]
+    assert all(ctx is not None and is_uuid4(ctx.id) for ctx in contexts)
+    assert all(ctx is not None and ctx.attributes == {"job": "report"} for ctx in contexts)
+    assert len({ctx.id for ctx in contexts if ctx is not None}) == 3
+    assert current_session() is None
+
+
+def test_sync_decorator_with_a_fixed_id_restores_the_outer_session() -> None:
+    @session("fixed")
+    def job() -> str | None:
+        return current_session_id()
+
+    @session()
+    def failing() -> None:
+        raise ValueError("job failed")
+
+    with session("outer"):
+        assert job() == "fixed"
+        assert current_session_id() == "outer"
+        with pytest.raises(ValueError, match="job failed"):
+            failing()
+        assert current_session_id() == "outer"
+
+
+@pytest.mark.anyio
+async def test_async_decorator_gives_each_concurrent_call_its_own_session() -> None:
+    @session()
+    async def handler(name: str) -> tuple[str, list[str | None]]:
+        seen = [current_session_id()]
+        for _ in range(3):
+            await asyncio.sleep(0)
+            seen.append(current_session_id())
+        return name, seen
+
+    assert inspect.iscoroutinefunction(handler)
+    assert handler.__name__ == "handler"
+    async with session("outer"):
+        results = await asyncio.gather(*(handler(f"call-{i}") for i in range(5)))
+        assert current_session_id() == "outer"
+    assert [name for name, _ in results] == [f"call-{i}" for i in range(5)]
+    ids = set()
+    for _, seen in results:
+        assert len(set(seen)) == 1, seen
+        assert is_uuid4(seen[0])
+        ids.add(seen[0])
+    assert len(ids) == 5
+    assert "outer" not in ids
+
+
+@pytest.mark.anyio
+async def test_async_decorator_restores_the_outer_session_on_exception() -> None:
+    @session("inner")
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        assert current_session_id() == "inner"
+        raise LookupError("missing")
+
+    with session("outer"):
+        with pytest.raises(LookupError, match="missing"):
+            await failing()
+        assert current_session_id() == "outer"
+
+
+# --------------------------------------------------------------------------- #
+# inject_session_headers
+# --------------------------------------------------------------------------- #
+
+
+def test_inject_writes_in_place_and_returns_the_same_object() -> None:
+    headers = {"Accept": "text/plain"}
+    with session("abc"):
+        result = inject_session_headers(headers)
+    assert result is headers
+    assert headers == {"Accept": "text/plain", SESSION_HEADER_NAME: "abc"}
+    assert extract_session_id(headers) == "abc"
+
+
+def test_inject_fills_an_empty_dict_in_place() -> None:
+    headers: dict[str, str] = {}
+    with session("abc"):
+        assert inject_session_headers(headers) is headers
+    assert headers == {"X-Session-Id": "abc"}
+
+
+def test_inject_without_headers_returns_a_new_dict() -> None:
+    with session("abc"):
+        first = inject_session_headers()
+        second = inject_session_headers(None)
+    assert first == second == {"X-Session-Id": "abc"}
+    assert first is not second
+
+
+def test_inject_writes_nothing_without_a_session() -> None:
+    headers: dict[str, str] = {"Accept": "text/plain"}
+    assert inject_session_headers(headers) is headers
+    assert headers == {"Accept": "text/plain"}
+    assert inject_session_headers() == {}
+
+
+def test_inject_with_a_custom_header_name() -> None:
+    with session("abc"):
+        headers = inject_session_headers({}, header_name="X-TraceCtrl-Session")
+    assert headers == {"X-TraceCtrl-Session": "abc"}
+
+
+def test_inject_replaces_other_spellings_in_a_plain_dict() -> None:
+    """A plain dict is case-sensitive: leaving ``x-session-id`` next to
+    ``X-Session-Id`` would send two conflicting headers."""
+    headers = {"x-session-id": "stale", "X-SESSION-ID": "stale", "Accept": "*/*"}
+    with session("abc"):
+        inject_session_headers(headers)
+    assert headers == {"Accept": "*/*", "X-Session-Id": "abc"}
+    assert extract_session_id(headers) == "abc"
+
+
+def test_inject_into_httpx_headers() -> None:
+    headers = httpx.Headers({"x-session-id": "stale"})
+    with session("abc"):
+        assert inject_session_headers(headers) is headers
+    assert headers.get_list("X-Session-Id") == ["abc"]
+
+
+# --------------------------------------------------------------------------- #
+# wrap_context and ContextThreadPoolExecutor
+# --------------------------------------------------------------------------- #
+
+
+def test_a_plain_thread_sees_no_session() -> None:
+    with session("submitter"):
+        assert run_in_thread(current_session_id) is None
+
+
+def test_wrap_context_carries_the_callers_session_into_a_thread() -> None:
+    with session("submitter"):
+        wrapped = wrap_context(current_session_id)
+        assert run_in_thread(wrapped) == "submitter"
+    # The snapshot was taken when wrapping, not when calling.
+    assert wrapped() == "submitter"
+    assert current_session() is None
+
+
+def test_wrap_context_passes_arguments_and_keeps_the_name() -> None:
+    def describe(prefix: str, *, suffix: str) -> str:
+        return f"{prefix}{current_session_id()}{suffix}"
+
+    with session("abc"):
+        wrapped = wrap_context(describe)
+    assert wrapped("<", suffix=">") == "<abc>"
+    assert wrapped.__name__ == "describe"
+
+
+def test_wrap_context_calls_leak_into_nothing() -> None:
+    def replace_session() -> str | None:
+        before = current_session_id()
+        set_session_id("set-inside")
+        return before
+
+    with session("caller"):
+        wrapped = wrap_context(replace_session)
+        assert wrapped() == "caller"
+        assert wrapped() == "caller"
+        assert run_in_thread(wrapped) == "caller"
+        assert current_session_id() == "caller"
+
+
+@pytest.mark.anyio
+async def test_wrap_context_with_run_in_executor() -> None:
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        async with session("request"):
+            plain = await loop.run_in_executor(pool, current_session_id)
+            wrapped = await loop.run_in_executor(pool, wrap_context(current_session_id))
+    assert plain is None
+    assert wrapped == "request"
+
+
+def test_executor_submit_and_map_see_the_submitters_session() -> None:
+    def describe(prefix: str, *, suffix: str = "") -> str:
+        return f"{prefix}{current_session_id()}{suffix}"
+
+    with ContextThreadPoolExecutor(max_workers=2) as pool:
+        assert pool.submit(current_session_id).result(THREAD_TIMEOUT) is None
+        with session("submitter"):
+            submitted = pool.submit(describe, "<", suffix=">")
+            mapped = pool.map(describe, ["a:", "b:", "c:"], timeout=THREAD_TIMEOUT)
+            assert submitted.result(THREAD_TIMEOUT) == "<submitter>"
+            assert list(mapped) == ["a:submitter", "b:submitter", "c:submitter"]
+        assert pool.submit(current_session_id).result(THREAD_TIMEOUT) is None
+
+
+def test_executor_uses_the_context_at_submit_time() -> None:
+    release = threading.Event()
+    with ContextThreadPoolExecutor(max_workers=1) as pool:
+        blocker = pool.submit(release.wait, THREAD_TIMEOUT)
+        with session("at-submit"):
+            later = pool.submit(current_session_id)
+        with session("at-run"):
+            release.set()
+            assert blocker.result(THREAD_TIMEOUT) is True
+            assert later.result(THREAD_TIMEOUT) == "at-submit"
+
+
+def test_nothing_set_in_an_executor_call_leaks() -> None:
+    with ContextThreadPoolExecutor(max_workers=1) as pool:
+        with session("submitter"):
+            pool.submit(set_session_id, "set-in-worker").result(THREAD_TIMEOUT)
+            pool.submit(new_session).result(THREAD_TIMEOUT)
+            assert current_session_id() == "submitter"
+            assert pool.submit(current_session_id).result(THREAD_TIMEOUT) == "submitter"
+        # The same worker thread, with nothing left behind by earlier calls.
+        assert pool.submit(current_session_id).result(THREAD_TIMEOUT) is None
+
+
+def test_a_plain_thread_pool_sees_no_session() -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool, session("submitter"):
+        assert pool.submit(current_session_id).result(THREAD_TIMEOUT) is None
+
+
+# --------------------------------------------------------------------------- #
+# Isolation
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.anyio
+async def test_concurrent_tasks_see_only_their_own_session() -> None:
+    async def request(index: int) -> list[str | None]:
+        seen = []
+        async with session(f"task-{index}"):
+            for step in range(4):
+                seen.append(current_session_id())
+                await asyncio.sleep(0 if (index + step) % 2 else 0.001)
+            seen.append(current_session_id())
+        seen.append(current_session_id())
+        return seen
+
+    results = await asyncio.gather(*(request(i) for i in range(20)))
+    for index, seen in enumerate(results):
+        assert seen == [f"task-{index}"] * 5 + [None]
+
+
+@pytest.mark.anyio
+async def test_a_child_task_inherits_the_session_but_changes_do_not_flow_back() -> None:
+    async def child() -> tuple[str | None, str | None]:
+        inherited = current_session_id()
+        set_session_id("set-in-child")
+        await asyncio.sleep(0)
+        return inherited, current_session_id()
+
+    async with session("parent"):
+        task = asyncio.create_task(child())
+        assert await task == ("parent", "set-in-child")
+        assert current_session_id() == "parent"
+
+
+def test_threads_see_only_their_own_session() -> None:
+    count = 8
+    barrier = threading.Barrier(count, timeout=THREAD_TIMEOUT)
+    seen: dict[int, list[str | None]] = {}
+
+    def worker(index: int) -> None:
+        record = [current_session_id()]
+        with session(f"thread-{index}"):
+            barrier.wait()
+            record.append(current_session_id())
+            barrier.wait()
+            record.append(current_session_id())
+        record.append(current_session_id())
+        seen[index] = record
+
+    with session("main"):
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(THREAD_TIMEOUT)
+        assert current_session_id() == "main"
+    assert seen == {i: [None, f"thread-{i}", f"thread-{i}", None] for i in range(count)}

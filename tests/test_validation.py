@@ -1,0 +1,194 @@
+"""The session id rule and the default generator (SPEC §1, §6.3)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from sessionctx import is_valid_session_id, validate_session_id
+from sessionctx._validation import generate_session_id
+
+UUID4 = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
+ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+EXCLUDED_PUNCTUATION = '",;\\'
+
+
+class StrSubclass(str):
+    """A ``str`` subclass; the rule speaks of "a str", so it applies unchanged."""
+
+
+VALID_IDS = [
+    pytest.param(UUID4, id="uuid4"),
+    pytest.param(UUID4.upper(), id="uuid4-upper-case"),
+    pytest.param(uuid.UUID(UUID4).hex, id="uuid-hex-without-dashes"),
+    pytest.param(str(uuid.uuid1()), id="uuid1"),
+    pytest.param(ULID, id="ulid"),
+    pytest.param(ULID.lower(), id="ulid-lower-case"),
+    pytest.param("user-session-abc123", id="tracectrl-example"),
+    pytest.param("fixed-session-for-testing", id="env-var-example"),
+    pytest.param("a", id="one-char"),
+    pytest.param("!", id="lowest-allowed-0x21"),
+    pytest.param("~", id="highest-allowed-0x7e"),
+    pytest.param("x" * 199, id="199-chars"),
+    pytest.param("x" * 200, id="200-chars"),
+    pytest.param("!#$%&'()*+-./:<=>?@[]^_`{|}~", id="all-allowed-punctuation"),
+    pytest.param("0123456789", id="digits-only"),
+    pytest.param(StrSubclass("abc"), id="str-subclass"),
+]
+
+# (value, the rule that must be named in the error message)
+INVALID_IDS = [
+    pytest.param("", "must not be empty", id="empty"),
+    pytest.param("x" * 201, "at most 200 characters", id="201-chars"),
+    pytest.param("x" * 10_000, "at most 200 characters", id="10000-chars"),
+    pytest.param("a b", "printable ASCII", id="space-inside"),
+    pytest.param(" abc", "printable ASCII", id="leading-space-not-stripped"),
+    pytest.param("abc ", "printable ASCII", id="trailing-space-not-stripped"),
+    pytest.param(" ", "printable ASCII", id="only-space"),
+    pytest.param("a\tb", "printable ASCII", id="tab"),
+    pytest.param("a\rb", "printable ASCII", id="cr"),
+    pytest.param("a\nb", "printable ASCII", id="lf"),
+    pytest.param("abc\r\nX-Evil: 1", "printable ASCII", id="crlf-header-injection"),
+    pytest.param("abc\n", "printable ASCII", id="trailing-newline"),
+    pytest.param("a\x00b", "printable ASCII", id="nul"),
+    pytest.param("a\x1fb", "printable ASCII", id="unit-separator-0x1f"),
+    pytest.param("a\x7fb", "printable ASCII", id="del-0x7f"),
+    pytest.param("caf\u00e9", "printable ASCII", id="latin-1-e-acute"),
+    pytest.param("a\u00a0b", "printable ASCII", id="no-break-space"),
+    pytest.param("a\u2028b", "printable ASCII", id="line-separator"),
+    pytest.param("\u65e5\u672c", "printable ASCII", id="cjk"),
+    pytest.param("a\U0001f600", "printable ASCII", id="emoji"),
+    pytest.param('a"b', "printable ASCII", id="double-quote"),
+    pytest.param("a,b", "printable ASCII", id="comma"),
+    pytest.param("a, b", "printable ASCII", id="comma-joined-values"),
+    pytest.param("a;b", "printable ASCII", id="semicolon"),
+    pytest.param("a\\b", "printable ASCII", id="backslash"),
+    pytest.param("x" * 199 + " ", "printable ASCII", id="200-chars-ending-in-space"),
+]
+
+NON_STR_VALUES = [
+    pytest.param(None, id="none"),
+    pytest.param(123, id="int"),
+    pytest.param(1.5, id="float"),
+    pytest.param(True, id="bool"),
+    pytest.param(b"abc", id="bytes"),
+    pytest.param(bytearray(b"abc"), id="bytearray"),
+    pytest.param(["abc"], id="list-of-str"),
+    pytest.param(("abc",), id="tuple-of-str"),
+    pytest.param(uuid.UUID(UUID4), id="uuid-object"),
+    pytest.param(object(), id="object"),
+]
+
+
+@pytest.mark.parametrize("value", VALID_IDS)
+def test_valid_ids_pass(value: str) -> None:
+    assert is_valid_session_id(value) is True
+    assert validate_session_id(value) is value
+
+
+@pytest.mark.parametrize(("value", "rule"), INVALID_IDS)
+def test_invalid_ids_fail_naming_the_rule(value: str, rule: str) -> None:
+    assert is_valid_session_id(value) is False
+    with pytest.raises(ValueError, match=re.escape(rule)):
+        validate_session_id(value)
+
+
+@pytest.mark.parametrize("value", NON_STR_VALUES)
+def test_non_str_values_fail_with_type_error(value: object) -> None:
+    assert is_valid_session_id(value) is False
+    with pytest.raises(TypeError, match="must be a str") as excinfo:
+        validate_session_id(value)
+    assert type(value).__name__ in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "char", "index"),
+    [
+        pytest.param("ab cd", " ", 2, id="space"),
+        pytest.param("\tabc", "\t", 0, id="tab-first"),
+        pytest.param("abc\r\n", "\r", 3, id="cr-before-lf"),
+        pytest.param("abc\x00", "\x00", 3, id="nul-last"),
+        pytest.param("a\x7f", "\x7f", 1, id="del"),
+        pytest.param("ok;no", ";", 2, id="semicolon"),
+        pytest.param("\u00e9t\u00e9", "\u00e9", 0, id="non-ascii"),
+    ],
+)
+def test_character_error_names_the_first_bad_character_and_its_index(
+    value: str, char: str, index: int
+) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        validate_session_id(value)
+    message = str(excinfo.value)
+    assert f"found {char!r} at index {index}" in message
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("x" * 201, id="too-long"),
+        pytest.param("y" * 500 + "\n", id="long-with-newline"),
+        pytest.param("z" * 100 + " tail", id="long-with-space"),
+        pytest.param(list(range(1000)), id="long-non-str"),
+    ],
+)
+def test_errors_show_at_most_50_characters_of_the_value(value: object) -> None:
+    with pytest.raises((TypeError, ValueError)) as excinfo:
+        validate_session_id(value)
+    message = str(excinfo.value)
+    shown = repr(value)
+    assert shown[:40] in message
+    assert shown[:51] not in message
+    assert len(message) < 250
+
+
+@pytest.mark.parametrize("codepoint", range(0x100))
+def test_every_latin_1_character_follows_the_rule(codepoint: int) -> None:
+    char = chr(codepoint)
+    expected = 0x21 <= codepoint <= 0x7E and char not in EXCLUDED_PUNCTUATION
+    for value in (char, f"a{char}b", "x" * 199 + char):
+        assert is_valid_session_id(value) is expected, value
+        if expected:
+            assert validate_session_id(value) == value
+        else:
+            with pytest.raises(ValueError, match="printable ASCII"):
+                validate_session_id(value)
+
+
+def test_the_length_limit_is_exactly_200() -> None:
+    assert is_valid_session_id("a" * 200)
+    assert not is_valid_session_id("a" * 201)
+
+
+# --------------------------------------------------------------------------- #
+# The default generator
+# --------------------------------------------------------------------------- #
+
+
+def test_generated_ids_are_canonical_uuid4_strings() -> None:
+    for _ in range(500):
+        sid = generate_session_id()
+        parsed = uuid.UUID(sid)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == sid
+        assert len(sid) == 36
+        assert is_valid_session_id(sid)
+
+
+def test_generated_ids_are_unique() -> None:
+    ids = [generate_session_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+
+
+def test_generated_ids_use_all_random_bits() -> None:
+    """Every hex digit appears at every random position, and the variant
+    nibble takes all four RFC 4122 values, so no position is stuck."""
+    ids = [generate_session_id() for _ in range(4000)]
+    random_positions = [i for i in range(36) if i not in (8, 13, 14, 18, 19, 23)]
+    for position in random_positions:
+        assert {sid[position] for sid in ids} == set("0123456789abcdef"), position
+    assert {sid[14] for sid in ids} == {"4"}
+    assert {sid[19] for sid in ids} == set("89ab")
