@@ -1,0 +1,132 @@
+"""Run Celery tasks in the session of the code that published them.
+
+::
+
+    from celery import Celery
+    from sessionctx.integrations import celery as sessionctx_celery
+
+    app = Celery("proj", broker="redis://localhost:6379/0")
+    sessionctx_celery.connect(app)   # in the publishing process and in the worker
+
+How it works, with Celery's signals:
+
+- ``before_task_publish``: the publisher's session id goes into the task
+  message headers under ``X-Session-Id`` (a value already passed with
+  ``apply_async(headers=...)`` is kept). Celery does not tell this signal which
+  app publishes, so while any app is connected every task message published
+  from the process carries the header; workers of apps that are not connected
+  ignore it.
+- ``task_prerun``: for tasks of a connected app, the worker sets that session
+  for the task's run; without a valid header it starts a new one. A task run
+  eagerly (``task.apply()``, ``task_always_eager``) with no header keeps the
+  caller's session, since it runs in the caller's thread.
+- ``task_postrun``: the worker restores the session it had before the task.
+  Celery sends it from a ``finally`` block, so this happens after success,
+  failure, retry, reject and ignore alike; ``on_failure``, ``on_retry`` and
+  ``task_failure`` handlers run before it and still see the task's session.
+
+A ``task.retry()`` republishes the request's headers, so every attempt runs in
+the same session. Tasks a task publishes carry its session on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from contextvars import Token
+from typing import Any
+
+try:
+    from celery import Celery, signals
+except ImportError:
+    raise ImportError(
+        "sessionctx.integrations.celery needs celery; "
+        "install with: pip install 'sessionctx[celery]'"
+    ) from None
+
+from sessionctx._headers import SESSION_HEADER_NAME
+from sessionctx._validation import generate_session_id, is_valid_session_id
+from sessionctx.session import SessionContext, _current, _get, set_session_id
+
+__all__ = ["connect", "disconnect"]
+
+_DISPATCH_UID = "sessionctx.integrations.celery"
+
+# The token of each running task, keyed by task id and thread (the same task
+# id may run in two pool threads at once after a redelivery).
+_tokens: dict[tuple[str, int], Token[SessionContext | None]] = {}
+
+
+def connect(app: Celery) -> None:
+    """Propagate sessions into the tasks of ``app``; calling it again changes nothing.
+
+    Call it in the process that publishes and in the worker (importing the
+    module that builds the app and calls ``connect`` does both). The signal
+    handlers hold a reference to ``app`` until :func:`disconnect`.
+    """
+    if not isinstance(app, Celery):
+        raise TypeError(f"expected a celery.Celery app, not {type(app).__name__}: {app!r}")
+
+    def on_prerun(task_id: str, task: Any, **kwargs: Any) -> None:
+        if task.app is app:
+            _start_task(task_id, task.request)
+
+    def on_postrun(task_id: str, task: Any, **kwargs: Any) -> None:
+        if task.app is app:
+            _end_task(task_id)
+
+    # One uid per app: a second connect of the same app adds nothing.
+    uid = _dispatch_uid(app)
+    signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=uid)
+    signals.task_prerun.connect(on_prerun, weak=False, dispatch_uid=uid)
+    signals.task_postrun.connect(on_postrun, weak=False, dispatch_uid=uid)
+
+
+def disconnect(app: Celery) -> None:
+    """Remove the signal handlers that :func:`connect` added for ``app``.
+
+    Call it while none of the app's tasks is running (at shutdown, or between
+    tests); a task running meanwhile keeps its session until its thread's
+    context ends. Disconnecting an app that is not connected does nothing.
+    """
+    uid = _dispatch_uid(app)
+    signals.before_task_publish.disconnect(dispatch_uid=uid)
+    signals.task_prerun.disconnect(dispatch_uid=uid)
+    signals.task_postrun.disconnect(dispatch_uid=uid)
+
+
+def _dispatch_uid(app: Celery) -> tuple[str, int]:
+    return (_DISPATCH_UID, id(app))
+
+
+def _on_publish(headers: dict[str, Any], **kwargs: Any) -> None:
+    ctx = _get()
+    if ctx is not None:
+        headers.setdefault(SESSION_HEADER_NAME, ctx.id)
+
+
+def _header_session_id(request: Any) -> str | None:
+    # A worker puts custom message headers on the request itself;
+    # ``task.apply(headers=...)`` puts them under ``request.headers``.
+    sid = request.get(SESSION_HEADER_NAME)
+    if sid is None and isinstance(request.headers, Mapping):
+        sid = request.headers.get(SESSION_HEADER_NAME)
+    return sid if is_valid_session_id(sid) else None
+
+
+def _start_task(task_id: str, request: Any) -> None:
+    sid = _header_session_id(request)
+    caller = _get() if sid is None and request.is_eager else None
+    if caller is not None:
+        # Set the caller's session again, so that the reset after the task
+        # also undoes whatever the task body set.
+        token = _current.set(caller)
+    else:
+        token = set_session_id(sid or generate_session_id())
+    _tokens[task_id, threading.get_ident()] = token
+
+
+def _end_task(task_id: str) -> None:
+    token = _tokens.pop((task_id, threading.get_ident()), None)
+    if token is not None:
+        _current.reset(token)

@@ -1,0 +1,124 @@
+"""httpx transports that send the active session id on every outgoing request.
+
+Each transport wraps another one (httpx's own by default) and adds
+``X-Session-Id`` while a session is active in the code that sends the request::
+
+    import httpx
+    from sessionctx.integrations.httpx import AsyncSessionTransport, SessionTransport
+
+    client = httpx.Client(transport=SessionTransport())
+    async_client = httpx.AsyncClient(transport=AsyncSessionTransport())
+
+A client given a transport no longer builds its own from ``verify``,
+``cert``, ``http2``, ``limits``, ``proxy`` or ``trust_env``; set those on the
+wrapped transport instead, e.g. ``SessionTransport(httpx.HTTPTransport(retries=2))``.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+try:
+    import httpx
+except ImportError:
+    raise ImportError(
+        "sessionctx.integrations.httpx needs httpx; install with: pip install 'sessionctx[httpx]'"
+    ) from None
+
+from sessionctx._headers import ACCEPTED_HEADER_NAMES, SESSION_HEADER_NAME
+from sessionctx.session import _get
+
+__all__ = ["AsyncSessionTransport", "SessionTransport"]
+
+
+def _add_session_header(request: httpx.Request) -> None:
+    ctx = _get()
+    if ctx is None:
+        return
+    headers = request.headers
+    # A session header the caller set (under any accepted name) wins: adding
+    # ours would outrank it on the receiving side.
+    for name in ACCEPTED_HEADER_NAMES:
+        if name in headers:
+            return
+    headers[SESSION_HEADER_NAME] = ctx.id
+
+
+class SessionTransport(httpx.BaseTransport):
+    """Wrap ``transport`` (default ``httpx.HTTPTransport()``) and add ``X-Session-Id``.
+
+    The header is added to each request sent while a session is active in the
+    thread that sends it, unless the request already carries one of the
+    accepted session headers. Closing, and use as a context manager, are
+    passed on to the wrapped transport.
+
+    >>> client = httpx.Client(transport=SessionTransport(httpx.HTTPTransport(retries=2)))
+    """
+
+    def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
+        if transport is None:
+            transport = httpx.HTTPTransport()
+        elif not isinstance(transport, httpx.BaseTransport):
+            raise TypeError(
+                f"transport must be an httpx.BaseTransport, not {type(transport).__name__}"
+            )
+        self.transport = transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        _add_session_header(request)
+        return self.transport.handle_request(request)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> SessionTransport:
+        self.transport.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.transport.__exit__(exc_type, exc_value, traceback)
+
+
+class AsyncSessionTransport(httpx.AsyncBaseTransport):
+    """Wrap ``transport`` (default ``httpx.AsyncHTTPTransport()``) and add ``X-Session-Id``.
+
+    The header is added to each request sent while a session is active in the
+    task that sends it, unless the request already carries one of the
+    accepted session headers. Closing, and use as an async context manager,
+    are passed on to the wrapped transport.
+
+    >>> client = httpx.AsyncClient(transport=AsyncSessionTransport())
+    """
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport()
+        elif not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError(
+                f"transport must be an httpx.AsyncBaseTransport, not {type(transport).__name__}"
+            )
+        self.transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        _add_session_header(request)
+        return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> AsyncSessionTransport:
+        await self.transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.transport.__aexit__(exc_type, exc_value, traceback)

@@ -1,0 +1,90 @@
+"""An OpenTelemetry span processor that stamps the session id on every span.
+
+Needs the OpenTelemetry SDK (a span processor is an SDK object)::
+
+    pip install 'sessionctx[otel]' opentelemetry-sdk
+
+Usage::
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from sessionctx.integrations.opentelemetry import SessionSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(SessionSpanProcessor())
+    trace.set_tracer_provider(provider)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+try:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import Span, SpanProcessor
+except ImportError:
+    raise ImportError(
+        "sessionctx.integrations.opentelemetry needs the OpenTelemetry SDK; "
+        "install with: pip install 'sessionctx[otel]' opentelemetry-sdk"
+    ) from None
+
+from sessionctx.session import _get
+
+__all__ = ["SessionSpanProcessor"]
+
+
+def _check_name(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}: {value!r}")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    return value
+
+
+class SessionSpanProcessor(SpanProcessor):
+    """Set the active session on each span when it starts.
+
+    For every span started while a session is active in the code that starts
+    it (the current thread or task, not the span's parent), the id is set
+    under each name in ``attribute_names`` (add aliases such as
+    ``"tracectrl.session_id"`` or ``"mirascope.session.id"`` for backends that
+    look for them), and the session's attributes, as compact JSON, under
+    ``attributes_key`` when the session has attributes (``None`` turns that
+    off). Spans started with no session active get no attribute; for them the
+    processor costs one ``ContextVar`` read.
+
+    >>> provider.add_span_processor(
+    ...     SessionSpanProcessor(attribute_names=("session.id", "tracectrl.session_id"))
+    ... )  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        attribute_names: Sequence[str] = ("session.id",),
+        attributes_key: str | None = "session.attributes",
+    ) -> None:
+        if isinstance(attribute_names, (str, bytes)):
+            raise TypeError(
+                "attribute_names must be a sequence of attribute names, not a single name: "
+                f"{attribute_names!r}"
+            )
+        names = tuple(dict.fromkeys(_check_name(n, "attribute name") for n in attribute_names))
+        if not names:
+            raise ValueError("attribute_names must name at least one attribute")
+        if attributes_key is not None:
+            _check_name(attributes_key, "attributes_key")
+            if attributes_key in names:
+                raise ValueError(
+                    f"attributes_key {attributes_key!r} is also in attribute_names {names!r}"
+                )
+        self.attribute_names: tuple[str, ...] = names
+        self.attributes_key = attributes_key
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        ctx = _get()
+        if ctx is None:
+            return
+        attributes: dict[str, str] = dict.fromkeys(self.attribute_names, ctx.id)
+        if ctx.attributes_json is not None and self.attributes_key is not None:
+            attributes[self.attributes_key] = ctx.attributes_json
+        span.set_attributes(attributes)

@@ -1,0 +1,53 @@
+"""A structlog processor that adds the active session id to every event.
+
+::
+
+    import structlog
+    from sessionctx.integrations.structlog import add_session_id
+
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            add_session_id,
+            structlog.processors.add_log_level,
+            structlog.processors.JSONRenderer(),
+        ]
+    )
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+try:
+    import structlog  # noqa: F401  (checks that the extra is installed)
+except ImportError:
+    raise ImportError(
+        "sessionctx.integrations.structlog needs structlog; "
+        "install with: pip install 'sessionctx[structlog]'"
+    ) from None
+
+from sessionctx.session import _get
+
+__all__ = ["add_session_id"]
+
+
+def add_session_id(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Set ``event_dict["session_id"]`` to the active session id.
+
+    The id is read where the event is logged (the current thread or task).
+    With no session active the key is left out; a ``session_id`` passed to
+    the log call or bound on the logger is kept as it is.
+
+    >>> from sessionctx import session
+    >>> with session("abc"):
+    ...     add_session_id(None, "info", {"event": "hi"})
+    {'event': 'hi', 'session_id': 'abc'}
+    """
+    ctx = _get()
+    if ctx is not None:
+        event_dict.setdefault("session_id", ctx.id)
+    return event_dict

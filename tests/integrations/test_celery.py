@@ -1,0 +1,331 @@
+"""``connect`` / ``disconnect`` with a real Celery worker on the in-memory broker."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from celery import Celery, signals
+from celery.contrib.testing.worker import start_worker
+
+from sessionctx import current_session_id, is_valid_session_id, session, set_session_id
+from sessionctx.integrations import celery as sessionctx_celery
+
+TIMEOUT = 10
+_names = itertools.count()
+
+
+def make_app() -> Celery:
+    """A fresh app with its own queue (the in-memory broker is shared by the process)."""
+    name = f"tests-celery-{next(_names)}"
+    app = Celery(name, broker="memory://", backend="cache+memory://", set_as_current=False)
+    app.conf.update(
+        task_default_queue=name,
+        broker_transport_options={"polling_interval": 0.01},
+        worker_hijack_root_logger=False,
+        task_store_eager_result=False,
+    )
+    return app
+
+
+def task(app: Celery, name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``app.task`` for this app only (not shared with every app), under ``name``."""
+    decorator: Callable[[Callable[..., Any]], Any] = app.task(name=name, shared=False, **options)
+    return decorator
+
+
+def _keep_logging(**kwargs: Any) -> None:
+    pass
+
+
+@contextmanager
+def running_worker(app: Celery) -> Iterator[None]:
+    """A worker thread for ``app`` that leaves the process's logging setup alone."""
+    # While a setup_logging receiver is connected Celery configures no logging;
+    # otherwise it adds a root handler and sets the root level to ERROR, which
+    # would hide warnings from every later test.
+    signals.setup_logging.connect(_keep_logging, weak=False, dispatch_uid="tests.keep_logging")
+    try:
+        with start_worker(app, perform_ping_check=False, shutdown_timeout=30):
+            yield
+    finally:
+        signals.setup_logging.disconnect(dispatch_uid="tests.keep_logging")
+
+
+def session_header(request: Any) -> object:
+    return request.get("X-Session-Id")
+
+
+class Probe:
+    """What the worker thread saw around each task, keyed by task id."""
+
+    def __init__(self) -> None:
+        self.before: dict[str, list[str | None]] = defaultdict(list)
+        self.during: dict[str, list[str | None]] = defaultdict(list)
+        self.after: dict[str, list[str | None]] = defaultdict(list)
+        self.on_failure: dict[str, str | None] = {}
+
+    def record_before(self, task_id: str, **kwargs: Any) -> None:
+        self.before[task_id].append(current_session_id())
+
+    def record_after(self, task_id: str, **kwargs: Any) -> None:
+        self.after[task_id].append(current_session_id())
+
+    def record_failure(self, task_id: str, **kwargs: Any) -> None:
+        self.on_failure[task_id] = current_session_id()
+
+
+class Worker:
+    def __init__(self, app: Celery, probe: Probe) -> None:
+        self.app = app
+        self.probe = probe
+
+        @task(app, "report", bind=True)
+        def report(task: Any) -> tuple[str | None, object]:
+            probe.during[task.request.id].append(current_session_id())
+            return current_session_id(), session_header(task.request)
+
+        @task(app, "fail", bind=True)
+        def fail(task: Any) -> None:
+            probe.during[task.request.id].append(current_session_id())
+            raise ValueError("task failed")
+
+        @task(app, "retry_once", bind=True, max_retries=1)
+        def retry_once(task: Any) -> int:
+            probe.during[task.request.id].append(current_session_id())
+            if task.request.retries == 0:
+                raise task.retry(countdown=0)
+            return int(task.request.retries)
+
+        @task(app, "spawn")
+        def spawn() -> str:
+            return str(report.delay().id)
+
+        self.report = report
+        self.fail = fail
+        self.retry_once = retry_once
+        self.spawn = spawn
+
+
+@pytest.fixture(scope="class")
+def worker() -> Iterator[Worker]:
+    app = make_app()
+    probe = Probe()
+    w = Worker(app, probe)
+    # Connected before and after sessionctx's handlers, so they see the
+    # worker thread just before the task's session is set and just after it
+    # is reset.
+    signals.task_prerun.connect(probe.record_before, weak=False, dispatch_uid="tests.before")
+    signals.task_failure.connect(probe.record_failure, weak=False, dispatch_uid="tests.failure")
+    sessionctx_celery.connect(app)
+    signals.task_postrun.connect(probe.record_after, weak=False, dispatch_uid="tests.after")
+    try:
+        with running_worker(app):
+            yield w
+    finally:
+        sessionctx_celery.disconnect(app)
+        signals.task_prerun.disconnect(dispatch_uid="tests.before")
+        signals.task_failure.disconnect(dispatch_uid="tests.failure")
+        signals.task_postrun.disconnect(dispatch_uid="tests.after")
+
+
+class TestWorker:
+    def test_the_task_runs_in_the_publishers_session(self, worker: Worker) -> None:
+        with session("sess-1"):
+            result = worker.report.delay()
+        assert result.get(timeout=TIMEOUT, interval=0.01) == ["sess-1", "sess-1"]
+        assert worker.probe.before[result.id] == [None]
+        assert worker.probe.after[result.id] == [None]
+
+    def test_tasks_from_different_sessions_see_their_own(self, worker: Worker) -> None:
+        with session("sess-a"):
+            a = worker.report.delay()
+        with session("sess-b"):
+            b = worker.report.delay()
+        assert a.get(timeout=TIMEOUT, interval=0.01)[0] == "sess-a"
+        assert b.get(timeout=TIMEOUT, interval=0.01)[0] == "sess-b"
+        assert worker.probe.after[a.id] == worker.probe.after[b.id] == [None]
+
+    def test_without_a_publisher_session_each_task_gets_a_new_one(self, worker: Worker) -> None:
+        first, second = worker.report.delay(), worker.report.delay()
+        sid1, header1 = first.get(timeout=TIMEOUT, interval=0.01)
+        sid2, _ = second.get(timeout=TIMEOUT, interval=0.01)
+        assert header1 is None
+        assert is_valid_session_id(sid1)
+        assert is_valid_session_id(sid2)
+        assert sid1 != sid2
+        assert worker.probe.after[first.id] == [None]
+
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [
+            pytest.param("explicit", "explicit", id="valid-wins-over-publisher"),
+            pytest.param("bad value", None, id="invalid-means-new-session"),
+        ],
+    )
+    def test_an_explicit_message_header(
+        self, worker: Worker, header: str, expected: str | None
+    ) -> None:
+        with session("publisher"):
+            result = worker.report.apply_async(headers={"X-Session-Id": header})
+        sid, seen_header = result.get(timeout=TIMEOUT, interval=0.01)
+        assert seen_header == header
+        if expected is None:
+            assert is_valid_session_id(sid)
+            assert sid not in (header, "publisher")
+        else:
+            assert sid == expected
+
+    def test_a_failing_task_restores_the_worker_thread(self, worker: Worker) -> None:
+        with session("sess-fail"):
+            result = worker.fail.delay()
+        assert result.get(timeout=TIMEOUT, interval=0.01, propagate=False) is not None
+        assert result.failed()
+        assert worker.probe.during[result.id] == ["sess-fail"]
+        # task_failure handlers (error reporting) still see the session.
+        assert worker.probe.on_failure[result.id] == "sess-fail"
+        assert worker.probe.after[result.id] == [None]
+
+    def test_a_retried_task_keeps_its_session_and_restores_the_thread(self, worker: Worker) -> None:
+        with session("sess-retry"):
+            result = worker.retry_once.delay()
+        assert result.get(timeout=TIMEOUT, interval=0.01) == 1
+        assert worker.probe.during[result.id] == ["sess-retry", "sess-retry"]
+        assert worker.probe.before[result.id] == [None, None]
+        assert worker.probe.after[result.id] == [None, None]
+
+    def test_tasks_published_by_a_task_carry_its_session(self, worker: Worker) -> None:
+        with session("sess-parent"):
+            parent = worker.spawn.delay()
+        child_id = parent.get(timeout=TIMEOUT, interval=0.01)
+        child = worker.app.AsyncResult(child_id)
+        assert child.get(timeout=TIMEOUT, interval=0.01) == ["sess-parent", "sess-parent"]
+
+
+def test_an_app_that_is_not_connected_is_unaffected() -> None:
+    connected, plain = make_app(), make_app()
+
+    @task(plain, "report", bind=True)
+    def report(task: Any) -> tuple[str | None, object]:
+        return current_session_id(), session_header(task.request)
+
+    sessionctx_celery.connect(connected)
+    try:
+        with running_worker(plain):
+            with session("sess-1"):
+                result = report.delay()
+            # The publish signal does not say which app publishes, so the
+            # header travels; the worker of an app that is not connected ignores it.
+            assert result.get(timeout=TIMEOUT, interval=0.01) == [None, "sess-1"]
+    finally:
+        sessionctx_celery.disconnect(connected)
+
+
+# --------------------------------------------------------------------------- #
+# Eager runs (task.apply, task_always_eager): the task runs in the caller's thread
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture
+def eager_app() -> Iterator[Celery]:
+    app = make_app()
+    app.conf.task_always_eager = True
+    sessionctx_celery.connect(app)
+    try:
+        yield app
+    finally:
+        sessionctx_celery.disconnect(app)
+
+
+def test_eager_task_keeps_the_callers_session_and_restores_it(eager_app: Celery) -> None:
+    @task(eager_app, "leaky")
+    def leaky() -> str | None:
+        seen = current_session_id()
+        set_session_id("set-by-task")
+        return seen
+
+    with session("caller"):
+        assert leaky.delay().get() == "caller"
+        assert current_session_id() == "caller"
+
+
+def test_eager_task_with_a_header_runs_in_that_session(eager_app: Celery) -> None:
+    @task(eager_app, "report")
+    def report() -> str | None:
+        return current_session_id()
+
+    with session("caller"):
+        assert report.apply(headers={"X-Session-Id": "from-header"}).get() == "from-header"
+        assert current_session_id() == "caller"
+
+
+def test_eager_task_without_any_session_gets_a_new_one(eager_app: Celery) -> None:
+    @task(eager_app, "report")
+    def report() -> str | None:
+        return current_session_id()
+
+    assert is_valid_session_id(report.apply().get())
+    assert current_session_id() is None
+
+
+def test_connecting_while_a_task_runs_leaves_that_task_alone() -> None:
+    app = make_app()
+
+    @task(app, "connects")
+    def connects() -> str | None:
+        sessionctx_celery.connect(app)
+        return current_session_id()
+
+    try:
+        assert connects.apply().get() is None
+        assert is_valid_session_id(connects.apply().get())
+    finally:
+        sessionctx_celery.disconnect(app)
+
+
+# --------------------------------------------------------------------------- #
+# connect / disconnect
+# --------------------------------------------------------------------------- #
+
+SIGNALS = (signals.before_task_publish, signals.task_prerun, signals.task_postrun)
+
+
+def receiver_counts() -> list[int]:
+    return [len(signal.receivers) for signal in SIGNALS]
+
+
+def test_connect_twice_adds_the_handlers_once_and_disconnect_removes_them() -> None:
+    app, other = make_app(), make_app()
+    before = receiver_counts()
+    sessionctx_celery.connect(app)
+    sessionctx_celery.connect(app)
+    assert receiver_counts() == [n + 1 for n in before]
+    sessionctx_celery.connect(other)
+    assert receiver_counts() == [n + 2 for n in before]
+    sessionctx_celery.disconnect(app)
+    assert receiver_counts() == [n + 1 for n in before]
+    sessionctx_celery.disconnect(app)
+    sessionctx_celery.disconnect(other)
+    assert receiver_counts() == before
+
+
+def test_a_disconnected_app_runs_tasks_without_sessions() -> None:
+    app = make_app()
+
+    @task(app, "report")
+    def report() -> str | None:
+        return current_session_id()
+
+    sessionctx_celery.connect(app)
+    sessionctx_celery.connect(app)
+    sessionctx_celery.disconnect(app)
+    assert report.apply(headers={"X-Session-Id": "from-header"}).get() is None
+
+
+def test_connect_needs_a_celery_app() -> None:
+    with pytest.raises(TypeError, match=r"expected a celery\.Celery app"):
+        sessionctx_celery.connect("proj")

@@ -1,0 +1,172 @@
+"""``SessionTransport`` / ``AsyncSessionTransport`` wrapping httpx's ``MockTransport``."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+import httpx
+import pytest
+
+from sessionctx import session
+from sessionctx.integrations.httpx import AsyncSessionTransport, SessionTransport
+
+
+def echo(request: httpx.Request) -> httpx.Response:
+    """Answer with the session headers the server received, as a list per name."""
+    return httpx.Response(
+        200,
+        json={
+            name: request.headers.get_list(name)
+            for name in ("x-session-id", "x-tracectrl-session", "mirascope-session-id")
+            if name in request.headers
+        },
+    )
+
+
+def sync_client() -> httpx.Client:
+    return httpx.Client(transport=SessionTransport(httpx.MockTransport(echo)))
+
+
+def async_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=AsyncSessionTransport(httpx.MockTransport(echo)))
+
+
+EXPLICIT_HEADERS = [
+    pytest.param({"X-Session-Id": "explicit"}, {"x-session-id": ["explicit"]}, id="same-name"),
+    pytest.param({"x-session-id": "explicit"}, {"x-session-id": ["explicit"]}, id="lower-case"),
+    pytest.param(
+        {"X-TraceCtrl-Session": "explicit"}, {"x-tracectrl-session": ["explicit"]}, id="other-name"
+    ),
+    pytest.param(
+        {"Mirascope-Session-Id": "explicit"},
+        {"mirascope-session-id": ["explicit"]},
+        id="lowest-priority-name",
+    ),
+]
+
+
+def test_sync_requests_in_a_session_carry_its_id() -> None:
+    with sync_client() as client:
+        with session("sess-1"):
+            inside = client.get("http://svc/").json()
+        outside = client.get("http://svc/").json()
+    assert inside == {"x-session-id": ["sess-1"]}
+    assert outside == {}
+
+
+@pytest.mark.parametrize(("headers", "received"), EXPLICIT_HEADERS)
+def test_sync_explicit_header_wins(headers: dict[str, str], received: dict[str, object]) -> None:
+    with sync_client() as client, session("sess-1"):
+        assert client.get("http://svc/", headers=headers).json() == received
+
+
+def test_sync_client_default_headers_count_as_explicit() -> None:
+    transport = SessionTransport(httpx.MockTransport(echo))
+    client = httpx.Client(transport=transport, headers={"X-Session-Id": "fixed"})
+    with client, session("sess-1"):
+        assert client.get("http://svc/").json() == {"x-session-id": ["fixed"]}
+
+
+@pytest.mark.anyio
+async def test_async_requests_in_a_session_carry_its_id() -> None:
+    async with async_client() as client:
+        async with session("sess-1"):
+            inside = (await client.get("http://svc/")).json()
+        outside = (await client.get("http://svc/")).json()
+    assert inside == {"x-session-id": ["sess-1"]}
+    assert outside == {}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("headers", "received"), EXPLICIT_HEADERS)
+async def test_async_explicit_header_wins(
+    headers: dict[str, str], received: dict[str, object]
+) -> None:
+    async with async_client() as client, session("sess-1"):
+        assert (await client.get("http://svc/", headers=headers)).json() == received
+
+
+@pytest.mark.anyio
+async def test_concurrent_tasks_send_their_own_ids() -> None:
+    async def call(client: httpx.AsyncClient, sid: str) -> object:
+        async with session(sid):
+            await asyncio.sleep(0)
+            return (await client.get("http://svc/")).json()
+
+    async with async_client() as client:
+        results = await asyncio.gather(*(call(client, f"sess-{i}") for i in range(5)))
+    assert results == [{"x-session-id": [f"sess-{i}"]} for i in range(5)]
+
+
+def test_defaults_wrap_httpx_own_transports() -> None:
+    assert isinstance(SessionTransport().transport, httpx.HTTPTransport)
+    assert isinstance(AsyncSessionTransport().transport, httpx.AsyncHTTPTransport)
+
+
+@pytest.mark.parametrize(
+    ("cls", "transport"),
+    [
+        pytest.param(SessionTransport, httpx.AsyncHTTPTransport(), id="sync-given-async"),
+        pytest.param(AsyncSessionTransport, httpx.HTTPTransport(), id="async-given-sync"),
+        pytest.param(SessionTransport, echo, id="sync-given-handler"),
+    ],
+)
+def test_wrong_transport_type_is_rejected(cls: type, transport: object) -> None:
+    with pytest.raises(TypeError, match="transport must be"):
+        cls(transport)
+
+
+class RecordingTransport(httpx.MockTransport):
+    """Records the lifecycle calls that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__(echo)
+        self.calls: list[str] = []
+
+    def __enter__(self) -> RecordingTransport:
+        self.calls.append("enter")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.calls.append("exit")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    async def __aenter__(self) -> RecordingTransport:
+        self.calls.append("aenter")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.calls.append("aexit")
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
+
+
+def test_sync_lifecycle_reaches_the_wrapped_transport() -> None:
+    inner = RecordingTransport()
+    with httpx.Client(transport=SessionTransport(inner)) as client:
+        client.get("http://svc/")
+    httpx.Client(transport=SessionTransport(inner)).close()
+    assert inner.calls == ["enter", "exit", "close"]
+
+
+@pytest.mark.anyio
+async def test_async_lifecycle_reaches_the_wrapped_transport() -> None:
+    inner = RecordingTransport()
+    async with httpx.AsyncClient(transport=AsyncSessionTransport(inner)) as client:
+        await client.get("http://svc/")
+    await httpx.AsyncClient(transport=AsyncSessionTransport(inner)).aclose()
+    assert inner.calls == ["aenter", "aexit", "aclose"]

@@ -1,0 +1,97 @@
+"""Each integration imports its library only when the user imports it, and
+says which extra to install when the library is missing."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+INTEGRATIONS = [
+    "sessionctx.context",
+    "sessionctx.integrations.celery",
+    "sessionctx.integrations.httpx",
+    "sessionctx.integrations.opentelemetry",
+    "sessionctx.integrations.requests",
+    "sessionctx.integrations.structlog",
+]
+
+
+def block(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
+    """Make ``import package`` (and its submodules) fail as if it were not installed."""
+    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, package, None)
+
+
+@pytest.mark.parametrize(
+    ("module", "missing", "advice"),
+    [
+        pytest.param(
+            "sessionctx.context", "opentelemetry", "pip install 'sessionctx[otel]'", id="context"
+        ),
+        pytest.param(
+            "sessionctx.integrations.opentelemetry",
+            "opentelemetry",
+            "pip install 'sessionctx[otel]' opentelemetry-sdk",
+            id="opentelemetry-api",
+        ),
+        pytest.param(
+            "sessionctx.integrations.opentelemetry",
+            "opentelemetry.sdk",
+            "pip install 'sessionctx[otel]' opentelemetry-sdk",
+            id="opentelemetry-sdk",
+        ),
+        pytest.param(
+            "sessionctx.integrations.httpx", "httpx", "pip install 'sessionctx[httpx]'", id="httpx"
+        ),
+        pytest.param(
+            "sessionctx.integrations.requests",
+            "requests",
+            "pip install 'sessionctx[requests]'",
+            id="requests",
+        ),
+        pytest.param(
+            "sessionctx.integrations.structlog",
+            "structlog",
+            "pip install 'sessionctx[structlog]'",
+            id="structlog",
+        ),
+        pytest.param(
+            "sessionctx.integrations.celery",
+            "celery",
+            "pip install 'sessionctx[celery]'",
+            id="celery",
+        ),
+    ],
+)
+def test_a_missing_library_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, missing: str, advice: str
+) -> None:
+    block(monkeypatch, missing)
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(ImportError, match=re.escape(advice)) as raised:
+        importlib.import_module(module)
+    assert raised.value.__suppress_context__
+    assert module in str(raised.value)
+
+
+def test_importing_sessionctx_imports_no_integration() -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import sessionctx, sessionctx.integrations
+        libraries = ("opentelemetry", "httpx", "requests", "structlog", "celery")
+        loaded = [m for m in {INTEGRATIONS!r} + list(libraries) if m in sys.modules]
+        print(",".join(loaded))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

@@ -1,0 +1,168 @@
+"""``SessionIdAdapter`` / ``instrument_session`` against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+from requests.adapters import HTTPAdapter
+
+from sessionctx import ContextThreadPoolExecutor, session
+from sessionctx.integrations.requests import SessionIdAdapter, instrument_session
+from tests.support import HOST
+
+pytestmark = pytest.mark.server
+
+SESSION_NAMES = ("x-session-id", "x-tracectrl-session", "mirascope-session-id")
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    """Answers with the session headers it received, as a list per lower-case name."""
+
+    def do_GET(self) -> None:
+        received = {
+            name.lower(): self.headers.get_all(name)
+            for name in dict.fromkeys(self.headers.keys())
+            if name.lower() in SESSION_NAMES
+        }
+        body = json.dumps(received).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    server = ThreadingHTTPServer((HOST, 0), EchoHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    with instrument_session(requests.Session()) as s:
+        yield s
+
+
+def test_requests_in_a_session_carry_its_id(http: requests.Session, url: str) -> None:
+    with session("sess-1"):
+        inside = http.get(url, timeout=10).json()
+    outside = http.get(url, timeout=10).json()
+    assert inside == {"x-session-id": ["sess-1"]}
+    assert outside == {}
+
+
+@pytest.mark.parametrize(
+    ("headers", "received"),
+    [
+        pytest.param({"X-Session-Id": "explicit"}, {"x-session-id": ["explicit"]}, id="same-name"),
+        pytest.param({"x-session-id": "explicit"}, {"x-session-id": ["explicit"]}, id="lower-case"),
+        pytest.param(
+            {"X-TraceCtrl-Session": "explicit"},
+            {"x-tracectrl-session": ["explicit"]},
+            id="other-name",
+        ),
+        pytest.param(
+            {"Mirascope-Session-Id": "explicit"},
+            {"mirascope-session-id": ["explicit"]},
+            id="lowest-priority-name",
+        ),
+    ],
+)
+def test_explicit_header_wins(
+    http: requests.Session, url: str, headers: dict[str, str], received: dict[str, object]
+) -> None:
+    with session("sess-1"):
+        assert http.get(url, headers=headers, timeout=10).json() == received
+
+
+def test_session_level_headers_count_as_explicit(http: requests.Session, url: str) -> None:
+    http.headers["X-Session-Id"] = "fixed"
+    with session("sess-1"):
+        assert http.get(url, timeout=10).json() == {"x-session-id": ["fixed"]}
+
+
+def test_each_thread_sends_its_own_session(http: requests.Session, url: str) -> None:
+    def call(sid: str) -> object:
+        with session(sid):
+            return http.get(url, timeout=10).json()
+
+    with ContextThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(call, [f"sess-{i}" for i in range(8)], timeout=30))
+    assert results == [{"x-session-id": [f"sess-{i}"]} for i in range(8)]
+
+
+def test_the_adapter_mounted_by_hand_works(url: str) -> None:
+    with requests.Session() as s:
+        s.mount("http://", SessionIdAdapter(max_retries=2))
+        with session("sess-1"):
+            assert s.get(url, timeout=10).json() == {"x-session-id": ["sess-1"]}
+
+
+def test_instrument_session_returns_the_session_and_mounts_both_schemes() -> None:
+    with requests.Session() as s:
+        assert instrument_session(s) is s
+        assert isinstance(s.get_adapter("http://example.test/"), SessionIdAdapter)
+        assert isinstance(s.get_adapter("https://example.test/"), SessionIdAdapter)
+
+
+def test_instrument_session_keeps_the_adapter_settings() -> None:
+    with requests.Session() as s:
+        s.mount("https://", HTTPAdapter(max_retries=3, pool_maxsize=7, pool_block=True))
+        instrument_session(s)
+        adapter = s.adapters["https://"]
+        assert isinstance(adapter, SessionIdAdapter)
+        assert adapter.max_retries.total == 3
+        assert adapter.poolmanager.connection_pool_kw == {"maxsize": 7, "block": True}
+
+
+def test_instrument_session_twice_changes_nothing() -> None:
+    with requests.Session() as s:
+        instrument_session(s)
+        first = dict(s.adapters)
+        instrument_session(s)
+        assert s.adapters == first
+
+
+def test_instrument_session_mounts_where_nothing_was_mounted(url: str) -> None:
+    with requests.Session() as s:
+        s.adapters.clear()
+        instrument_session(s)
+        assert list(s.adapters) == ["https://", "http://"]
+        with session("sess-1"):
+            assert s.get(url, timeout=10).json() == {"x-session-id": ["sess-1"]}
+
+
+def test_instrument_session_refuses_to_replace_a_custom_adapter() -> None:
+    class CustomAdapter(HTTPAdapter):
+        pass
+
+    with requests.Session() as s:
+        custom = CustomAdapter()
+        s.mount("https://", custom)
+        before = dict(s.adapters)
+        with pytest.raises(TypeError, match="CustomAdapter mounted on 'https://'"):
+            instrument_session(s)
+        assert s.adapters == before
+
+
+def test_instrument_session_needs_a_session() -> None:
+    with pytest.raises(TypeError, match=r"expected a requests\.Session"):
+        instrument_session(HTTPAdapter())  # type: ignore[arg-type]

@@ -1,0 +1,75 @@
+"""The ``add_session_id`` processor in a real structlog chain."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from sessionctx import session
+from sessionctx.integrations.structlog import add_session_id
+
+
+def json_logger(out: io.StringIO) -> structlog.BoundLogger:
+    logger: structlog.BoundLogger = structlog.wrap_logger(
+        structlog.PrintLogger(out),
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            add_session_id,
+            structlog.processors.add_log_level,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+        wrapper_class=structlog.BoundLogger,
+    )
+    return logger
+
+
+def lines(out: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_rendered_events_carry_the_session_id() -> None:
+    out = io.StringIO()
+    log = json_logger(out)
+    with session("sess-1"):
+        log.info("inside", user="u1")
+    log.warning("outside")
+    assert lines(out) == [
+        {"event": "inside", "level": "info", "session_id": "sess-1", "user": "u1"},
+        {"event": "outside", "level": "warning"},
+    ]
+
+
+def test_an_explicit_session_id_is_kept() -> None:
+    out = io.StringIO()
+    log = json_logger(out).bind(session_id="bound")
+    with session("sess-1"):
+        log.info("bound")
+        log.info("passed", session_id="passed")
+    assert [line["session_id"] for line in lines(out)] == ["bound", "passed"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_tasks_log_their_own_ids() -> None:
+    out = io.StringIO()
+    log = json_logger(out)
+
+    async def work(sid: str) -> None:
+        async with session(sid):
+            await asyncio.sleep(0)
+            log.info("step", task=sid)
+
+    await asyncio.gather(*(work(f"sess-{i}") for i in range(4)))
+    assert sorted((line["task"], line["session_id"]) for line in lines(out)) == [
+        (f"sess-{i}", f"sess-{i}") for i in range(4)
+    ]
+
+
+def test_works_with_structlog_capture_logs() -> None:
+    with capture_logs(processors=[add_session_id]) as captured, session("sess-1"):
+        structlog.get_logger().info("hello")
+    assert captured == [{"event": "hello", "log_level": "info", "session_id": "sess-1"}]
