@@ -1,0 +1,376 @@
+"""WSGI middleware that gives every request a session.
+
+It reads the inbound session header, continues that session or starts a new
+one, runs the application with :func:`sessionctx.current_session` set, and
+echoes the id on the response. It works with any WSGI server (gunicorn,
+uWSGI, mod_wsgi, werkzeug's development server, ``wsgiref``) and any WSGI
+framework.
+
+Flask: wrap ``app.wsgi_app``, so that ``app`` stays the Flask object::
+
+    from flask import Flask
+    from sessionctx.wsgi import SessionIdMiddleware
+
+    app = Flask(__name__)
+    app.wsgi_app = SessionIdMiddleware(app.wsgi_app)
+
+Django, in ``wsgi.py``::
+
+    from django.core.wsgi import get_wsgi_application
+    from sessionctx.wsgi import SessionIdMiddleware
+
+    application = SessionIdMiddleware(get_wsgi_application())
+
+Each request runs in a :class:`contextvars.Context` of its own, copied from the
+server thread's context when the request arrives. The application call, every
+step of the response body and the body's ``close()`` run inside it, so code in
+lazy bodies (generators, Flask's ``stream_with_context``, Django's
+``StreamingHttpResponse``) sees the request's session, and nothing is ever set
+in the server thread's own context: there is nothing to reset and nothing can
+leak into the next request served by that thread.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import Context, copy_context
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from sessionctx._headers import SESSION_HEADER_NAME
+from sessionctx._policy import SCOPE_KEY, VALID, OnMissing, SessionPolicy
+from sessionctx.asgi import _expose_header
+from sessionctx.session import SessionContext, _current
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["SessionIdMiddleware"]
+
+Headers = list[tuple[str, str]]
+
+_set_session = _current.set
+_TEXT_PLAIN: Final = ("Content-Type", "text/plain; charset=utf-8")
+_ERROR_STATUS: Final = "500 Internal Server Error"
+_ERROR_BODY: Final = b"Internal Server Error"
+_ERROR_LENGTH: Final = ("Content-Length", str(len(_ERROR_BODY)))
+
+
+class SessionIdMiddleware:
+    """Give each WSGI request a session.
+
+    The application runs with the request's :class:`~sessionctx.SessionContext`
+    active in a context of the request's own. The id is stored at
+    ``environ["sessionctx.session_id"]`` (and, with ``update_request_header``,
+    at the ``HTTP_...`` key of ``header_name`` when it was generated) and added
+    once to the headers the application passes to ``start_response``, unless
+    the application set that header itself (in any letter case). A second
+    ``SessionIdMiddleware`` inside this one does nothing.
+
+    Code that sees the session: the application call and everything it calls
+    in the server's thread, each ``next()`` of the response body and its
+    ``close()`` (so generators and streaming responses too), and work handed
+    to :func:`sessionctx.wrap_context` or
+    :class:`sessionctx.ContextThreadPoolExecutor`. Plain threads the
+    application starts, and the server's own code (its access log, for
+    instance) do not; gunicorn's access log can print the response header
+    with ``%({x-session-id}o)s``.
+
+    The options are those of :class:`sessionctx.asgi.SessionIdMiddleware`;
+    ``attributes`` receives the WSGI ``environ``.
+
+    Response bodies that can run no code of the application are returned as
+    they are: a ``list`` or ``tuple`` keeps its ``len()`` (some servers use it
+    to set ``Content-Length``), and an instance of the server's
+    ``wsgi.file_wrapper`` stays recognisable, so the server can still send the
+    file with ``sendfile()``. Reading such a file is the server's work and
+    runs outside the request's context; its ``close()`` (which Django points at
+    ``response.close``, firing ``request_finished``) is made to run inside it
+    whenever the wrapper allows setting ``close`` on the instance. Any other
+    body is wrapped in an iterator whose ``close()`` closes the application's
+    body exactly once, also when iteration never started or raised.
+
+    ``handle_errors=True``: when the application raises before it called
+    ``start_response`` (in the call, or in its body when it calls
+    ``start_response`` lazily), the middleware calls ``start_response`` with a
+    plain ``500`` carrying the session header, passing the exception as
+    ``exc_info``, and hands that body to the server; the next step of the body
+    (or its ``close()``, if the server stops first) raises the exception again,
+    so the server logs it as any application error. Raising it straight from
+    the application call would lose the header: werkzeug, gunicorn and
+    ``wsgiref`` then discard what was given to ``start_response`` and send a
+    500 page of their own. Once the application called ``start_response``,
+    errors are left to the server (gunicorn, for one, would merge the header
+    lists of both calls).
+
+    >>> def hello(environ, start_response):
+    ...     start_response("200 OK", [("Content-Type", "text/plain")])
+    ...     return [environ["sessionctx.session_id"].encode()]
+    >>> app = SessionIdMiddleware(hello)
+    >>> sent = []
+    >>> def start_response(status, headers, exc_info=None):
+    ...     sent.append((status, headers))
+    >>> b"".join(app({"HTTP_X_SESSION_ID": "abc"}, start_response)), sent
+    (b'abc', [('200 OK', [('Content-Type', 'text/plain'), ('X-Session-Id', 'abc')])])
+    """
+
+    __slots__ = (
+        "_continues_valid",
+        "_environ_key",
+        "_expose_name",
+        "_handle_errors",
+        "_header",
+        "_header_lower",
+        "_lookup_environ",
+        "_make_context",
+        "_policy",
+        "app",
+    )
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        header_name: str = SESSION_HEADER_NAME,
+        accept_headers: Iterable[str] | None = None,
+        trust_incoming: bool = True,
+        validator: Callable[[str], bool] | None = None,
+        generator: Callable[[], str] | None = None,
+        on_missing: OnMissing = "new",
+        on_invalid: OnMissing = "new",
+        attributes: Callable[[WSGIEnvironment], Mapping[str, Any] | None] | None = None,
+        update_request_header: bool = False,
+        expose_header: bool = False,
+        handle_errors: bool = False,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}: {app!r}")
+        self.app = app
+        self._policy = SessionPolicy(
+            header_name=header_name,
+            accept_headers=accept_headers,
+            trust_incoming=trust_incoming,
+            validator=validator,
+            generator=generator,
+            on_missing=on_missing,
+            on_invalid=on_invalid,
+            attributes=attributes,
+            update_request_header=update_request_header,
+            expose_header=expose_header,
+            handle_errors=handle_errors,
+        )
+        self._header = header_name
+        self._header_lower = self._policy.header_name_lower
+        self._environ_key = "HTTP_" + header_name.upper().replace("-", "_")
+        self._expose_name = self._header_lower.encode("latin-1") if expose_header else None
+        # Bound once, so that a request pays no attribute lookups for them.
+        self._lookup_environ = self._policy.lookup.lookup_environ
+        self._continues_valid = self._policy.continues_valid
+        self._handle_errors = handle_errors
+        self._make_context: Callable[[str, WSGIEnvironment], SessionContext] | None = (
+            None if attributes is None else self._policy.context
+        )
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if SCOPE_KEY in environ:
+            return self.app(environ, start_response)
+
+        state, sid = self._lookup_environ(environ)
+        if state != VALID or not self._continues_valid:
+            sid, state = self._policy.decide(state, sid)
+            if sid is None:
+                return self._reject(start_response, state)
+            if state != VALID and self._policy.update_request_header:
+                environ[self._environ_key] = sid
+        # ``sid`` is a valid id now: the lookup reports VALID only with one,
+        # and decide() returned one.
+        request_sid: str = sid  # type: ignore[assignment]
+        environ[SCOPE_KEY] = request_sid
+        pair = (self._header, request_sid)
+        lower = self._header_lower
+        size = len(lower)
+        if self._expose_name is not None:
+            start_response = _exposing(start_response, self._expose_name)
+
+        def start_response_with_session(
+            status: str, headers: Headers, exc_info: OptExcInfo | None = None, /
+        ) -> Callable[[bytes], object]:
+            for name, _ in headers:
+                if len(name) == size and name.lower() == lower:
+                    break
+            else:
+                # A new list: appending to the application's own could grow a
+                # list it reuses for every response.
+                headers = [*headers, pair]
+            return start_response(status, headers, exc_info)
+
+        ctx = copy_context()
+        # The session is set in the request's own context, which is dropped
+        # with the request: no token to reset in the server thread.
+        make_context = self._make_context
+        ctx.run(
+            _set_session,
+            SessionContext._trusted(request_sid)
+            if make_context is None
+            else make_context(request_sid, environ),
+        )
+        tracked: _TrackedStartResponse | None = None
+        if not self._handle_errors:
+            body = ctx.run(self.app, environ, start_response_with_session)
+        else:
+            tracked = _TrackedStartResponse(start_response_with_session)
+            try:
+                body = ctx.run(self.app, environ, tracked)
+            except Exception as exc:
+                if tracked.called:
+                    raise
+                failed = _GuardedBody(ctx, (), tracked, start_response, pair)
+                failed.fail(exc)
+                return failed
+
+        body_type = type(body)
+        if body_type is list or body_type is tuple:
+            return body
+        if body_type is environ.get("wsgi.file_wrapper"):
+            close = getattr(body, "close", None)
+            if close is not None:
+                try:
+                    cast(Any, body).close = partial(ctx.run, close)
+                except AttributeError:
+                    pass  # slotted wrapper: sendfile() wins, close() runs outside the context
+            return body
+        if tracked is None:
+            return _ContextBody(ctx, body)
+        return _GuardedBody(ctx, body, tracked, start_response, pair)
+
+    def _reject(self, start_response: StartResponse, state: int) -> list[bytes]:
+        body = self._policy.reject_body(state)
+        start_response("400 Bad Request", [_TEXT_PLAIN, ("Content-Length", str(len(body)))])
+        return [body]
+
+
+class _TrackedStartResponse:
+    """Remembers whether the application called ``start_response`` (for ``handle_errors``)."""
+
+    __slots__ = ("called", "start_response")
+
+    def __init__(self, start_response: StartResponse) -> None:
+        self.start_response = start_response
+        self.called = False
+
+    def __call__(
+        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None, /
+    ) -> Callable[[bytes], object]:
+        self.called = True
+        return self.start_response(status, headers, exc_info)
+
+
+class _ContextBody:
+    """The application's response body, stepped and closed in the request's context."""
+
+    __slots__ = ("_body", "_close", "_ctx", "_next")
+
+    def __init__(self, ctx: Context, body: Iterable[bytes]) -> None:
+        self._ctx = ctx
+        self._body = body
+        self._next: Callable[[], bytes] | None = None
+        self._close: Callable[[], object] | None = getattr(body, "close", None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        step = self._next
+        if step is None:
+            # ``iter()`` may run the application's code too (``__iter__``).
+            step = self._next = self._ctx.run(iter, self._body).__next__
+        return self._ctx.run(step)
+
+    def close(self) -> None:
+        close = self._close
+        if close is not None:
+            self._close = None
+            self._ctx.run(close)
+
+
+class _GuardedBody(_ContextBody):
+    """A body for ``handle_errors``: when it raises before the application called
+    ``start_response`` (lazily, from a generator), the server gets a plain 500
+    carrying the session header, then the exception again to log.
+
+    The exception comes back from the ``next()`` after the 500 body, or from
+    ``close()`` when the server stops iterating first, so it is never lost.
+    """
+
+    __slots__ = ("_error", "_error_sent", "_pair", "_start_response", "_tracked")
+
+    def __init__(
+        self,
+        ctx: Context,
+        body: Iterable[bytes],
+        tracked: _TrackedStartResponse,
+        start_response: StartResponse,
+        pair: tuple[str, str],
+    ) -> None:
+        super().__init__(ctx, body)
+        self._tracked = tracked
+        self._start_response = start_response
+        self._pair = pair
+        self._error: Exception | None = None
+        self._error_sent = False
+
+    def fail(self, error: Exception) -> None:
+        """Start the 500 for ``error``, the exception being handled; it is raised
+        again after the body."""
+        self._tracked.called = True
+        self._start_response(
+            _ERROR_STATUS, [_TEXT_PLAIN, _ERROR_LENGTH, self._pair], sys.exc_info()
+        )
+        self._error = error
+
+    def __next__(self) -> bytes:
+        error = self._error
+        if error is not None:
+            if not self._error_sent:
+                self._error_sent = True
+                return _ERROR_BODY
+            self._error = None
+            raise error
+        try:
+            return super().__next__()
+        except StopIteration:
+            raise
+        except Exception as exc:
+            if self._tracked.called:
+                raise
+            self.fail(exc)
+        self._error_sent = True
+        return _ERROR_BODY
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            error = self._error
+            if error is not None:
+                self._error = None
+                raise error
+
+
+def _exposing(start_response: StartResponse, name: bytes) -> StartResponse:
+    """``start_response`` that merges ``name`` into ``Access-Control-Expose-Headers`` of
+    CORS responses: the ASGI middleware's rule, applied to WSGI's str headers."""
+
+    def start_response_exposing(
+        status: str, headers: Headers, exc_info: OptExcInfo | None = None, /
+    ) -> Callable[[bytes], object]:
+        raw = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in headers]
+        headers = [
+            (key.decode("latin-1"), value.decode("latin-1"))
+            for key, value in _expose_header(raw, name)
+        ]
+        return start_response(status, headers, exc_info)
+
+    return start_response_exposing

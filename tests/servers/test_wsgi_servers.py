@@ -1,0 +1,218 @@
+"""``sessionctx.wsgi.SessionIdMiddleware`` on real servers: werkzeug's threaded
+``make_server`` (in a thread) and gunicorn's ``gthread`` worker (a subprocess),
+both on 127.0.0.1.
+
+The app is :mod:`tests.servers.wsgi_server`. Every server is stopped when its
+fixture ends, whatever the tests did.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from tests.servers import wsgi_server
+from tests.support import HOST, free_port, wait_until_listening
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REQUESTS = 200
+CLIENT_THREADS = 32
+STREAM_CHUNKS = 6
+
+
+class QuietHandler(WSGIRequestHandler):
+    """No access log line per request."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def werkzeug_port() -> Iterator[int]:
+    server = make_server(HOST, 0, wsgi_server.app, threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="werkzeug", daemon=True
+    )
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gunicorn_port() -> Iterator[int]:
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "gunicorn", "tests.servers.wsgi_server:app"),
+        *("--bind", f"{HOST}:{port}", "--worker-class", "gthread", "--workers", "1"),
+        *("--threads", "8", "--graceful-timeout", "2", "--log-level", "warning"),
+    ]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=log)
+        try:
+            _wait_for(process, port, log)
+            yield port
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def _wait_for(process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
+    """Wait until gunicorn listens; fail with its log if it exits first."""
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log.read().decode()}")
+        try:
+            wait_until_listening(port, timeout=0.5)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    port: int
+
+
+@pytest.fixture(params=["werkzeug", "gunicorn"])
+def server(request: pytest.FixtureRequest) -> Server:
+    return Server(request.param, request.getfixturevalue(f"{request.param}_port"))
+
+
+def get(port: int, path: str, sid: str | None = None) -> tuple[int, str | None, bytes]:
+    """One request on a new connection: ``(status, X-Session-Id, body)``."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=20)
+    try:
+        conn.request("GET", path, headers={} if sid is None else {"X-Session-Id": sid})
+        response = conn.getresponse()
+        return response.status, response.getheader("X-Session-Id"), response.read()
+    finally:
+        conn.close()
+
+
+def leaks(port: int) -> int:
+    """How often the server thread's own context had a session around a request."""
+    return int(get(port, "/leaks")[2])
+
+
+def file_report(port: int, key: str) -> dict[str, Any]:
+    """What the served file saw; the server closes it just after the client got the body."""
+    deadline = time.monotonic() + 10
+    while True:
+        report: dict[str, Any] | None = json.loads(get(port, f"/file-report?key={key}")[2])
+        if report is not None and "closed_in" in report:
+            return report
+        assert time.monotonic() < deadline, f"the file was not closed: {report}"
+        time.sleep(0.05)
+
+
+def test_concurrent_requests_each_see_only_their_own_id(server: Server) -> None:
+    port = server.port
+    sids = [f"client-{i}-{uuid.uuid4().hex[:12]}" for i in range(REQUESTS)]
+
+    with ThreadPoolExecutor(max_workers=CLIENT_THREADS) as pool:
+        results = list(pool.map(lambda sid: get(port, "/echo", sid), sids))
+
+    crossed = []
+    for sid, (status, header, body) in zip(sids, results, strict=True):
+        seen = json.loads(body)
+        if status != 200 or header != sid or set(seen.values()) != {sid}:
+            crossed.append((sid, status, header, seen))
+    assert crossed == []
+    assert leaks(port) == 0
+
+
+def test_a_request_without_the_header_gets_a_new_id_echoed(server: Server) -> None:
+    status, header, body = get(server.port, "/echo")
+
+    assert status == 200
+    assert header is not None
+    assert uuid.UUID(header).version == 4
+    assert set(json.loads(body).values()) == {header}
+
+
+def test_a_stream_read_slowly_keeps_its_id_for_every_chunk(server: Server) -> None:
+    port = server.port
+    sid = f"stream-{uuid.uuid4().hex[:12]}"
+    conn = http.client.HTTPConnection(HOST, port, timeout=20)
+    try:
+        conn.request("GET", f"/stream?chunks={STREAM_CHUNKS}", headers={"X-Session-Id": sid})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader("X-Session-Id") == sid
+        heads = []
+        others: list[tuple[str, tuple[int, str | None, bytes]]] = []
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for i in range(STREAM_CHUNKS):
+                chunk = response.read(wsgi_server.STREAM_CHUNK)
+                assert len(chunk) == wsgi_server.STREAM_CHUNK
+                heads.append(chunk.split(b"\n", 1)[0].decode())
+                # Other sessions are served while this stream waits for its reader.
+                batch = [f"between-{i}-{j}" for j in range(8)]
+                others += zip(
+                    batch, pool.map(lambda other: get(port, "/echo", other), batch), strict=True
+                )
+                time.sleep(0.02)
+        assert response.read() == b""
+    finally:
+        conn.close()
+
+    assert heads == [f"{i} {sid}" for i in range(STREAM_CHUNKS)]
+    assert [(other, header) for other, (_, header, _) in others] == [
+        (other, other) for other, _ in others
+    ]
+    assert all(set(json.loads(body).values()) == {other} for other, (_, _, body) in others)
+    assert leaks(port) == 0
+
+
+def test_handle_errors_500_reaches_the_client_with_the_header(server: Server) -> None:
+    status, header, body = get(server.port, "/boom", "err-session")
+
+    assert status == 500
+    assert header == "err-session"
+    assert body == b"Internal Server Error"
+
+
+def test_a_file_is_sent_zero_copy_and_closed_in_the_session(server: Server) -> None:
+    key = uuid.uuid4().hex
+    sid = f"file-{key[:12]}"
+
+    status, header, body = get(server.port, f"/file?key={key}", sid)
+
+    assert (status, header) == (200, sid)
+    assert body == Path(wsgi_server.FILE_PATH).read_bytes()
+    report = file_report(server.port, key)
+    assert report["closed_in"] == sid
+    if server.name == "gunicorn":
+        # gunicorn recognised its own wsgi.file_wrapper and used sendfile().
+        assert report["reads"] == 0
+    else:
+        # werkzeug's server has no wsgi.file_wrapper: the body is iterated.
+        assert report["reads"] > 0
