@@ -23,7 +23,7 @@ from sessionctx._headers import (
 from sessionctx._validation import _match_id, generate_session_id
 from sessionctx.session import SessionContext
 
-__all__ = ["INVALID", "MISSING", "SCOPE_KEY", "VALID", "SessionPolicy"]
+__all__ = ["INVALID", "MISSING", "SCOPE_KEY", "VALID", "OnMissing", "SessionPolicy"]
 
 #: Where both middlewares store the decided id: ``scope[...]`` / ``environ[...]``.
 SCOPE_KEY: Final = "sessionctx.session_id"
@@ -55,6 +55,13 @@ def _check_header_name(name: object) -> str:
 class SessionPolicy:
     """Options of a session middleware, checked once, and the decision they imply.
 
+    Shared by the ASGI and WSGI middleware, which only move bytes around it:
+
+    >>> policy = SessionPolicy()
+    >>> state, sid = policy.lookup.lookup_raw([(b"x-session-id", b"abc")])
+    >>> policy.decide(state, sid)
+    ('abc', 1)
+
     :meth:`decide` turns a header lookup into the request's session id, or
     ``None`` when the request is to be rejected with a 400.
     """
@@ -62,6 +69,7 @@ class SessionPolicy:
     __slots__ = (
         "accept_headers",
         "attributes",
+        "continues_valid",
         "expose_header",
         "generator",
         "handle_errors",
@@ -101,6 +109,11 @@ class SessionPolicy:
                 raise TypeError(
                     f"accept_headers must be a sequence of names, not one name: {accept_headers!r}"
                 )
+            if not isinstance(accept_headers, Iterable):
+                raise TypeError(
+                    "accept_headers must be a sequence of header names or None, "
+                    f"not {type(accept_headers).__name__}: {accept_headers!r}"
+                )
             names = tuple(_check_header_name(n) for n in accept_headers)
             if not names:
                 raise ValueError("accept_headers must name at least one header (or be None)")
@@ -114,6 +127,10 @@ class SessionPolicy:
         ):
             _check_bool(flag, value)
         for option, action in (("on_missing", on_missing), ("on_invalid", on_invalid)):
+            if not isinstance(action, str):
+                raise TypeError(
+                    f"{option} must be 'new' or 'reject', not {type(action).__name__}: {action!r}"
+                )
             if action not in _ACTIONS:
                 raise ValueError(f"{option} must be 'new' or 'reject', not {action!r}")
         if not trust_incoming and "reject" in (on_missing, on_invalid):
@@ -135,6 +152,9 @@ class SessionPolicy:
         self.update_request_header = update_request_header
         self.expose_header = expose_header
         self.handle_errors = handle_errors
+        #: ``decide(VALID, sid)`` is always ``(sid, VALID)``: a middleware may
+        #: skip the call for a valid inbound id (the common case).
+        self.continues_valid = trust_incoming and validator is None
 
     def decide(self, state: int, sid: str | None) -> tuple[str | None, int]:
         """Return ``(session_id, state)`` for one request.

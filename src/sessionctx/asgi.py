@@ -26,7 +26,7 @@ from typing import Any
 
 from sessionctx._headers import SESSION_HEADER_NAME
 from sessionctx._policy import MISSING, SCOPE_KEY, VALID, OnMissing, SessionPolicy
-from sessionctx.session import _current
+from sessionctx.session import SessionContext, _current
 
 __all__ = ["SessionIdMiddleware"]
 
@@ -35,7 +35,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-RawHeaders = Iterable[tuple[bytes, bytes]]
 
 # Messages that start a response, and so carry the session header.
 _STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
@@ -43,6 +42,11 @@ _ALLOW_ORIGIN = b"access-control-allow-origin"
 _EXPOSE = b"access-control-expose-headers"
 _TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
 _ERROR_BODY = b"Internal Server Error"
+_NO_HEADERS = (MISSING, None)
+# Bound once: attribute lookups and bound-method objects cost per request.
+_plain_context = SessionContext._trusted
+_set_session = _current.set
+_reset_session = _current.reset
 
 
 class SessionIdMiddleware:
@@ -54,16 +58,27 @@ class SessionIdMiddleware:
     once on ``http.response.start`` / ``websocket.accept`` (unless the app set
     that header itself). ``lifespan`` and other scopes pass through untouched,
     and a second ``SessionIdMiddleware`` inside this one does nothing.
+    Inbound names are matched as the lower-case bytes ASGI servers deliver.
 
     Code that sees the session: the app and everything it awaits, tasks it
     creates (they copy the context), ``run_in_threadpool``/``to_thread`` calls
     (Starlette, FastAPI ``def`` endpoints and dependencies, ``BackgroundTasks``).
+    A plain ``threading.Thread`` started by the app does not.
 
     >>> async def app(scope, receive, send): ...
     >>> app = SessionIdMiddleware(app, header_name="X-Session-Id")
     """
 
-    __slots__ = ("_header", "_header_len", "_policy", "app")
+    __slots__ = (
+        "_continues_valid",
+        "_expose",
+        "_header",
+        "_header_len",
+        "_lookup_raw",
+        "_make_context",
+        "_policy",
+        "app",
+    )
 
     def __init__(
         self,
@@ -84,7 +99,7 @@ class SessionIdMiddleware:
         if not callable(app):
             raise TypeError(f"app must be an ASGI callable, not {type(app).__name__}: {app!r}")
         self.app = app
-        self._policy = SessionPolicy(
+        policy = self._policy = SessionPolicy(
             header_name=header_name,
             accept_headers=accept_headers,
             trust_incoming=trust_incoming,
@@ -97,30 +112,39 @@ class SessionIdMiddleware:
             expose_header=expose_header,
             handle_errors=handle_errors,
         )
+        # Everything __call__ needs, bound once so a request pays no lookups.
         # Lower-case on the wire: HTTP/2 forbids upper-case field names.
-        self._header = self._policy.header_name_lower.encode("latin-1")
+        self._header = policy.header_name_lower.encode("latin-1")
         self._header_len = len(self._header)
+        self._lookup_raw = policy.lookup.lookup_raw
+        self._continues_valid = policy.continues_valid
+        self._expose = expose_header
+        self._make_context: Callable[[str, Scope], SessionContext] | None = (
+            None if attributes is None else policy.context
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if (scope_type != "http" and scope_type != "websocket") or SCOPE_KEY in scope:
             return await self.app(scope, receive, send)
 
-        policy = self._policy
-        raw = scope.get("headers")
-        state, sid = policy.lookup.lookup_raw(raw) if raw else (MISSING, None)
-        sid, state = policy.decide(state, sid)
-        if sid is None:
-            return await self._reject(scope_type, receive, send, state)
-
-        scope[SCOPE_KEY] = sid
         header = self._header
-        pair = (header, sid.encode("latin-1"))
-        if state != VALID and policy.update_request_header:
-            scope["headers"] = [h for h in raw or () if h[0] != header]
-            scope["headers"].append(pair)
+        raw = scope.get("headers")
+        state, sid = self._lookup_raw(raw) if raw else _NO_HEADERS
+        if state != VALID or not self._continues_valid:
+            sid, state = self._policy.decide(state, sid)
+            if sid is None:
+                return await self._reject(scope_type, receive, send, state)
+            if state != VALID and self._policy.update_request_header:
+                scope["headers"] = [h for h in raw or () if h[0] != header]
+                scope["headers"].append((header, sid.encode("latin-1")))
+        # From here on ``sid`` is a valid id: the lookup only reports VALID
+        # with one, and decide() returned one.
+        request_sid: str = sid  # type: ignore[assignment]
+        scope[SCOPE_KEY] = request_sid
+        pair = (header, request_sid.encode("latin-1"))
         header_len = self._header_len
-        expose = policy.expose_header
+        expose = self._expose
         started = False
 
         async def send_with_session(message: Message) -> None:
@@ -131,66 +155,86 @@ class SessionIdMiddleware:
                 if headers is None:
                     message["headers"] = [pair]
                 else:
-                    if not isinstance(headers, (list, tuple)):
+                    if type(headers) is not list:
+                        # A tuple or any other iterable: read it only once.
                         headers = list(headers)
                     for name, _ in headers:
                         if len(name) == header_len and name.lower() == header:
-                            message["headers"] = headers
-                            break
+                            break  # the app's own value wins
                     else:
-                        message["headers"] = [*headers, pair]
-                    if expose:
-                        message["headers"] = _expose_header(message["headers"], header)
+                        # A new list: the app may reuse its own between responses.
+                        headers = [*headers, pair]
+                    message["headers"] = _expose_header(headers, header) if expose else headers
             await send(message)
 
-        token = _current.set(policy.context(sid, scope))
+        make_context = self._make_context
+        token = _set_session(
+            _plain_context(request_sid)
+            if make_context is None
+            else make_context(request_sid, scope)
+        )
         try:
             await self.app(scope, receive, send_with_session)
         except Exception:
-            if policy.handle_errors and not started and scope_type == "http":
-                await _send_plain(send, 500, _ERROR_BODY, pair)
+            if not started and scope_type == "http" and self._policy.handle_errors:
+                try:
+                    await _send_plain(send, 500, _ERROR_BODY, pair)
+                except Exception:
+                    # The app's exception is the one worth reporting; a failed
+                    # 500 (say, the client is gone) must not replace it.
+                    pass
             raise
         finally:
-            _current.reset(token)
+            _reset_session(token)
 
     async def _reject(self, scope_type: str, receive: Receive, send: Send, state: int) -> None:
+        reason = self._policy.reject_body(state)
         if scope_type == "websocket":
             message = await receive()
             if message["type"] == "websocket.connect":
-                await send({"type": "websocket.close", "code": 1008})
+                # Closing before accept makes the server refuse the handshake
+                # (HTTP 403); 1008 is "policy violation". Close reasons are
+                # limited to 123 bytes.
+                await send(
+                    {
+                        "type": "websocket.close",
+                        "code": 1008,
+                        "reason": reason[:123].decode("ascii"),
+                    }
+                )
             return
-        await _send_plain(send, 400, self._policy.reject_body(state))
+        await _send_plain(send, 400, reason)
 
 
 async def _send_plain(send: Send, status: int, body: bytes, *extra: tuple[bytes, bytes]) -> None:
     headers = [_TEXT_PLAIN, (b"content-length", str(len(body)).encode("ascii")), *extra]
-    try:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-    except Exception:
-        pass
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-def _expose_header(
-    headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...], name: bytes
-) -> list[tuple[bytes, bytes]]:
-    """Merge ``name`` into ``Access-Control-Expose-Headers`` of a CORS response."""
-    out = list(headers)
+def _expose_header(headers: list[tuple[bytes, bytes]], name: bytes) -> list[tuple[bytes, bytes]]:
+    """Merge ``name`` into ``Access-Control-Expose-Headers`` of a CORS response.
+
+    Responses without ``Access-Control-Allow-Origin`` are returned unchanged.
+    ``*`` is not treated as covering ``name``: for requests with credentials
+    browsers read it as a literal header name.
+    """
     is_cors = False
     expose_at = -1
-    for i, (key, _) in enumerate(out):
+    for i, (key, _) in enumerate(headers):
         key = key.lower()
         if key == _ALLOW_ORIGIN:
             is_cors = True
         elif key == _EXPOSE:
             expose_at = i
     if not is_cors:
-        return out
+        return headers
+    out = list(headers)
     if expose_at < 0:
         out.append((_EXPOSE, name))
         return out
     current = out[expose_at][1]
     listed = {v.strip().lower() for v in current.split(b",")}
-    if name not in listed and b"*" not in listed:
+    if name not in listed:
         out[expose_at] = (out[expose_at][0], current + b", " + name if current.strip() else name)
     return out

@@ -1,0 +1,109 @@
+"""Run an ASGI app on a real server (uvicorn or hypercorn) on 127.0.0.1.
+
+Each server runs its own event loop in a background thread of the test
+process, so a test can look at what the app recorded. ``serving`` always
+stops the server and joins its thread, with timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
+
+import uvicorn
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
+
+from tests.support import HOST, free_port, wait_until_listening
+
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+
+SERVERS = ("uvicorn", "hypercorn")
+STARTUP_TIMEOUT = 15.0
+SHUTDOWN_TIMEOUT = 10.0
+
+
+@contextlib.contextmanager
+def serving(server: str, app: ASGIApp) -> Iterator[str]:
+    """Serve ``app`` with ``server`` on a free port; yield ``"127.0.0.1:port"``."""
+    port = free_port()
+    if server == "uvicorn":
+        runner = _uvicorn(app, port)
+    elif server == "hypercorn":
+        runner = _hypercorn(app, port)
+    else:
+        raise ValueError(f"unknown server: {server!r}")
+    with runner:
+        wait_until_listening(port, timeout=STARTUP_TIMEOUT)
+        yield f"{HOST}:{port}"
+
+
+@contextlib.contextmanager
+def _uvicorn(app: ASGIApp, port: int) -> Iterator[None]:
+    config = uvicorn.Config(
+        app,
+        host=HOST,
+        port=port,
+        lifespan="on",
+        ws="websockets-sansio",
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    # Off the main thread uvicorn installs no signal handlers.
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(SHUTDOWN_TIMEOUT)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(SHUTDOWN_TIMEOUT)
+        if thread.is_alive():
+            raise RuntimeError(f"uvicorn on port {port} did not stop")
+
+
+@contextlib.contextmanager
+def _hypercorn(app: ASGIApp, port: int) -> Iterator[None]:
+    config = HypercornConfig()
+    config.bind = [f"{HOST}:{port}"]
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 2
+    loop = asyncio.new_event_loop()
+    stop = threading.Event()
+
+    async def until_stopped() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+
+    def run() -> None:
+        try:
+            # Hypercorn types apps with its own TypedDict scopes and events.
+            framework: Any = app
+            loop.run_until_complete(
+                hypercorn_serve(framework, config, shutdown_trigger=until_stopped, mode="asgi")
+            )
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"hypercorn-{port}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(SHUTDOWN_TIMEOUT)
+        if thread.is_alive():
+            raise RuntimeError(f"hypercorn on port {port} did not stop")

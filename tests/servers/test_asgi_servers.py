@@ -1,0 +1,339 @@
+"""``SessionIdMiddleware`` on real uvicorn and hypercorn servers on 127.0.0.1.
+
+The served app is raw ASGI. Around the middleware sits a probe that records
+the session before and after each call, in the server's own task: after the
+middleware returns, nothing of the request may be left in that context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from sessionctx import SessionContext, current_session, current_session_id
+from sessionctx.asgi import SessionIdMiddleware
+from tests.servers.asgi_server import SERVERS, serving
+
+pytestmark = [pytest.mark.server, pytest.mark.anyio, pytest.mark.timeout(90)]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+SCOPE_KEY = "sessionctx.session_id"
+CONCURRENT = 300
+STREAM_CHUNK_LIMIT = 500  # bounds a stream whose client never leaves: about 5 s
+CLIENT_TIMEOUT = httpx.Timeout(20.0)
+
+
+@dataclass
+class Call:
+    """One pass through the middleware, as the probe around it saw it."""
+
+    scope_type: str
+    sid: str | None
+    before: SessionContext | None
+    after: SessionContext | None
+
+
+@dataclass
+class ServerLog:
+    """What the served app observed (written by the server thread)."""
+
+    calls: list[Call] = field(default_factory=list)
+    lifespan: list[tuple[str, SessionContext | None, bool]] = field(default_factory=list)
+    # sid -> the session seen while producing each chunk, then at the end
+    stream_chunks: dict[str, list[str | None]] = field(default_factory=dict)
+    stream_end: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+
+
+def build_app(log: ServerLog) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def respond(send: Send, status: int, payload: object) -> None:
+        body = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def lifespan(scope: Scope, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            kind = message["type"].rsplit(".", 1)[-1]
+            log.lifespan.append((kind, current_session(), SCOPE_KEY in scope))
+            await send({"type": f"{message['type']}.complete"})
+            if kind == "shutdown":
+                return
+
+    async def echo_id(scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the id several times, yielding to other requests in between."""
+        log.in_flight += 1
+        log.peak_in_flight = max(log.peak_in_flight, log.in_flight)
+        try:
+            reads = []
+            for _ in range(3):
+                reads.append(current_session_id())
+                await asyncio.sleep(0.01)
+        finally:
+            log.in_flight -= 1
+        await respond(send, 200, {"reads": reads, "scope": scope[SCOPE_KEY]})
+
+    async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        """Send a chunk every 10 ms until the client leaves (or the limit)."""
+        sid = scope[SCOPE_KEY]
+        seen = log.stream_chunks.setdefault(sid, [])
+        left = asyncio.Event()
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left.set()
+
+        watcher = asyncio.ensure_future(watch_disconnect())
+        why = "limit"
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for i in range(STREAM_CHUNK_LIMIT):
+                if left.is_set():
+                    why = "disconnect"
+                    break
+                seen.append(current_session_id())
+                await send({"type": "http.response.body", "body": b"%d\n" % i, "more_body": True})
+                await asyncio.sleep(0.01)
+        except Exception as exc:  # how a server reports a gone client varies
+            why = f"send failed: {type(exc).__name__}"
+            raise
+        finally:
+            watcher.cancel()
+            log.stream_end[sid] = (current_session_id(), why)
+
+    async def websocket(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": current_session_id()})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await websocket(scope, receive, send)
+        elif scope["path"].endswith("/stream"):
+            await stream(scope, receive, send)
+        else:
+            await echo_id(scope, receive, send)
+
+    lenient = SessionIdMiddleware(inner)
+    strict = SessionIdMiddleware(inner, on_missing="reject", on_invalid="reject")
+
+    async def probe(scope: Scope, receive: Receive, send: Send) -> None:
+        before = current_session()
+        target = strict if scope.get("path", "").startswith("/strict/") else lenient
+        try:
+            await target(scope, receive, send)
+        finally:
+            call = Call(scope["type"], scope.get(SCOPE_KEY), before, current_session())
+            log.calls.append(call)
+
+    return probe
+
+
+@dataclass
+class Served:
+    server: str
+    address: str
+    log: ServerLog
+
+    @property
+    def http(self) -> str:
+        return f"http://{self.address}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://{self.address}"
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
+    log = ServerLog()
+    with serving(request.param, build_app(log)) as address:
+        yield Served(request.param, address, log)
+    # Shutdown ran through the middleware too, untouched.
+    assert [kind for kind, _, _ in log.lifespan] == ["startup", "shutdown"]
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the server never got there")
+        await asyncio.sleep(0.02)
+
+
+def calls_for(served: Served, sid: str) -> list[Call]:
+    return [call for call in served.log.calls if call.sid == sid]
+
+
+async def test_lifespan_reaches_the_app_without_a_session(served: Served) -> None:
+    assert served.log.lifespan[0] == ("startup", None, False)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"X-Session-Id": "srv-1"}, "srv-1", id="continued"),
+        pytest.param({"Mirascope-Session-Id": "srv-2"}, "srv-2", id="mirascope-header"),
+        pytest.param({"baggage": "session.id=srv-3"}, "srv-3", id="baggage"),
+        pytest.param({"X-Session-Id": "bad value"}, None, id="invalid"),
+        pytest.param({}, None, id="missing"),
+    ],
+)
+async def test_http_request_gets_its_session(
+    served: Served, headers: dict[str, str], expected: str | None
+) -> None:
+    async with httpx.AsyncClient(base_url=served.http, timeout=CLIENT_TIMEOUT) as http:
+        response = await http.get("/id", headers=headers)
+
+    sid = response.headers["x-session-id"]
+    if expected is None:
+        assert uuid.UUID(sid).version == 4
+    else:
+        assert sid == expected
+    assert response.json() == {"reads": [sid] * 3, "scope": sid}
+    await wait_for(lambda: bool(calls_for(served, sid)))
+    assert calls_for(served, sid) == [Call("http", sid, None, None)]
+
+
+async def get_concurrently(
+    served: Served, headers: list[dict[str, str]], per_client: int = 30
+) -> list[httpx.Response]:
+    """One GET ``/id`` per item of ``headers``, all in flight at once, in order.
+
+    Spread over several clients: one httpx pool slows down sharply with
+    hundreds of requests queued on it, which would only measure the client.
+    """
+
+    async def batch(part: list[dict[str, str]]) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(part))
+        async with httpx.AsyncClient(
+            base_url=served.http, limits=limits, timeout=CLIENT_TIMEOUT
+        ) as http:
+            return await asyncio.gather(*(http.get("/id", headers=h) for h in part))
+
+    parts = [headers[i : i + per_client] for i in range(0, len(headers), per_client)]
+    return [response for part in await asyncio.gather(*map(batch, parts)) for response in part]
+
+
+async def test_concurrent_requests_never_cross(served: Served) -> None:
+    ids = [f"conc-{served.server}-{i:03d}" for i in range(CONCURRENT)]
+
+    responses = await get_concurrently(served, [{"X-Session-Id": sid} for sid in ids])
+
+    assert [r.headers["x-session-id"] for r in responses] == ids
+    assert [r.json() for r in responses] == [{"reads": [sid] * 3, "scope": sid} for sid in ids]
+    # The handlers really did overlap, so the ids had a chance to cross.
+    assert served.log.peak_in_flight > 1
+    await wait_for(lambda: all(calls_for(served, sid) for sid in ids))
+    assert all(calls_for(served, sid) == [Call("http", sid, None, None)] for sid in ids)
+
+
+async def test_concurrent_generated_ids_are_distinct(served: Served) -> None:
+    responses = await get_concurrently(served, [{}] * 50)
+
+    ids = [r.headers["x-session-id"] for r in responses]
+    assert len(set(ids)) == 50
+    assert [r.json()["reads"] for r in responses] == [[sid] * 3 for sid in ids]
+
+
+async def test_disconnect_mid_stream_leaves_no_session_behind(served: Served) -> None:
+    sid = f"gone-{served.server}"
+
+    async with (
+        httpx.AsyncClient(base_url=served.http, timeout=CLIENT_TIMEOUT) as http,
+        http.stream("GET", "/stream", headers={"X-Session-Id": sid}) as response,
+    ):
+        assert response.headers["x-session-id"] == sid
+        async for line in response.aiter_lines():
+            if line == "2":
+                break  # leave the stream: the connection is closed, not reused
+    await wait_for(lambda: bool(calls_for(served, sid)))
+
+    chunks = served.log.stream_chunks[sid]
+    assert 3 <= len(chunks) < STREAM_CHUNK_LIMIT
+    assert set(chunks) == {sid}
+    end_sid, why = served.log.stream_end[sid]
+    assert end_sid == sid
+    assert why != "limit"
+    assert calls_for(served, sid) == [Call("http", sid, None, None)]
+
+    async with httpx.AsyncClient(base_url=served.http, timeout=CLIENT_TIMEOUT) as http:
+        after = await http.get("/id")
+    next_sid = after.headers["x-session-id"]
+    assert next_sid != sid
+    assert after.json()["reads"] == [next_sid] * 3
+    await wait_for(lambda: bool(calls_for(served, next_sid)))
+    assert calls_for(served, next_sid) == [Call("http", next_sid, None, None)]
+
+
+async def test_rejected_http_request_is_a_400_without_the_header(served: Served) -> None:
+    async with httpx.AsyncClient(base_url=served.http, timeout=CLIENT_TIMEOUT) as http:
+        missing = await http.get("/strict/id")
+        invalid = await http.get("/strict/id", headers={"X-Session-Id": "a b"})
+        allowed = await http.get("/strict/id", headers={"X-Session-Id": "strict-ok"})
+
+    assert (missing.status_code, missing.text) == (400, "Missing X-Session-Id header")
+    assert (invalid.status_code, invalid.text) == (400, "Invalid X-Session-Id header")
+    assert "x-session-id" not in missing.headers
+    assert "x-session-id" not in invalid.headers
+    assert allowed.headers["x-session-id"] == "strict-ok"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"X-Session-Id": "ws-1"}, "ws-1", id="continued"),
+        pytest.param({}, None, id="generated"),
+    ],
+)
+async def test_websocket_gets_its_session_and_the_handshake_header(
+    served: Served, headers: dict[str, str], expected: str | None
+) -> None:
+    async with connect(f"{served.ws}/ws", additional_headers=headers, open_timeout=10) as ws:
+        sid = await asyncio.wait_for(ws.recv(), timeout=10)
+        assert ws.response is not None
+        handshake_header = ws.response.headers["X-Session-Id"]
+
+    assert isinstance(sid, str)
+    assert handshake_header == sid
+    if expected is None:
+        assert uuid.UUID(sid).version == 4
+    else:
+        assert sid == expected
+    await wait_for(lambda: bool(calls_for(served, sid)))
+    assert calls_for(served, sid) == [Call("websocket", sid, None, None)]
+
+
+async def test_rejected_websocket_fails_the_handshake(served: Served) -> None:
+    calls_before = len(served.log.calls)
+
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{served.ws}/strict/ws", open_timeout=10):
+            pytest.fail("the handshake was accepted")
+
+    # The middleware closed with 1008 before accept; servers answer that with 403.
+    assert refused.value.response.status_code == 403
+    assert "X-Session-Id" not in refused.value.response.headers
+    await wait_for(lambda: len(served.log.calls) > calls_before)
+    assert served.log.calls[-1] == Call("websocket", None, None, None)

@@ -1,0 +1,1149 @@
+"""``sessionctx.asgi.SessionIdMiddleware`` driven by raw ASGI calls, no framework."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from sessionctx import (
+    SessionContext,
+    current_session,
+    current_session_id,
+    session,
+)
+from sessionctx._policy import INVALID, MISSING, VALID, SessionPolicy
+from sessionctx.asgi import SessionIdMiddleware
+
+pytestmark = pytest.mark.anyio
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+RawHeaders = list[tuple[bytes, bytes]]
+
+SCOPE_KEY = "sessionctx.session_id"
+HEADER = b"x-session-id"
+EXPOSE = b"access-control-expose-headers"
+VALID_ID = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
+
+
+def http_scope(headers: Iterable[Any] | None = None, **extra: Any) -> dict[str, Any]:
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/items", **extra}
+    if headers is not None:
+        scope["headers"] = headers
+    return scope
+
+
+def websocket_scope(headers: Iterable[Any] = ()) -> dict[str, Any]:
+    return {"type": "websocket", "path": "/ws", "headers": list(headers)}
+
+
+async def call(
+    app: Callable[[Scope, Receive, Send], Awaitable[None]],
+    scope: Scope,
+    inbound: Iterable[Message] = ({"type": "http.request"},),
+) -> list[Message]:
+    """Run ``app`` once; return every message it sent."""
+    pending = list(inbound)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def start_headers(messages: list[Message]) -> RawHeaders:
+    """Headers of the one message that started the response."""
+    starts = [m for m in messages if m["type"] in ("http.response.start", "websocket.accept")]
+    assert len(starts) == 1, messages
+    return [(bytes(name), bytes(value)) for name, value in starts[0]["headers"]]
+
+
+def values_of(headers: RawHeaders, name: bytes) -> list[bytes]:
+    return [value for key, value in headers if key.lower() == name]
+
+
+def session_header(messages: list[Message]) -> list[bytes]:
+    return values_of(start_headers(messages), HEADER)
+
+
+def is_generated(sid: str) -> bool:
+    """Whether ``sid`` looks like the default generator's output (a v4 uuid string)."""
+    try:
+        parsed = uuid.UUID(sid)
+    except ValueError:
+        return False
+    return str(parsed) == sid and parsed.version == 4
+
+
+def assert_session(sid: str, expected: str | None) -> None:
+    """``expected=None`` stands for a freshly generated id."""
+    if expected is None:
+        assert is_generated(sid), sid
+    else:
+        assert sid == expected
+
+
+@dataclass
+class Visit:
+    """What the app saw during one call."""
+
+    session: SessionContext | None
+    scope: Scope
+    request_headers: Any
+
+
+@dataclass
+class RecordingApp:
+    """An ASGI app that notes what it sees, then answers 200 (or accepts a websocket)."""
+
+    response_headers: Iterable[Any] | None = ((b"content-type", b"text/plain"),)
+    visits: list[Visit] = field(default_factory=list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.visits.append(Visit(current_session(), scope, scope.get("headers")))
+        start: Message
+        if scope["type"] == "websocket":
+            assert (await receive())["type"] == "websocket.connect"
+            start = {"type": "websocket.accept"}
+        else:
+            start = {"type": "http.response.start", "status": 200}
+        if self.response_headers is not None:
+            start["headers"] = self.response_headers
+        await send(start)
+        if scope["type"] == "http":
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    @property
+    def only(self) -> Visit:
+        assert len(self.visits) == 1, self.visits
+        return self.visits[0]
+
+    @property
+    def sid(self) -> str:
+        seen = self.only.session
+        assert seen is not None
+        return seen.id
+
+
+class Boom(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- #
+# Which id a request gets
+# --------------------------------------------------------------------------- #
+
+INBOUND_CASES = [
+    pytest.param([(b"x-session-id", b"abc")], "abc", id="x-session-id"),
+    pytest.param([(b"x-tracectrl-session", b"abc")], "abc", id="tracectrl-header"),
+    pytest.param([(b"mirascope-session-id", b"abc")], "abc", id="mirascope-header"),
+    pytest.param([(b"x-session-id", VALID_ID.encode())], VALID_ID, id="uuid"),
+    pytest.param(
+        [(b"mirascope-session-id", b"low"), (b"x-session-id", b"high")],
+        "high",
+        id="priority-not-position",
+    ),
+    pytest.param(
+        [(b"x-session-id", b"bad value"), (b"mirascope-session-id", b"ok")],
+        None,
+        id="invalid-first-name-does-not-fall-through",
+    ),
+    pytest.param([(b"baggage", b"k=v, session.id=from-baggage")], "from-baggage", id="baggage"),
+    pytest.param(
+        [(b"baggage", b"session.id=bag"), (b"x-session-id", b"named")],
+        "named",
+        id="named-header-beats-baggage",
+    ),
+    pytest.param([(b"baggage", b"session.id=a b")], None, id="invalid-baggage"),
+    pytest.param([(b"x-session-id", b"a"), (b"x-session-id", b"a")], None, id="duplicate-same"),
+    pytest.param([(b"x-session-id", b"a"), (b"x-session-id", b"b")], None, id="duplicate-differ"),
+    pytest.param([(b"x-session-id", b"x" * 200)], "x" * 200, id="200-chars"),
+    pytest.param([(b"x-session-id", b"x" * 201)], None, id="201-chars"),
+    pytest.param([(b"x-session-id", b"abc\r\nset-cookie: a=1")], None, id="crlf"),
+    pytest.param([(b"x-session-id", b"abc\n")], None, id="trailing-lf"),
+    pytest.param([(b"x-session-id", b"")], None, id="empty"),
+    pytest.param([(b"x-session-id", b" abc")], None, id="leading-space"),
+    pytest.param([(b"x-session-id", b"a,b")], None, id="comma"),
+    pytest.param([(b"x-session-id", "café".encode("latin-1"))], None, id="latin-1-byte"),
+    pytest.param([(b"x-session-id", b"\xff\xfe\x00")], None, id="not-utf-8"),
+    pytest.param([], None, id="no-headers"),
+    pytest.param([(b"host", b"example.com")], None, id="other-headers-only"),
+]
+
+
+@pytest.mark.parametrize(("headers", "expected"), INBOUND_CASES)
+async def test_inbound_header_decides_the_session(
+    headers: RawHeaders, expected: str | None
+) -> None:
+    app = RecordingApp()
+
+    messages = await call(SessionIdMiddleware(app), http_scope(headers))
+
+    sid = app.sid
+    assert_session(sid, expected)
+    assert app.only.scope[SCOPE_KEY] == sid
+    assert session_header(messages) == [sid.encode()]
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        pytest.param(http_scope(None), None, id="headers-key-missing"),
+        pytest.param(http_scope(()), None, id="empty-tuple"),
+        pytest.param(http_scope(((b"x-session-id", b"abc"),)), "abc", id="tuple-of-tuples"),
+        pytest.param(http_scope([[b"x-session-id", b"abc"]]), "abc", id="list-of-lists"),
+    ],
+)
+async def test_scope_headers_in_any_allowed_shape(scope: Scope, expected: str | None) -> None:
+    app = RecordingApp()
+
+    messages = await call(SessionIdMiddleware(app), scope)
+
+    assert_session(app.sid, expected)
+    assert session_header(messages) == [app.sid.encode()]
+
+
+async def test_app_sees_a_session_context_and_the_scope_key() -> None:
+    seen: list[tuple[SessionContext | None, str | None, str]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((current_session(), current_session_id(), scope[SCOPE_KEY]))
+        await send({"type": "http.response.start", "status": 204})
+
+    await call(SessionIdMiddleware(app), http_scope([(b"x-session-id", b"abc")]))
+
+    assert seen == [(SessionContext("abc"), "abc", "abc")]
+    ctx = seen[0][0]
+    assert isinstance(ctx, SessionContext)
+    assert ctx.attributes is None
+
+
+async def test_generated_ids_differ_per_request_and_ignore_the_env_var(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SESSIONCTX_SESSION_ID", "fixed-session-for-testing")
+    monkeypatch.setenv("TRACECTRL_SESSION_ID", "fixed-session-for-testing")
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app)
+
+    for _ in range(3):
+        await call(middleware, http_scope([]))
+
+    ids = [visit.scope[SCOPE_KEY] for visit in app.visits]
+    assert len(set(ids)) == 3
+    assert all(is_generated(sid) for sid in ids)
+
+
+async def test_concurrent_requests_never_see_each_other() -> None:
+    mismatches: list[tuple[str, str | None]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        mine = scope[SCOPE_KEY]
+        for _ in range(5):
+            await asyncio.sleep(0)
+            if current_session_id() != mine:
+                mismatches.append((mine, current_session_id()))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": mine.encode()})
+
+    middleware = SessionIdMiddleware(app)
+    ids = [f"req-{i}" for i in range(200)]
+
+    results = await asyncio.gather(
+        *(call(middleware, http_scope([(HEADER, sid.encode())])) for sid in ids)
+    )
+
+    assert mismatches == []
+    assert [session_header(messages) for messages in results] == [[sid.encode()] for sid in ids]
+    assert [messages[1]["body"] for messages in results] == [sid.encode() for sid in ids]
+
+
+# --------------------------------------------------------------------------- #
+# The response header
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    "response_headers",
+    [
+        pytest.param(None, id="no-headers-key"),
+        pytest.param([], id="empty-list"),
+        pytest.param([(b"content-type", b"text/plain")], id="list"),
+        pytest.param(((b"content-type", b"text/plain"),), id="tuple"),
+        pytest.param([[b"content-type", b"text/plain"]], id="list-of-lists"),
+    ],
+)
+async def test_header_is_added_once_to_any_header_shape(response_headers: Any) -> None:
+    app = RecordingApp(response_headers=response_headers)
+
+    messages = await call(SessionIdMiddleware(app), http_scope([(HEADER, b"abc")]))
+
+    headers = start_headers(messages)
+    assert headers[-1] == (HEADER, b"abc")
+    assert headers[:-1] == [(bytes(n), bytes(v)) for n, v in response_headers or ()]
+
+
+async def test_header_read_from_a_one_shot_iterable() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        pairs = iter([(b"content-type", b"text/plain")])
+        await send({"type": "http.response.start", "status": 200, "headers": pairs})
+
+    messages = await call(SessionIdMiddleware(app), http_scope([(HEADER, b"abc")]))
+
+    assert start_headers(messages) == [(b"content-type", b"text/plain"), (HEADER, b"abc")]
+
+
+async def test_the_apps_header_list_is_not_mutated() -> None:
+    shared = [(b"content-type", b"text/plain")]
+    app = RecordingApp(response_headers=shared)
+    middleware = SessionIdMiddleware(app)
+
+    first = await call(middleware, http_scope([(HEADER, b"one")]))
+    second = await call(middleware, http_scope([(HEADER, b"two")]))
+
+    assert shared == [(b"content-type", b"text/plain")]
+    assert session_header(first) == [b"one"]
+    assert session_header(second) == [b"two"]
+
+
+@pytest.mark.parametrize("name", [b"x-session-id", b"X-Session-Id", b"X-SESSION-ID"])
+async def test_the_apps_own_header_wins(name: bytes) -> None:
+    app = RecordingApp(response_headers=[(name, b"set-by-app"), (b"content-type", b"text/plain")])
+
+    messages = await call(SessionIdMiddleware(app), http_scope([(HEADER, b"abc")]))
+
+    assert [(n, v) for n, v in start_headers(messages) if n.lower() == HEADER] == [
+        (name, b"set-by-app")
+    ]
+    assert app.sid == "abc"
+
+
+async def test_custom_header_name_is_sent_lower_case() -> None:
+    app = RecordingApp()
+
+    messages = await call(
+        SessionIdMiddleware(app, header_name="X-Request-Session"),
+        http_scope([(b"x-request-session", b"abc")]),
+    )
+
+    assert values_of(start_headers(messages), b"x-request-session") == [b"abc"]
+    assert session_header(messages) == []
+
+
+async def test_body_messages_pass_unchanged_and_streaming_chunks_see_the_session() -> None:
+    chunks = [
+        {"type": "http.response.body", "body": b"%d" % i, "more_body": True} for i in range(5)
+    ]
+    last = {"type": "http.response.body", "body": b"", "more_body": False}
+    seen_per_chunk: list[str | None] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for chunk in [*chunks, last]:
+            await asyncio.sleep(0)
+            seen_per_chunk.append(current_session_id())
+            await send(chunk)
+
+    messages = await call(SessionIdMiddleware(app), http_scope([(HEADER, b"abc")]))
+
+    assert seen_per_chunk == ["abc"] * 6
+    assert all(
+        sent is original for sent, original in zip(messages[1:], [*chunks, last], strict=True)
+    )
+    assert chunks[0] == {"type": "http.response.body", "body": b"0", "more_body": True}
+
+
+async def test_double_wrap_passes_through() -> None:
+    app = RecordingApp()
+    # The inner one has other options; it still must not act.
+    inner = SessionIdMiddleware(app, header_name="X-Other", update_request_header=True)
+    outer = SessionIdMiddleware(inner)
+    request_headers = [(HEADER, b"bad value")]
+
+    messages = await call(outer, http_scope(request_headers))
+
+    headers = start_headers(messages)
+    assert values_of(headers, HEADER) == [app.sid.encode()]
+    assert values_of(headers, b"x-other") == []
+    assert is_generated(app.sid)
+    assert app.only.request_headers is request_headers
+
+
+@pytest.mark.parametrize("inbound", [pytest.param([(HEADER, b"abc")], id="continued"), []])
+async def test_double_wrap_with_the_same_options(inbound: RawHeaders) -> None:
+    app = RecordingApp()
+
+    messages = await call(SessionIdMiddleware(SessionIdMiddleware(app)), http_scope(inbound))
+
+    assert session_header(messages) == [app.sid.encode()]
+    assert app.only.scope[SCOPE_KEY] == app.sid
+
+
+@pytest.mark.parametrize("scope_type", ["lifespan", "webtransport", "custom.protocol"])
+async def test_other_scopes_pass_through_untouched(scope_type: str) -> None:
+    seen: list[tuple[Scope, Receive, Send, dict[str, Any], SessionContext | None]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope, receive, send, dict(scope), current_session()))
+
+    async def receive() -> Message:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Message) -> None:
+        pass
+
+    scope = {"type": scope_type, "headers": [(HEADER, b"abc")]}
+
+    await SessionIdMiddleware(app)(scope, receive, send)
+
+    [(got_scope, got_receive, got_send, snapshot, got_session)] = seen
+    assert got_scope is scope
+    assert got_receive is receive
+    assert got_send is send
+    assert snapshot == {"type": scope_type, "headers": [(HEADER, b"abc")]}
+    assert got_session is None
+
+
+# --------------------------------------------------------------------------- #
+# WebSocket
+# --------------------------------------------------------------------------- #
+
+CONNECT = ({"type": "websocket.connect"},)
+
+
+@pytest.mark.parametrize(
+    "accept_headers",
+    [pytest.param(None, id="no-headers-key"), [(b"sec-websocket-protocol", b"chat")]],
+)
+async def test_websocket_accept_carries_the_header(accept_headers: RawHeaders | None) -> None:
+    app = RecordingApp(response_headers=accept_headers)
+
+    messages = await call(SessionIdMiddleware(app), websocket_scope([(HEADER, b"ws-1")]), CONNECT)
+
+    assert app.sid == "ws-1"
+    assert start_headers(messages) == [*(accept_headers or []), (HEADER, b"ws-1")]
+
+
+async def test_websocket_keeps_the_apps_own_header() -> None:
+    app = RecordingApp(response_headers=[(b"X-Session-Id", b"from-app")])
+
+    messages = await call(SessionIdMiddleware(app), websocket_scope(), CONNECT)
+
+    assert start_headers(messages) == [(b"X-Session-Id", b"from-app")]
+    assert is_generated(app.sid)
+
+
+async def test_websocket_denial_response_carries_the_header() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+
+    messages = await call(SessionIdMiddleware(app), websocket_scope([(HEADER, b"ws-1")]), CONNECT)
+
+    assert messages[0]["headers"] == [(HEADER, b"ws-1")]
+
+
+# --------------------------------------------------------------------------- #
+# on_missing / on_invalid = "reject"
+# --------------------------------------------------------------------------- #
+
+REJECT_CASES = [
+    pytest.param({"on_missing": "reject"}, [], b"Missing X-Session-Id header", id="missing"),
+    pytest.param(
+        {"on_invalid": "reject"}, [(HEADER, b"")], b"Invalid X-Session-Id header", id="empty"
+    ),
+    pytest.param(
+        {"on_invalid": "reject"}, [(HEADER, b"bad value")], b"Invalid X-Session-Id header", id="bad"
+    ),
+    pytest.param(
+        {"on_invalid": "reject"},
+        [(HEADER, b"a"), (HEADER, b"b")],
+        b"Invalid X-Session-Id header",
+        id="duplicate",
+    ),
+    pytest.param(
+        {"on_invalid": "reject", "validator": lambda sid: sid.startswith("ok-")},
+        [(HEADER, b"nope")],
+        b"Invalid X-Session-Id header",
+        id="refused-by-validator",
+    ),
+    pytest.param(
+        {"on_missing": "reject", "header_name": "X-Request-Session"},
+        [(b"host", b"example.com")],
+        b"Missing X-Request-Session header",
+        id="body-names-the-configured-header",
+    ),
+    pytest.param(
+        {"on_missing": "reject", "on_invalid": "reject"},
+        [(b"host", b"example.com")],
+        b"Missing X-Session-Id header",
+        id="both-reject",
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "headers", "body"), REJECT_CASES)
+async def test_reject_answers_400_without_calling_the_app(
+    options: dict[str, Any], headers: RawHeaders, body: bytes
+) -> None:
+    app = RecordingApp()
+    scope = http_scope(headers)
+
+    messages = await call(SessionIdMiddleware(app, **options), scope)
+
+    assert app.visits == []
+    assert SCOPE_KEY not in scope
+    assert [m["type"] for m in messages] == ["http.response.start", "http.response.body"]
+    assert messages[0]["status"] == 400
+    assert messages[1]["body"] == body
+    headers_sent = start_headers(messages)
+    assert values_of(headers_sent, b"content-type") == [b"text/plain; charset=utf-8"]
+    assert values_of(headers_sent, b"content-length") == [str(len(body)).encode()]
+    assert values_of(headers_sent, HEADER) == []
+    assert values_of(headers_sent, b"x-request-session") == []
+
+
+@pytest.mark.parametrize(
+    ("options", "headers", "expected"),
+    [
+        pytest.param({"on_missing": "reject"}, [(HEADER, b"abc")], "abc", id="missing-rule-valid"),
+        pytest.param({"on_missing": "reject"}, [(HEADER, b"a b")], None, id="missing-rule-invalid"),
+        pytest.param({"on_invalid": "reject"}, [], None, id="invalid-rule-missing"),
+        pytest.param({"on_invalid": "reject"}, [(HEADER, b"abc")], "abc", id="invalid-rule-valid"),
+    ],
+)
+async def test_reject_applies_only_to_its_own_case(
+    options: dict[str, Any], headers: RawHeaders, expected: str | None
+) -> None:
+    app = RecordingApp()
+
+    messages = await call(SessionIdMiddleware(app, **options), http_scope(headers))
+
+    assert messages[0]["status"] == 200
+    assert_session(app.sid, expected)
+
+
+async def test_websocket_reject_closes_1008_before_accept() -> None:
+    app = RecordingApp()
+
+    messages = await call(SessionIdMiddleware(app, on_missing="reject"), websocket_scope(), CONNECT)
+
+    assert app.visits == []
+    assert messages == [
+        {"type": "websocket.close", "code": 1008, "reason": "Missing X-Session-Id header"}
+    ]
+
+
+async def test_websocket_reject_sends_nothing_when_the_client_already_left() -> None:
+    app = RecordingApp()
+
+    messages = await call(
+        SessionIdMiddleware(app, on_invalid="reject"),
+        websocket_scope([(HEADER, b"bad value")]),
+        [{"type": "websocket.disconnect", "code": 1006}],
+    )
+
+    assert app.visits == []
+    assert messages == []
+
+
+async def test_websocket_close_reason_fits_the_protocol_limit() -> None:
+    long_name = "X-" + "S" * 200
+
+    messages = await call(
+        SessionIdMiddleware(RecordingApp(), header_name=long_name, on_missing="reject"),
+        websocket_scope(),
+        CONNECT,
+    )
+
+    reason = messages[0]["reason"]
+    assert len(reason.encode()) == 123
+    assert reason.startswith("Missing X-SSS")
+
+
+# --------------------------------------------------------------------------- #
+# Options
+# --------------------------------------------------------------------------- #
+
+
+async def test_custom_generator_is_used_when_an_id_is_needed() -> None:
+    made = iter(["gen-1", "gen-2"])
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app, generator=lambda: next(made))
+
+    await call(middleware, http_scope([]))
+    await call(middleware, http_scope([(HEADER, b"bad value")]))
+    await call(middleware, http_scope([(HEADER, b"kept")]))
+
+    assert [visit.scope[SCOPE_KEY] for visit in app.visits] == ["gen-1", "gen-2", "kept"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("has space", id="space"),
+        pytest.param("x" * 201, id="too-long"),
+        pytest.param("new\nline", id="newline"),
+        pytest.param(123, id="not-a-str"),
+        pytest.param(None, id="none"),
+    ],
+)
+async def test_generator_returning_an_invalid_id_raises_runtime_error(bad: object) -> None:
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app, generator=lambda: bad)  # type: ignore[arg-type,return-value]
+
+    with pytest.raises(RuntimeError, match="generator returned an invalid id") as raised:
+        await call(middleware, http_scope([]))
+
+    assert repr(bad)[:20] in str(raised.value)
+    assert app.visits == []
+
+
+async def test_validator_applies_on_top_of_the_id_rule() -> None:
+    asked: list[str] = []
+
+    def validator(sid: str) -> bool:
+        asked.append(sid)
+        return sid.startswith("ok-") or sid == "bad value"
+
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app, validator=validator)
+
+    for value in (b"ok-1", b"no-1", b"bad value"):
+        await call(middleware, http_scope([(HEADER, value)]))
+    await call(middleware, http_scope([]))
+
+    got = [visit.scope[SCOPE_KEY] for visit in app.visits]
+    assert got[0] == "ok-1"
+    assert is_generated(got[1])
+    assert is_generated(got[2])  # the rule fails first: the validator cannot allow it
+    assert is_generated(got[3])
+    assert asked == ["ok-1", "no-1"]
+
+
+async def test_validator_also_judges_a_baggage_id() -> None:
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app, validator=lambda sid: sid.startswith("ok-"))
+
+    await call(middleware, http_scope([(b"baggage", b"session.id=ok-bag")]))
+    await call(middleware, http_scope([(b"baggage", b"session.id=other")]))
+
+    assert app.visits[0].scope[SCOPE_KEY] == "ok-bag"
+    assert is_generated(app.visits[1].scope[SCOPE_KEY])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([(HEADER, b"abc")], id="named-header"),
+        pytest.param([(b"baggage", b"session.id=abc")], id="baggage"),
+        pytest.param([], id="none"),
+    ],
+)
+async def test_trust_incoming_false_always_generates(headers: RawHeaders) -> None:
+    app = RecordingApp()
+
+    messages = await call(SessionIdMiddleware(app, trust_incoming=False), http_scope(headers))
+
+    assert is_generated(app.sid)
+    assert session_header(messages) == [app.sid.encode()]
+
+
+@pytest.mark.parametrize(
+    ("accept_headers", "headers", "expected"),
+    [
+        pytest.param(["X-Custom"], [(b"x-custom", b"c")], "c", id="custom-name-read"),
+        pytest.param(["X-Custom"], [(HEADER, b"abc")], None, id="default-names-not-read"),
+        pytest.param(
+            ["X-B", "X-A"], [(b"x-a", b"a"), (b"x-b", b"b")], "b", id="given-order-is-priority"
+        ),
+        pytest.param(["X-Custom"], [(b"baggage", b"session.id=bag")], "bag", id="baggage-last"),
+        pytest.param(("X-Custom",), [(b"x-custom", b"c")], "c", id="tuple"),
+    ],
+)
+async def test_accept_headers_are_used_exactly_as_given(
+    accept_headers: list[str], headers: RawHeaders, expected: str | None
+) -> None:
+    app = RecordingApp()
+
+    messages = await call(
+        SessionIdMiddleware(app, accept_headers=accept_headers), http_scope(headers)
+    )
+
+    assert_session(app.sid, expected)
+    assert session_header(messages) == [app.sid.encode()]
+
+
+async def test_header_name_leads_the_default_accepted_names() -> None:
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app, header_name="X-Request-Session")
+
+    await call(middleware, http_scope([(HEADER, b"lower"), (b"x-request-session", b"first")]))
+    await call(middleware, http_scope([(b"mirascope-session-id", b"fallback")]))
+
+    assert [visit.scope[SCOPE_KEY] for visit in app.visits] == ["first", "fallback"]
+
+
+@pytest.mark.parametrize(
+    ("options", "headers"),
+    [
+        pytest.param({}, [], id="missing"),
+        pytest.param({}, [(b"accept", b"*/*"), (HEADER, b"bad value")], id="invalid-replaced"),
+        pytest.param({}, [(HEADER, b"a"), (b"accept", b"*/*"), (HEADER, b"b")], id="duplicates"),
+        pytest.param({"trust_incoming": False}, [(HEADER, b"abc")], id="untrusted-replaced"),
+        pytest.param({}, ((b"accept", b"*/*"),), id="tuple"),
+    ],
+)
+async def test_update_request_header_shows_the_generated_id(
+    options: dict[str, Any], headers: Iterable[tuple[bytes, bytes]]
+) -> None:
+    app = RecordingApp()
+    original = list(headers)
+
+    await call(SessionIdMiddleware(app, update_request_header=True, **options), http_scope(headers))
+
+    seen = app.only.request_headers
+    assert values_of(seen, HEADER) == [app.sid.encode()]
+    assert [pair for pair in seen if pair[0] != HEADER] == [p for p in original if p[0] != HEADER]
+    assert list(headers) == original  # the server's own list is left alone
+    assert is_generated(app.sid)
+
+
+async def test_update_request_header_without_headers_key() -> None:
+    app = RecordingApp()
+
+    await call(SessionIdMiddleware(app, update_request_header=True), http_scope(None))
+
+    assert app.only.request_headers == [(HEADER, app.sid.encode())]
+
+
+async def test_update_request_header_uses_the_configured_name() -> None:
+    app = RecordingApp()
+
+    await call(
+        SessionIdMiddleware(app, header_name="X-Request-Session", update_request_header=True),
+        http_scope([(b"x-request-session", b"bad value")]),
+    )
+
+    assert app.only.request_headers == [(b"x-request-session", app.sid.encode())]
+
+
+@pytest.mark.parametrize(
+    ("options", "headers"),
+    [
+        pytest.param({"update_request_header": True}, [(HEADER, b"abc")], id="id-continued"),
+        pytest.param({}, [(HEADER, b"bad value")], id="option-off"),
+    ],
+)
+async def test_request_headers_left_alone(options: dict[str, Any], headers: RawHeaders) -> None:
+    app = RecordingApp()
+    snapshot = list(headers)
+
+    await call(SessionIdMiddleware(app, **options), http_scope(headers))
+
+    assert app.only.request_headers is headers
+    assert headers == snapshot
+
+
+async def test_attributes_callable_gets_the_scope() -> None:
+    given: list[Scope] = []
+
+    def attributes(scope: Scope) -> Mapping[str, Any]:
+        given.append(scope)
+        return {"path": scope["path"], "tags": ["a", "b"], "sid": scope[SCOPE_KEY]}
+
+    app = RecordingApp()
+    scope = http_scope([(HEADER, b"abc")])
+
+    await call(SessionIdMiddleware(app, attributes=attributes), scope)
+
+    assert given == [scope]
+    assert given[0] is scope
+    seen = app.only.session
+    assert seen is not None
+    assert seen.id == "abc"
+    assert seen.attributes == {"path": "/items", "tags": ("a", "b"), "sid": "abc"}
+
+
+async def test_attributes_callable_may_return_none() -> None:
+    app = RecordingApp()
+
+    await call(SessionIdMiddleware(app, attributes=lambda scope: None), http_scope([]))
+
+    assert app.only.session == SessionContext(app.sid)
+
+
+async def test_attributes_that_are_not_json_raise_before_the_app_runs() -> None:
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app, attributes=lambda scope: {"scope": object()})
+
+    with pytest.raises(TypeError, match="not JSON-serializable"):
+        await call(middleware, http_scope([]))
+
+    assert app.visits == []
+
+
+ALLOW = (b"access-control-allow-origin", b"https://example.com")
+
+EXPOSE_CASES = [
+    pytest.param([(b"content-type", b"text/plain")], [], id="not-a-cors-response"),
+    pytest.param([ALLOW], [b"x-session-id"], id="cors-without-expose"),
+    pytest.param([ALLOW, (EXPOSE, b"x-request-id")], [b"x-request-id, x-session-id"], id="merged"),
+    pytest.param(
+        [
+            (b"Access-Control-Expose-Headers", b"X-Request-Id"),
+            (b"Access-Control-Allow-Origin", b"*"),
+        ],
+        [b"X-Request-Id, x-session-id"],
+        id="mixed-case-names",
+    ),
+    pytest.param([ALLOW, (EXPOSE, b"a, X-Session-Id")], [b"a, X-Session-Id"], id="already-listed"),
+    pytest.param([ALLOW, (EXPOSE, b" ")], [b"x-session-id"], id="blank-list"),
+    pytest.param([ALLOW, (EXPOSE, b"*")], [b"*, x-session-id"], id="wildcard"),
+    pytest.param(
+        [ALLOW, (HEADER, b"from-app"), (EXPOSE, b"x-a")],
+        [b"x-a, x-session-id"],
+        id="apps-own-session-header",
+    ),
+]
+
+
+@pytest.mark.parametrize(("response_headers", "expected"), EXPOSE_CASES)
+async def test_expose_header_merges_into_cors_responses(
+    response_headers: RawHeaders, expected: list[bytes]
+) -> None:
+    app = RecordingApp(response_headers=tuple(response_headers))
+
+    messages = await call(SessionIdMiddleware(app, expose_header=True), http_scope([]))
+
+    headers = start_headers(messages)
+    assert values_of(headers, EXPOSE) == expected
+    assert len(values_of(headers, HEADER)) == 1
+    others = [pair for pair in headers if pair[0].lower() not in (EXPOSE, HEADER)]
+    assert others == [pair for pair in response_headers if pair[0].lower() not in (EXPOSE, HEADER)]
+
+
+async def test_expose_header_off_leaves_cors_headers_alone() -> None:
+    app = RecordingApp(response_headers=[ALLOW, (EXPOSE, b"x-request-id")])
+
+    messages = await call(SessionIdMiddleware(app), http_scope([]))
+
+    assert values_of(start_headers(messages), EXPOSE) == [b"x-request-id"]
+
+
+async def test_expose_header_on_websocket_accept() -> None:
+    app = RecordingApp(response_headers=[ALLOW])
+
+    messages = await call(SessionIdMiddleware(app, expose_header=True), websocket_scope(), CONNECT)
+
+    assert values_of(start_headers(messages), EXPOSE) == [b"x-session-id"]
+
+
+# --------------------------------------------------------------------------- #
+# handle_errors
+# --------------------------------------------------------------------------- #
+
+
+async def failing_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise Boom("before the response")
+
+
+async def test_handle_errors_sends_a_500_with_the_header_then_reraises() -> None:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    middleware = SessionIdMiddleware(failing_app, handle_errors=True)
+
+    with pytest.raises(Boom):
+        await middleware(http_scope([(HEADER, b"abc")]), receive, send)
+
+    assert sent[0]["status"] == 500
+    assert values_of(sent[0]["headers"], HEADER) == [b"abc"]
+    assert values_of(sent[0]["headers"], b"content-type") == [b"text/plain; charset=utf-8"]
+    assert values_of(sent[0]["headers"], b"content-length") == [b"21"]
+    assert sent[1] == {"type": "http.response.body", "body": b"Internal Server Error"}
+    assert len(sent) == 2
+
+
+async def test_without_handle_errors_nothing_is_sent_on_error() -> None:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with pytest.raises(Boom):
+        await SessionIdMiddleware(failing_app)(http_scope([]), receive, send)
+
+    assert sent == []
+
+
+async def test_handle_errors_after_the_response_started_only_reraises() -> None:
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise Boom("mid-body")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    with pytest.raises(Boom):
+        await SessionIdMiddleware(app, handle_errors=True)(http_scope([]), receive, send)
+
+    assert [m["type"] for m in sent] == ["http.response.start"]
+
+
+async def test_handle_errors_leaves_websockets_to_the_server() -> None:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with pytest.raises(Boom):
+        await SessionIdMiddleware(failing_app, handle_errors=True)(websocket_scope(), receive, send)
+
+    assert sent == []
+
+
+async def test_handle_errors_keeps_the_apps_exception_when_sending_fails() -> None:
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        raise OSError("client went away")
+
+    with pytest.raises(Boom):
+        await SessionIdMiddleware(failing_app, handle_errors=True)(http_scope([]), receive, send)
+
+
+async def test_cancellation_is_not_turned_into_a_500() -> None:
+    sent: list[Message] = []
+    entered = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    task = asyncio.ensure_future(
+        SessionIdMiddleware(app, handle_errors=True)(http_scope([]), receive, send)
+    )
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert sent == []
+
+
+# --------------------------------------------------------------------------- #
+# The context is restored
+# --------------------------------------------------------------------------- #
+
+
+async def test_context_restored_after_return() -> None:
+    app = RecordingApp()
+
+    with session("outer"):
+        await call(SessionIdMiddleware(app), http_scope([(HEADER, b"inner")]))
+        assert current_session_id() == "outer"
+
+    assert app.sid == "inner"
+    assert current_session() is None
+
+
+async def test_context_restored_after_exception() -> None:
+    seen: list[str | None] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(current_session_id())
+        raise Boom
+
+    with session("outer"):
+        with pytest.raises(Boom):
+            await call(SessionIdMiddleware(app), http_scope([(HEADER, b"inner")]))
+        assert current_session_id() == "outer"
+
+    assert seen == ["inner"]
+
+
+async def test_context_restored_after_cancellation() -> None:
+    seen: list[str | None] = []
+    after: list[str | None] = []
+    entered = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(current_session_id())
+        entered.set()
+        await asyncio.Event().wait()
+
+    async def request() -> None:
+        with session("outer"):
+            try:
+                await call(SessionIdMiddleware(app), http_scope([(HEADER, b"inner")]))
+            finally:
+                after.append(current_session_id())
+
+    task = asyncio.ensure_future(request())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert seen == ["inner"]
+    assert after == ["outer"]
+
+
+async def test_tasks_created_by_the_app_see_the_session() -> None:
+    seen: list[str | None] = []
+
+    async def child() -> None:
+        await asyncio.sleep(0)
+        seen.append(current_session_id())
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.gather(child(), asyncio.to_thread(lambda: seen.append(current_session_id())))
+        await send({"type": "http.response.start", "status": 204})
+
+    await call(SessionIdMiddleware(app), http_scope([(HEADER, b"abc")]))
+
+    assert seen == ["abc", "abc"]
+
+
+# --------------------------------------------------------------------------- #
+# Option validation
+# --------------------------------------------------------------------------- #
+
+OPTION_ERRORS = [
+    pytest.param({"header_name": 123}, TypeError, "123", id="header-name-not-str"),
+    pytest.param({"header_name": b"X-Session-Id"}, TypeError, "b'X-Session-Id'", id="header-bytes"),
+    pytest.param({"header_name": ""}, ValueError, "''", id="header-name-empty"),
+    pytest.param({"header_name": "X Session"}, ValueError, "'X Session'", id="header-name-space"),
+    pytest.param({"header_name": "X-Séssion"}, ValueError, "'X-Séssion'", id="header-non-ascii"),
+    pytest.param({"header_name": "X-A:b"}, ValueError, "'X-A:b'", id="header-name-colon"),
+    pytest.param({"accept_headers": "X-Session-Id"}, TypeError, "'X-Session-Id'", id="accept-str"),
+    pytest.param({"accept_headers": b"x"}, TypeError, "b'x'", id="accept-bytes"),
+    pytest.param({"accept_headers": 5}, TypeError, "5", id="accept-not-iterable"),
+    pytest.param({"accept_headers": []}, ValueError, "at least one", id="accept-empty"),
+    pytest.param({"accept_headers": ["X-A", 3]}, TypeError, "3", id="accept-item-not-str"),
+    pytest.param(
+        {"accept_headers": ["X-A", "bad name"]}, ValueError, "'bad name'", id="accept-bad"
+    ),
+    pytest.param({"trust_incoming": "yes"}, TypeError, "'yes'", id="trust-incoming-str"),
+    pytest.param({"update_request_header": 1}, TypeError, "1", id="update-request-header-int"),
+    pytest.param({"expose_header": None}, TypeError, "None", id="expose-header-none"),
+    pytest.param({"handle_errors": "no"}, TypeError, "'no'", id="handle-errors-str"),
+    pytest.param({"validator": "x"}, TypeError, "'x'", id="validator-not-callable"),
+    pytest.param({"generator": 5}, TypeError, "5", id="generator-not-callable"),
+    pytest.param({"attributes": {"a": 1}}, TypeError, "{'a': 1}", id="attributes-a-dict"),
+    pytest.param({"on_missing": "ignore"}, ValueError, "'ignore'", id="on-missing-unknown"),
+    pytest.param({"on_invalid": "Reject"}, ValueError, "'Reject'", id="on-invalid-wrong-case"),
+    pytest.param({"on_invalid": None}, TypeError, "None", id="on-invalid-none"),
+    pytest.param(
+        {"trust_incoming": False, "on_missing": "reject"},
+        ValueError,
+        "would reject every request",
+        id="untrusted-and-reject",
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "error", "shown"), OPTION_ERRORS)
+def test_bad_options_raise_at_construction(
+    options: dict[str, Any], error: type[Exception], shown: str
+) -> None:
+    with pytest.raises(error) as raised:
+        SessionIdMiddleware(RecordingApp(), **options)
+
+    assert shown in str(raised.value)
+
+
+def test_app_must_be_callable() -> None:
+    with pytest.raises(TypeError, match=r"app must be an ASGI callable.*'not an app'"):
+        SessionIdMiddleware("not an app")  # type: ignore[arg-type]
+
+
+def test_options_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        SessionIdMiddleware(RecordingApp(), "X-Session-Id")  # type: ignore[call-arg]
+
+
+# --------------------------------------------------------------------------- #
+# The decision the WSGI middleware shares
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    ("options", "state", "sid", "expected"),
+    [
+        pytest.param({}, VALID, "abc", ("abc", VALID), id="valid-continued"),
+        pytest.param({}, MISSING, None, (None, MISSING), id="missing-generated"),
+        pytest.param({}, INVALID, None, (None, INVALID), id="invalid-generated"),
+        pytest.param({"trust_incoming": False}, VALID, "abc", (None, MISSING), id="untrusted"),
+        pytest.param(
+            {"validator": lambda sid: False}, VALID, "abc", (None, INVALID), id="validator-no"
+        ),
+        pytest.param({"validator": bool}, VALID, "abc", ("abc", VALID), id="validator-yes"),
+        pytest.param({"on_missing": "reject"}, MISSING, None, ("reject", MISSING), id="reject-m"),
+        pytest.param({"on_invalid": "reject"}, INVALID, None, ("reject", INVALID), id="reject-i"),
+    ],
+)
+def test_policy_decide(
+    options: dict[str, Any], state: int, sid: str | None, expected: tuple[str | None, int]
+) -> None:
+    policy = SessionPolicy(**options)
+
+    decided, new_state = policy.decide(state, sid)
+
+    want_sid, want_state = expected
+    assert new_state == want_state
+    if want_sid == "reject":
+        assert decided is None
+    else:
+        assert decided is not None
+        assert_session(decided, want_sid)
+    assert policy.continues_valid == (
+        not options.get("validator") and "trust_incoming" not in options
+    )
+
+
+def test_policy_context_with_and_without_attributes() -> None:
+    plain = SessionPolicy().context("abc", {"path": "/"})
+    rich = SessionPolicy(attributes=lambda request: dict(request)).context("abc", {"path": "/"})
+
+    assert plain == SessionContext("abc")
+    assert plain.attributes is None
+    assert rich == SessionContext("abc", {"path": "/"})

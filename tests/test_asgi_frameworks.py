@@ -1,0 +1,483 @@
+"""``SessionIdMiddleware`` under Starlette 1.x and FastAPI, in process.
+
+Every behaviour is checked in both placements: outermost
+(``app = SessionIdMiddleware(app)``) and inside Starlette's error handling
+(``app.add_middleware(SessionIdMiddleware)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import BackgroundTasks, Depends, FastAPI
+from fastapi import Request as FastAPIRequest
+from fastapi import WebSocket as FastAPIWebSocket
+from starlette.applications import Starlette
+from starlette.background import BackgroundTasks as StarletteBackgroundTasks
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from sessionctx import current_session_id
+from sessionctx.asgi import SessionIdMiddleware
+
+with warnings.catch_warnings():
+    # Starlette 1.x warns at import that it would rather use ``httpx2``.
+    warnings.simplefilter("ignore", UserWarning)
+    from starlette.testclient import TestClient
+
+pytestmark = pytest.mark.anyio
+
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+Placement = Callable[..., ASGIApp]
+
+SCOPE_KEY = "sessionctx.session_id"
+ORIGIN = "https://app.example.com"
+CHUNKS = 5
+
+
+def outermost(app: Starlette, **options: Any) -> ASGIApp:
+    return SessionIdMiddleware(app, **options)
+
+
+def added(app: Starlette, **options: Any) -> ASGIApp:
+    app.add_middleware(SessionIdMiddleware, **options)
+    return app
+
+
+PLACEMENTS = [pytest.param(outermost, id="outermost"), pytest.param(added, id="add_middleware")]
+
+
+def client(app: ASGIApp) -> httpx.AsyncClient:
+    # The app's exception still reaches the transport after a 500 was sent;
+    # the response is what these tests look at.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def assert_session(sid: str | None, expected: str | None) -> None:
+    """``expected=None`` stands for a freshly generated (uuid4) id."""
+    assert sid is not None
+    if expected is None:
+        assert uuid.UUID(sid).version == 4
+    else:
+        assert sid == expected
+
+
+INBOUND = [
+    pytest.param({"X-Session-Id": "user-session-abc123"}, "user-session-abc123", id="continued"),
+    pytest.param({"Mirascope-Session-Id": "m-1"}, "m-1", id="mirascope-header"),
+    pytest.param({"X-Session-Id": "bad value"}, None, id="invalid-replaced"),
+    pytest.param({}, None, id="generated"),
+]
+
+
+# --------------------------------------------------------------------------- #
+# Starlette
+# --------------------------------------------------------------------------- #
+
+
+def starlette_app(background_seen: list[str | None] | None = None) -> Starlette:
+    seen = background_seen if background_seen is not None else []
+
+    async def async_endpoint(request: Request) -> Response:
+        await asyncio.sleep(0)
+        return JSONResponse({"sid": current_session_id(), "scope": request.scope[SCOPE_KEY]})
+
+    def sync_endpoint(request: Request) -> Response:
+        # Starlette runs plain ``def`` endpoints in its thread pool.
+        return JSONResponse({"sid": current_session_id(), "scope": request.scope[SCOPE_KEY]})
+
+    async def stream_async(request: Request) -> Response:
+        async def chunks() -> AsyncIterator[str]:
+            for _ in range(CHUNKS):
+                await asyncio.sleep(0)
+                yield f"{current_session_id()}\n"
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    def stream_sync(request: Request) -> Response:
+        def chunks() -> Iterator[str]:
+            for _ in range(CHUNKS):
+                yield f"{current_session_id()}\n"
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    async def background(request: Request) -> Response:
+        async def record_async() -> None:
+            await asyncio.sleep(0)
+            seen.append(current_session_id())
+
+        def record_sync() -> None:
+            seen.append(current_session_id())
+
+        tasks = StarletteBackgroundTasks()
+        tasks.add_task(record_async)
+        tasks.add_task(record_sync)
+        return PlainTextResponse("queued", background=tasks)
+
+    async def error(request: Request) -> Response:
+        raise RuntimeError("unhandled")
+
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json(
+            {"sid": current_session_id(), "scope": websocket.scope[SCOPE_KEY]}
+        )
+        await websocket.close()
+
+    return Starlette(
+        routes=[
+            Route("/async", async_endpoint),
+            Route("/sync", sync_endpoint),
+            Route("/stream-async", stream_async),
+            Route("/stream-sync", stream_sync),
+            Route("/background", background),
+            Route("/error", error),
+            WebSocketRoute("/ws", websocket_endpoint),
+        ]
+    )
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize("path", ["/async", "/sync"])
+@pytest.mark.parametrize(("headers", "expected"), INBOUND)
+async def test_starlette_endpoints_see_the_session(
+    placement: Placement, path: str, headers: dict[str, str], expected: str | None
+) -> None:
+    async with client(placement(starlette_app())) as http:
+        response = await http.get(path, headers=headers)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert_session(body["sid"], expected)
+    assert body["scope"] == body["sid"]
+    assert response.headers.get_list("x-session-id") == [body["sid"]]
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize("path", ["/stream-async", "/stream-sync"])
+async def test_starlette_streaming_chunks_see_the_session(placement: Placement, path: str) -> None:
+    async with client(placement(starlette_app())) as http:
+        response = await http.get(path, headers={"X-Session-Id": "stream-1"})
+
+    assert response.text.splitlines() == ["stream-1"] * CHUNKS
+    assert response.headers["x-session-id"] == "stream-1"
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_starlette_background_tasks_see_the_session(placement: Placement) -> None:
+    seen: list[str | None] = []
+
+    async with client(placement(starlette_app(seen))) as http:
+        response = await http.get("/background", headers={"X-Session-Id": "bg-1"})
+
+    assert response.text == "queued"
+    assert seen == ["bg-1", "bg-1"]
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_handled_http_errors_carry_the_header(placement: Placement) -> None:
+    async with client(placement(starlette_app())) as http:
+        response = await http.get("/no-such-route", headers={"X-Session-Id": "nf-1"})
+
+    assert response.status_code == 404
+    assert response.headers["x-session-id"] == "nf-1"
+
+
+@pytest.mark.parametrize(
+    ("placement", "options", "header"),
+    [
+        pytest.param(outermost, {}, "err-1", id="outermost"),
+        pytest.param(outermost, {"handle_errors": True}, "err-1", id="outermost-handle-errors"),
+        pytest.param(added, {"handle_errors": True}, "err-1", id="add_middleware-handle-errors"),
+        # Inside Starlette's ServerErrorMiddleware the framework's 500 never
+        # passes through the middleware: the documented reason for the option.
+        pytest.param(added, {}, None, id="add_middleware-without-handle-errors"),
+    ],
+)
+async def test_unhandled_exception_500(
+    placement: Placement, options: dict[str, Any], header: str | None
+) -> None:
+    async with client(placement(starlette_app(), **options)) as http:
+        response = await http.get("/error", headers={"X-Session-Id": "err-1"})
+
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+    assert response.headers.get_list("x-session-id") == ([header] if header else [])
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_starlette_websocket_sees_the_session(placement: Placement) -> None:
+    with (
+        TestClient(placement(starlette_app())) as test_client,
+        test_client.websocket_connect("/ws", headers={"X-Session-Id": "ws-1"}) as websocket,
+    ):
+        assert websocket.receive_json() == {"sid": "ws-1", "scope": "ws-1"}
+        assert (b"x-session-id", b"ws-1") in (websocket.extra_headers or [])
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_websocket_without_a_session_is_closed_1008(placement: Placement) -> None:
+    with (
+        TestClient(placement(starlette_app(), on_missing="reject")) as test_client,
+        pytest.raises(WebSocketDisconnect) as closed,
+        test_client.websocket_connect("/ws"),
+    ):
+        pytest.fail("the handshake was accepted")
+
+    assert closed.value.code == 1008
+    assert closed.value.reason == "Missing X-Session-Id header"
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_http_reject_is_a_400_without_the_header(placement: Placement) -> None:
+    async with client(placement(starlette_app(), on_invalid="reject")) as http:
+        rejected = await http.get("/async", headers={"X-Session-Id": "bad value"})
+        allowed = await http.get("/async", headers={"X-Session-Id": "good"})
+
+    assert rejected.status_code == 400
+    assert rejected.text == "Invalid X-Session-Id header"
+    assert rejected.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "x-session-id" not in rejected.headers
+    assert allowed.json()["sid"] == "good"
+
+
+# --------------------------------------------------------------------------- #
+# CORS
+# --------------------------------------------------------------------------- #
+
+
+def cors_app(placement: Placement) -> ASGIApp:
+    cors: dict[str, Any] = {
+        "allow_origins": [ORIGIN],
+        "allow_headers": ["X-Session-Id"],
+        "expose_headers": ["X-Request-Id"],
+    }
+    if placement is outermost:
+        app = Starlette(
+            routes=starlette_app().routes, middleware=[Middleware(CORSMiddleware, **cors)]
+        )
+        return outermost(app, expose_header=True)
+    app = starlette_app()
+    # Added last = outermost of the two: it sees the headers CORS added.
+    app.add_middleware(CORSMiddleware, **cors)
+    return added(app, expose_header=True)
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_cors_response_exposes_the_header(placement: Placement) -> None:
+    async with client(cors_app(placement)) as http:
+        response = await http.get("/async", headers={"Origin": ORIGIN, "X-Session-Id": "c-1"})
+
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+    assert response.headers.get_list("access-control-expose-headers") == [
+        "X-Request-Id, x-session-id"
+    ]
+    assert response.headers["x-session-id"] == "c-1"
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_non_cors_response_gets_no_expose_header(placement: Placement) -> None:
+    async with client(cors_app(placement)) as http:
+        response = await http.get("/async", headers={"X-Session-Id": "c-1"})
+
+    assert "access-control-expose-headers" not in response.headers
+    assert response.headers["x-session-id"] == "c-1"
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_cors_preflight_carries_the_session_header(placement: Placement) -> None:
+    preflight = {
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "X-Session-Id",
+        "X-Session-Id": "pre-1",
+    }
+    async with client(cors_app(placement)) as http:
+        response = await http.options("/async", headers=preflight)
+
+    assert response.status_code == 200
+    assert "x-session-id" in response.headers["access-control-allow-headers"].lower()
+    assert response.headers["x-session-id"] == "pre-1"
+
+
+# --------------------------------------------------------------------------- #
+# FastAPI
+# --------------------------------------------------------------------------- #
+
+
+def sync_session_id() -> str | None:
+    """A plain ``def`` dependency: FastAPI runs it in its thread pool."""
+    return current_session_id()
+
+
+async def async_session_id() -> str | None:
+    await asyncio.sleep(0)
+    return current_session_id()
+
+
+async def session_scope(request: FastAPIRequest) -> AsyncIterator[str | None]:
+    """A ``yield`` dependency whose teardown also runs inside the session."""
+    yield current_session_id()
+    request.app.state.seen.append(("teardown", current_session_id()))
+
+
+SyncId = Annotated["str | None", Depends(sync_session_id)]
+AsyncId = Annotated["str | None", Depends(async_session_id)]
+ScopedId = Annotated["str | None", Depends(session_scope)]
+
+
+def fastapi_app() -> FastAPI:
+    api = FastAPI()
+    api.state.seen = []
+
+    def remember(label: str) -> None:
+        api.state.seen.append((label, current_session_id()))
+
+    @api.get("/items")
+    async def items(
+        sync_id: SyncId, async_id: AsyncId, scoped_id: ScopedId, background: BackgroundTasks
+    ) -> dict[str, str | None]:
+        background.add_task(remember, "background")
+        return {
+            "handler": current_session_id(),
+            "sync_dependency": sync_id,
+            "async_dependency": async_id,
+            "yield_dependency": scoped_id,
+        }
+
+    @api.get("/sync-items")
+    def sync_items(sync_id: SyncId) -> dict[str, str | None]:
+        return {"handler": current_session_id(), "sync_dependency": sync_id}
+
+    @api.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[str]:
+            for _ in range(CHUNKS):
+                await asyncio.sleep(0)
+                yield f"{current_session_id()}\n"
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    @api.get("/error")
+    async def error() -> None:
+        raise RuntimeError("unhandled")
+
+    @api.websocket("/ws")
+    async def websocket_endpoint(websocket: FastAPIWebSocket, async_id: AsyncId) -> None:
+        await websocket.accept()
+        await websocket.send_json({"handler": current_session_id(), "dependency": async_id})
+        await websocket.close()
+
+    return api
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize(("headers", "expected"), INBOUND)
+async def test_fastapi_handler_dependencies_and_background_see_the_session(
+    placement: Placement, headers: dict[str, str], expected: str | None
+) -> None:
+    api = fastapi_app()
+
+    async with client(placement(api)) as http:
+        response = await http.get("/items", headers=headers)
+
+    body = response.json()
+    sid = response.headers["x-session-id"]
+    assert_session(sid, expected)
+    assert body == {
+        "handler": sid,
+        "sync_dependency": sid,
+        "async_dependency": sid,
+        "yield_dependency": sid,
+    }
+    assert sorted(api.state.seen) == [("background", sid), ("teardown", sid)]
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_fastapi_sync_handler_sees_the_session(placement: Placement) -> None:
+    async with client(placement(fastapi_app())) as http:
+        response = await http.get("/sync-items", headers={"X-Session-Id": "sync-1"})
+
+    assert response.json() == {"handler": "sync-1", "sync_dependency": "sync-1"}
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_fastapi_streaming_chunks_see_the_session(placement: Placement) -> None:
+    async with client(placement(fastapi_app())) as http:
+        response = await http.get("/stream", headers={"X-Session-Id": "fs-1"})
+
+    assert response.text.splitlines() == ["fs-1"] * CHUNKS
+
+
+@pytest.mark.parametrize(
+    ("placement", "options", "header"),
+    [
+        pytest.param(outermost, {}, "e-1", id="outermost"),
+        pytest.param(added, {"handle_errors": True}, "e-1", id="add_middleware-handle-errors"),
+        pytest.param(added, {}, None, id="add_middleware-without-handle-errors"),
+    ],
+)
+async def test_fastapi_unhandled_exception_500(
+    placement: Placement, options: dict[str, Any], header: str | None
+) -> None:
+    async with client(placement(fastapi_app(), **options)) as http:
+        response = await http.get("/error", headers={"X-Session-Id": "e-1"})
+
+    assert response.status_code == 500
+    assert response.headers.get_list("x-session-id") == ([header] if header else [])
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_fastapi_websocket_sees_the_session(placement: Placement) -> None:
+    with (
+        TestClient(placement(fastapi_app())) as test_client,
+        test_client.websocket_connect("/ws", headers={"X-Session-Id": "fws-1"}) as websocket,
+    ):
+        assert websocket.receive_json() == {"handler": "fws-1", "dependency": "fws-1"}
+        assert (b"x-session-id", b"fws-1") in (websocket.extra_headers or [])
+
+
+async def test_lifespan_passes_through_to_the_app() -> None:
+    events: list[tuple[str, str | None]] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        events.append(("startup", current_session_id()))
+        yield
+        events.append(("shutdown", current_session_id()))
+
+    app = SessionIdMiddleware(FastAPI(lifespan=lifespan))
+    sent: list[MutableMapping[str, Any]] = []
+    inbound = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def receive() -> MutableMapping[str, Any]:
+        return next(inbound)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    await app(scope, receive, send)
+
+    assert events == [("startup", None), ("shutdown", None)]
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert SCOPE_KEY not in scope
