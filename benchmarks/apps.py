@@ -1,0 +1,54 @@
+"""The trivial apps every benchmark wraps, and the app objects the servers load.
+
+The bare apps do as little as an app can: answer ``200`` with a two-byte body.
+Everything measured on top of them is the middleware's cost. The servers in
+:mod:`benchmarks.end_to_end` load ``asgi_app`` / ``wsgi_app`` and the
+factories below, which wrap the same apps in ``sessionctx``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["asgi_app", "asgi_with_sessionctx", "wsgi_app", "wsgi_with_sessionctx"]
+
+BODY = b"ok"
+
+
+async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Raw ASGI: ``http.response.start`` then one ``http.response.body``."""
+    # Fresh dicts and lists per call: middleware appends to these headers.
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")],
+        }
+    )
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def wsgi_app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """WSGI returning a list, so the server does no generator work."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [BODY]
+
+
+def asgi_with_sessionctx() -> ASGIApp:
+    """``asgi_app`` inside ``sessionctx.asgi.SessionIdMiddleware`` (a server factory)."""
+    from sessionctx.asgi import SessionIdMiddleware
+
+    return SessionIdMiddleware(asgi_app)
+
+
+def wsgi_with_sessionctx() -> WSGIApplication:
+    """``wsgi_app`` inside ``sessionctx.wsgi.SessionIdMiddleware`` (a server factory)."""
+    from sessionctx.wsgi import SessionIdMiddleware
+
+    app: WSGIApplication = SessionIdMiddleware(wsgi_app)
+    return app

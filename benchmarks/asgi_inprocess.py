@@ -1,0 +1,207 @@
+"""ASGI middleware called in-process: added time per request over the bare app.
+
+No server and no sockets: one asyncio task awaits the app in a tight loop with
+a fresh copy of a precomputed ``scope``, a ``receive`` that returns the request
+and a ``send`` that drops every message. What remains is the middleware's own
+Python work, the part a server cannot hide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Scope
+
+from benchmarks.apps import BODY, asgi_app
+from benchmarks.floor import AsgiFloorMiddleware, matches_id_rule
+from benchmarks.peers import (
+    base_http_middleware,
+    correlation_id_middleware,
+    starlette_context_middleware,
+)
+from benchmarks.report import Row, Verdict, median_added
+from benchmarks.timing import Budget, Runner, interleave
+from sessionctx.asgi import SessionIdMiddleware
+
+__all__ = [
+    "CANDIDATES",
+    "CASES",
+    "Case",
+    "check_response",
+    "collect_response",
+    "discard",
+    "receive_request",
+    "run",
+]
+
+VALID_ID = b"0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
+INVALID_ID = b"not a valid id"
+# What a browser or an HTTP client typically sends besides the session header;
+# every candidate scans the same list.
+COMMON_HEADERS = (
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"benchmark/1.0"),
+    (b"accept", b"*/*"),
+    (b"accept-encoding", b"gzip, deflate"),
+)
+BARE = "bare app"
+FLOOR = "floor"
+OURS = "sessionctx"
+CORRELATION_ID = "asgi-correlation-id"
+
+#: The middleware compared, each wrapping the bare app.
+CANDIDATES: dict[str, Callable[[ASGIApp], ASGIApp]] = {
+    FLOOR: AsgiFloorMiddleware,
+    OURS: SessionIdMiddleware,
+    CORRELATION_ID: correlation_id_middleware,
+    "starlette-context": starlette_context_middleware,
+    "BaseHTTPMiddleware": base_http_middleware,
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One kind of request: its ``X-Session-Id`` value, or none."""
+
+    name: str
+    session_header: bytes | None
+
+    def scope(self) -> Scope:
+        headers = list(COMMON_HEADERS)
+        if self.session_header is not None:
+            headers.append((b"x-session-id", self.session_header))
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 50000),
+            "scheme": "http",
+            "method": "GET",
+            "root_path": "",
+            "path": "/",
+            "raw_path": b"/",
+            "query_string": b"",
+            "headers": headers,
+        }
+
+
+VALID = Case("header valid", VALID_ID)
+ABSENT = Case("header absent", None)
+INVALID = Case("header invalid", INVALID_ID)
+CASES = (VALID, ABSENT, INVALID)
+
+_REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def receive_request() -> Message:
+    """An ASGI ``receive``: the request, without a body."""
+    return _REQUEST
+
+
+async def discard(message: Message) -> None:
+    """An ASGI ``send`` that drops the message."""
+
+
+def _runner(
+    app: ASGIApp, scope: Scope, loop: asyncio.AbstractEventLoop, clock: Callable[[], int]
+) -> Runner:
+    async def many(n: int) -> int:
+        receive, send = receive_request, discard
+        start = clock()
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+        return clock() - start
+
+    def run(n: int) -> int:
+        return loop.run_until_complete(many(n))
+
+    return run
+
+
+async def collect_response(app: ASGIApp, scope: Scope) -> list[Message]:
+    """Every message ``app`` sends for one request with a copy of ``scope``."""
+    sent: list[Message] = []
+
+    async def record(message: Message) -> None:
+        sent.append(message)
+
+    await app(dict(scope), receive_request, record)
+    return sent
+
+
+def check_response(name: str, case: Case, messages: list[Message]) -> None:
+    """Raise unless ``messages`` are a 200 with the body and one valid session header.
+
+    This keeps the comparison honest: every candidate must echo the inbound id
+    when it is valid and a new valid one otherwise.
+    """
+    starts = [m for m in messages if m["type"] == "http.response.start"]
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    if len(starts) != 1 or starts[0]["status"] != 200 or body != BODY:
+        raise RuntimeError(f"{name} ({case.name}): not the bare app's response: {messages!r}")
+    if name == BARE:
+        return
+    ids = [v for k, v in starts[0]["headers"] if k.lower() == b"x-session-id"]
+    if len(ids) != 1:
+        raise RuntimeError(f"{name} ({case.name}): expected one X-Session-Id, got {ids!r}")
+    sent = ids[0]
+    if case.session_header == VALID_ID:
+        ok = sent == VALID_ID
+    else:
+        ok = sent != case.session_header and matches_id_rule(sent.decode("latin-1"))
+    if not ok:
+        raise RuntimeError(f"{name} ({case.name}): wrong X-Session-Id {sent!r}")
+
+
+def _rows(case: Case, samples: dict[str, list[float]]) -> list[Row]:
+    added = median_added(samples, BARE)
+    floor = added[FLOOR]
+    rows = [Row("asgi", case.name, BARE, statistics.median(samples[BARE]), "ns")]
+    for name in CANDIDATES:
+        verdict = None
+        if name == OURS and case is VALID:
+            ratio = added[OURS] / floor
+            verdict = Verdict("<= 1.20x floor", ratio <= 1.2, f"{ratio:.2f}x")
+        elif name == OURS and case is ABSENT:
+            ratio = added[OURS] / floor
+            verdict = Verdict("< floor with uuid4", ratio < 1.0, f"{ratio:.2f}x")
+        elif name == CORRELATION_ID and case is VALID:
+            cheaper = added[CORRELATION_ID] / added[OURS]
+            verdict = Verdict(">= 2.2x sessionctx", cheaper >= 2.2, f"{cheaper:.2f}x")
+        rows.append(
+            Row(
+                part="asgi",
+                case=case.name,
+                candidate=name,
+                absolute=statistics.median(samples[name]),
+                unit="ns",
+                added=added[name],
+                added_unit="ns added",
+                ratio=added[name] / floor,
+                ratio_of="floor",
+                verdict=verdict,
+                extra={"samples_ns": samples[name]},
+            )
+        )
+    return rows
+
+
+def run(budget: Budget) -> list[Row]:
+    """Rows for every case: the bare app, then each candidate against the floor."""
+    loop = asyncio.new_event_loop()
+    rows: list[Row] = []
+    try:
+        for case in CASES:
+            scope = case.scope()
+            apps = {BARE: asgi_app} | {name: wrap(asgi_app) for name, wrap in CANDIDATES.items()}
+            for name, app in apps.items():
+                check_response(name, case, loop.run_until_complete(collect_response(app, scope)))
+            runners = {name: _runner(app, scope, loop, budget.clock) for name, app in apps.items()}
+            rows += _rows(case, interleave(runners, budget))
+    finally:
+        loop.close()
+    return rows

@@ -1,0 +1,266 @@
+"""End to end: real servers on 127.0.0.1 loaded by ``wrk``, with and without sessionctx.
+
+Each server runs one worker pinned to one CPU and ``wrk`` runs pinned to
+another, so the load generator does not steal the server's CPU (``taskset``;
+without it or with a single CPU both run unpinned, which the row notes). The
+bare and the wrapped server run side by side and are loaded in turn, ``A B B A``
+per pair, so slow phases of the machine hit both alike. The figure is
+throughput (requests per second) and the loss of the wrapped server against
+the bare one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from benchmarks.report import Row, Verdict
+from benchmarks.wsgi_inprocess import sessionctx_middleware
+
+__all__ = ["FULL", "QUICK", "Load", "run"]
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+VALID_ID = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
+#: SPEC.md section 7: uvicorn throughput loss at most this many percent.
+MAX_LOSS = 5.0
+
+
+@dataclass(frozen=True)
+class Load:
+    """How long and how hard ``wrk`` loads each server."""
+
+    seconds: int
+    warmup_seconds: int
+    pairs: int
+    connections: int = 16
+
+
+QUICK = Load(seconds=1, warmup_seconds=0, pairs=1)
+FULL = Load(seconds=4, warmup_seconds=1, pairs=2)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server command line for the bare app and for the app inside sessionctx."""
+
+    name: str
+    bare: tuple[str, ...]
+    wrapped: tuple[str, ...]
+
+    def argv(self, wrapped: bool) -> list[str]:
+        """The command line, with ``{port}`` where the port goes."""
+        return list(self.wrapped if wrapped else self.bare)
+
+
+def _uvicorn() -> Server:
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    common = (
+        *(sys.executable, "-m", "uvicorn", "--host", HOST, "--port", "{port}"),
+        *("--no-access-log", "--loop", "asyncio", "--http", http, "--lifespan", "off"),
+        *("--log-level", "warning"),
+    )
+    return Server(
+        name=f"uvicorn ({http})",
+        bare=(*common, "benchmarks.apps:asgi_app"),
+        wrapped=(*common, "--factory", "benchmarks.apps:asgi_with_sessionctx"),
+    )
+
+
+def _gunicorn() -> Server:
+    common = (
+        *(sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread"),
+        *("--threads", "4", "--bind", f"{HOST}:{{port}}", "--log-level", "warning"),
+    )
+    return Server(
+        name="gunicorn (gthread)",
+        bare=(*common, "benchmarks.apps:wsgi_app"),
+        wrapped=(*common, "benchmarks.apps:wsgi_with_sessionctx()"),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pinning() -> tuple[list[str], list[str], str]:
+    """``taskset`` prefixes for the server and for ``wrk``, and a note when unpinned."""
+    taskset = shutil.which("taskset")
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if taskset is None or len(cpus) < 2:
+        return [], [], "server and wrk unpinned (needs taskset and 2 CPUs)"
+    return [taskset, "-c", str(cpus[0])], [taskset, "-c", str(cpus[1])], ""
+
+
+@contextmanager
+def _serving(argv: list[str], name: str) -> Iterator[int]:
+    """Run ``argv`` (with ``{port}`` filled in) until the block ends; yield the port."""
+    port = _free_port()
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [a.replace("{port}", str(port)) for a in argv],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: gunicorn's worker goes with it
+        )
+        try:
+            _wait_listening(port, proc, log, name)
+            yield port
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=15)
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: IO[bytes], name: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            log.seek(0)
+            output = log.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{name} exited with {proc.returncode}: {output}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not listening on {HOST}:{port} after 30 s") from None
+            time.sleep(0.1)
+
+
+def _check(port: int, name: str, wrapped: bool) -> None:
+    """One request: 200 with the body; the wrapped server echoes the session id."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", "/", headers={"X-Session-Id": VALID_ID})
+        response = conn.getresponse()
+        body = response.read()
+        echoed = response.getheader("x-session-id")
+    finally:
+        conn.close()
+    if response.status != 200 or body != b"ok":
+        raise RuntimeError(f"{name}: unexpected response {response.status} {body!r}")
+    if wrapped and echoed != VALID_ID:
+        raise RuntimeError(f"{name}: session id not echoed, got {echoed!r}")
+    if not wrapped and echoed is not None:
+        raise RuntimeError(f"{name}: the bare app sent a session header")
+
+
+_RPS = re.compile(r"^Requests/sec:\s+([0-9.]+)", re.MULTILINE)
+_ERRORS = re.compile(r"^\s*(Non-2xx or 3xx responses|Socket errors):.*$", re.MULTILINE)
+
+
+def _wrk(wrk: list[str], port: int, seconds: int, connections: int) -> float:
+    """Requests per second ``wrk`` reached against ``port``."""
+    argv = [
+        *wrk,
+        *("--threads", "1", "--connections", str(connections), "--duration", f"{seconds}s"),
+        *("--timeout", "5s", "--header", f"X-Session-Id: {VALID_ID}", f"http://{HOST}:{port}/"),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    found = _RPS.search(done.stdout)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
+    errors = _ERRORS.search(done.stdout)
+    if errors is not None:
+        raise RuntimeError(f"wrk saw errors: {errors.group(0).strip()}")
+    return float(found.group(1))
+
+
+def _measure(
+    server: Server, load: Load, wrk: list[str], pin: list[str]
+) -> tuple[list[float], list[float]]:
+    """Requests per second of each run of the bare and the wrapped server, loaded A B B A."""
+    with ExitStack() as stack:
+        ports = {
+            wrapped: stack.enter_context(_serving(pin + server.argv(wrapped), server.name))
+            for wrapped in (False, True)
+        }
+        for wrapped, port in ports.items():
+            _check(port, server.name, wrapped)
+            if load.warmup_seconds:
+                _wrk(wrk, port, load.warmup_seconds, load.connections)
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(load.pairs):
+            for wrapped in (False, True, True, False):
+                rates[wrapped].append(_wrk(wrk, ports[wrapped], load.seconds, load.connections))
+    return rates[False], rates[True]
+
+
+def run(load: Load, wrk_path: str | None = None) -> list[Row]:
+    """Rows for uvicorn and, when ``sessionctx.wsgi`` exists, gunicorn."""
+    if wrk_path is None:
+        return [
+            Row(
+                "e2e",
+                "-",
+                "sessionctx",
+                note="skipped: wrk not found (make bench installs it with apt-get as root)",
+            )
+        ]
+    server_pin, wrk_pin, pin_note = _pinning()
+    wrk = [*wrk_pin, wrk_path]
+    servers = [_uvicorn()]
+    rows: list[Row] = []
+    if sessionctx_middleware() is not None:
+        servers.append(_gunicorn())
+    else:
+        rows.append(Row("e2e", "-", "gunicorn", note="skipped: sessionctx.wsgi is not available"))
+    for server in servers:
+        bare_runs, our_runs = _measure(server, load, wrk, server_pin)
+        bare = sum(bare_runs) / len(bare_runs)
+        ours = sum(our_runs) / len(our_runs)
+        change = (ours / bare - 1) * 100
+        verdict = None
+        if server.name.startswith("uvicorn"):
+            verdict = Verdict(f"<= {MAX_LOSS:.0f} % loss", -change <= MAX_LOSS, f"{-change:.1f} %")
+        # The spread of single runs shows how much of the change is noise.
+        note = (
+            f"{load.connections} connections, {len(our_runs)} runs of {load.seconds} s per server;"
+            f" req/s per run: bare {' '.join(f'{r:,.0f}' for r in bare_runs)},"
+            f" sessionctx {' '.join(f'{r:,.0f}' for r in our_runs)}"
+        )
+        rows.append(Row("e2e", server.name, "bare app", bare, "req/s", extra={"runs": bare_runs}))
+        rows.append(
+            Row(
+                part="e2e",
+                case=server.name,
+                candidate="sessionctx",
+                absolute=ours,
+                unit="req/s",
+                added=change,
+                added_unit="%",
+                ratio=ours / bare,
+                ratio_of="bare",
+                verdict=verdict,
+                note=note + (f"; {pin_note}" if pin_note else ""),
+                extra={"runs": our_runs},
+            )
+        )
+    return rows

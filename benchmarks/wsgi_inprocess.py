@@ -1,0 +1,175 @@
+"""WSGI middleware called in-process: added time per request over the bare app.
+
+Like a server would, the loop calls the app with a fresh copy of a
+precomputed ``environ`` and a ``start_response`` that keeps nothing, iterates
+the body and closes it when it has ``close()``.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from wsgiref.util import FileWrapper
+
+from benchmarks.apps import BODY, wsgi_app
+from benchmarks.floor import WsgiFloorMiddleware, matches_id_rule
+from benchmarks.report import Row, Verdict, median_added
+from benchmarks.timing import Budget, Runner, interleave
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
+
+__all__ = ["CASES", "Case", "check_response", "discard_start", "run", "sessionctx_middleware"]
+
+VALID_ID = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
+BARE = "bare app"
+FLOOR = "floor"
+OURS = "sessionctx"
+#: SPEC.md section 7: WSGI, header present, at most this many ns added.
+BUDGET_NS = 1500
+
+
+@dataclass(frozen=True)
+class Case:
+    """One kind of request: its ``X-Session-Id`` value, or none."""
+
+    name: str
+    session_header: str | None
+
+    def environ(self) -> WSGIEnvironment:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": "/",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "127.0.0.1:8000",
+            "HTTP_USER_AGENT": "benchmark/1.0",
+            "HTTP_ACCEPT": "*/*",
+            "HTTP_ACCEPT_ENCODING": "gzip, deflate",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+        if self.session_header is not None:
+            environ["HTTP_X_SESSION_ID"] = self.session_header
+        return environ
+
+
+VALID = Case("header valid", VALID_ID)
+ABSENT = Case("header absent", None)
+CASES = (VALID, ABSENT)
+
+
+def sessionctx_middleware() -> Callable[[WSGIApplication], WSGIApplication] | None:
+    """``sessionctx.wsgi.SessionIdMiddleware``, or ``None`` where it does not exist."""
+    try:
+        from sessionctx.wsgi import SessionIdMiddleware
+    except ImportError:
+        return None
+    return SessionIdMiddleware
+
+
+def _write(data: bytes) -> object:
+    return None
+
+
+def discard_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    """A ``start_response`` that keeps nothing."""
+    return _write
+
+
+def _runner(app: WSGIApplication, environ: WSGIEnvironment, clock: Callable[[], int]) -> Runner:
+    def run(n: int) -> int:
+        start_response = discard_start
+        start = clock()
+        for _ in range(n):
+            body = app(dict(environ), start_response)
+            for _chunk in body:
+                pass
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        return clock() - start
+
+    return run
+
+
+def check_response(name: str, case: Case, app: WSGIApplication) -> None:
+    """Raise unless ``app`` answers the bare app's body with one valid session header."""
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started.append((status, headers))
+        return _write
+
+    body = app(case.environ(), record)
+    data = b"".join(body)
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+    if len(started) != 1 or started[0][0] != "200 OK" or data != BODY:
+        raise RuntimeError(f"{name} ({case.name}): not the bare app's response: {started!r}")
+    if name == BARE:
+        return
+    ids = [v for k, v in started[0][1] if k.lower() == "x-session-id"]
+    if len(ids) != 1:
+        raise RuntimeError(f"{name} ({case.name}): expected one X-Session-Id, got {ids!r}")
+    ok = ids[0] == VALID_ID if case is VALID else matches_id_rule(ids[0])
+    if not ok:
+        raise RuntimeError(f"{name} ({case.name}): wrong X-Session-Id {ids[0]!r}")
+
+
+def run(budget: Budget) -> list[Row]:
+    """Rows for every case: bare app, floor and sessionctx."""
+    middleware = sessionctx_middleware()
+    if middleware is None:
+        return [Row("wsgi", "-", OURS, note="skipped: sessionctx.wsgi is not available")]
+    rows: list[Row] = []
+    for case in CASES:
+        environ = case.environ()
+        apps: dict[str, WSGIApplication] = {
+            BARE: wsgi_app,
+            FLOOR: WsgiFloorMiddleware(wsgi_app),
+            OURS: middleware(wsgi_app),
+        }
+        for name, app in apps.items():
+            check_response(name, case, app)
+        runners = {name: _runner(app, environ, budget.clock) for name, app in apps.items()}
+        samples = interleave(runners, budget)
+        added = median_added(samples, BARE)
+        rows.append(Row("wsgi", case.name, BARE, statistics.median(samples[BARE]), "ns"))
+        for name in (FLOOR, OURS):
+            verdict = None
+            if name == OURS and case is VALID:
+                verdict = Verdict(
+                    f"<= {BUDGET_NS} ns added", added[OURS] <= BUDGET_NS, f"{added[OURS]:.0f} ns"
+                )
+            rows.append(
+                Row(
+                    part="wsgi",
+                    case=case.name,
+                    candidate=name,
+                    absolute=statistics.median(samples[name]),
+                    unit="ns",
+                    added=added[name],
+                    added_unit="ns added",
+                    ratio=added[name] / added[FLOOR],
+                    ratio_of="floor",
+                    verdict=verdict,
+                    extra={"samples_ns": samples[name]},
+                )
+            )
+    return rows

@@ -1,0 +1,394 @@
+"""Smoke runs of every benchmark with tiny counts.
+
+They check that the harness measures what it claims and reports it sanely:
+positive, finite figures, every candidate present, the honesty checks that
+catch a candidate doing less work, leaks caught by the memory part, and the
+table and JSON written. They never judge speed: these counts are far too small
+and the machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable, Iterable
+from contextvars import copy_context
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from benchmarks import asgi_inprocess, end_to_end, generator, memory, profile_asgi, wsgi_inprocess
+from benchmarks.__main__ import main
+from benchmarks.apps import asgi_app
+from benchmarks.report import Row, Verdict, machine, render
+from benchmarks.timing import QUICK, interleave
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sessionctx import set_session_id
+from sessionctx.asgi import SessionIdMiddleware
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+
+def _by_key(rows: list[Row]) -> dict[tuple[str, str], Row]:
+    return {(row.case, row.candidate): row for row in rows}
+
+
+def _assert_timed(row: Row) -> None:
+    assert row.absolute is not None
+    assert math.isfinite(row.absolute)
+    assert row.absolute > 0
+    assert row.unit == "ns"
+
+
+def test_interleave_gives_one_positive_sample_per_round_and_runner() -> None:
+    calls: dict[str, int] = {"a": 0, "b": 0}
+
+    def runner(name: str) -> Callable[[int], int]:
+        def run(n: int) -> int:
+            calls[name] += n
+            return n * 7 + 1
+
+        return run
+
+    samples = interleave({"a": runner("a"), "b": runner("b")}, QUICK)
+
+    assert {name: len(values) for name, values in samples.items()} == {
+        "a": QUICK.rounds,
+        "b": QUICK.rounds,
+    }
+    assert all(7 < value <= 8 for values in samples.values() for value in values)
+    # The warm-up plus every round ran ``min_iterations`` operations.
+    assert calls == dict.fromkeys(calls, QUICK.min_iterations * (1 + QUICK.rounds))
+
+
+def test_generator_part_times_both_generators() -> None:
+    rows = _by_key(generator.run(QUICK))
+
+    assert set(rows) == {("new id", "str(uuid.uuid4())"), ("new id", "generate_session_id()")}
+    for row in rows.values():
+        _assert_timed(row)
+    ours = rows["new id", "generate_session_id()"]
+    assert ours.verdict is not None
+    assert ours.ratio is not None
+    assert ours.ratio > 0
+
+
+def test_asgi_part_covers_every_case_and_candidate() -> None:
+    rows = _by_key(asgi_inprocess.run(QUICK))
+
+    candidates = ["bare app", *asgi_inprocess.CANDIDATES]
+    assert set(rows) == {(c.name, name) for c in asgi_inprocess.CASES for name in candidates}
+    for row in rows.values():
+        _assert_timed(row)
+        if row.candidate != "bare app":
+            assert row.added is not None
+            assert math.isfinite(row.added)
+            assert row.ratio is not None
+            assert math.isfinite(row.ratio)
+    assert all(rows[case.name, "floor"].ratio == 1.0 for case in asgi_inprocess.CASES)
+    judged = {key for key, row in rows.items() if row.verdict is not None}
+    assert judged == {
+        ("header valid", "sessionctx"),
+        ("header valid", "asgi-correlation-id"),
+        ("header absent", "sessionctx"),
+    }
+
+
+async def _no_header_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    await asgi_app(scope, receive, send)
+
+
+def _twice(app: ASGIApp) -> ASGIApp:
+    inner = SessionIdMiddleware(app)
+
+    async def echo_twice(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_extra(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], (b"x-session-id", b"other")]
+            await send(message)
+
+        await inner(scope, receive, send_extra)
+
+    return echo_twice
+
+
+def _always_new(app: ASGIApp) -> ASGIApp:
+    return SessionIdMiddleware(app, trust_incoming=False)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("candidate", "case"),
+    [
+        pytest.param(lambda app: _no_header_echo, asgi_inprocess.VALID, id="no-header"),
+        pytest.param(_twice, asgi_inprocess.VALID, id="header-twice"),
+        pytest.param(_always_new, asgi_inprocess.VALID, id="valid-id-not-continued"),
+    ],
+)
+async def test_asgi_check_rejects_a_candidate_doing_less_work(
+    candidate: Callable[[ASGIApp], ASGIApp], case: asgi_inprocess.Case
+) -> None:
+    messages = await asgi_inprocess.collect_response(candidate(asgi_app), case.scope())
+
+    with pytest.raises(RuntimeError, match="X-Session-Id"):
+        asgi_inprocess.check_response("candidate", case, messages)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", asgi_inprocess.CASES, ids=lambda case: case.name)
+async def test_asgi_check_accepts_sessionctx(case: asgi_inprocess.Case) -> None:
+    messages = await asgi_inprocess.collect_response(SessionIdMiddleware(asgi_app), case.scope())
+
+    asgi_inprocess.check_response("sessionctx", case, messages)
+
+
+def test_wsgi_part_covers_every_case() -> None:
+    rows = _by_key(wsgi_inprocess.run(QUICK))
+
+    assert set(rows) == {
+        (case.name, name)
+        for case in wsgi_inprocess.CASES
+        for name in ("bare app", "floor", "sessionctx")
+    }
+    for row in rows.values():
+        _assert_timed(row)
+    verdict = rows["header valid", "sessionctx"].verdict
+    assert verdict is not None
+    assert verdict.target == "<= 1500 ns added"
+
+
+def test_memory_part_is_flat_for_sessionctx() -> None:
+    rows = memory.run(2000)
+
+    assert [row.case for row in rows] == ["asgi, 2,000 req", "wsgi, 2,000 req"]
+    for row in rows:
+        assert row.verdict is not None
+        assert row.verdict.passed, row.extra
+        assert row.extra["alive"] == 0
+
+
+def _keeps_scopes(app: ASGIApp) -> ASGIApp:
+    inner = SessionIdMiddleware(app)
+    kept: list[Scope] = []
+
+    async def leaking(scope: Scope, receive: Receive, send: Send) -> None:
+        kept.append(scope)
+        await inner(scope, receive, send)
+
+    return leaking
+
+
+def _never_resets(app: ASGIApp) -> ASGIApp:
+    inner = SessionIdMiddleware(app)
+
+    async def leaking(scope: Scope, receive: Receive, send: Send) -> None:
+        set_session_id("left-behind")
+        await inner(scope, receive, send)
+
+    return leaking
+
+
+@pytest.mark.parametrize(
+    ("middleware", "symptom"),
+    [
+        pytest.param(_keeps_scopes, "B, 0 alive", id="keeps-every-scope"),
+        pytest.param(_never_resets, "session left set", id="never-resets-the-session"),
+    ],
+)
+def test_memory_part_fails_a_leaking_middleware(
+    middleware: Callable[[ASGIApp], ASGIApp], symptom: str
+) -> None:
+    row = memory.asgi_growth(3000, middleware)
+
+    assert row.verdict is not None
+    assert not row.verdict.passed
+    assert symptom in row.verdict.measured
+
+
+def test_memory_part_fails_a_wsgi_middleware_leaving_its_session_set() -> None:
+    middleware = wsgi_inprocess.sessionctx_middleware()
+    assert middleware is not None
+
+    def never_resets(app: WSGIApplication) -> WSGIApplication:
+        inner = middleware(app)
+
+        def leaking(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            set_session_id("left-behind")
+            return inner(environ, start_response)
+
+        return leaking
+
+    # A context of its own, so the leak stays out of this test's context.
+    row = copy_context().run(memory.wsgi_growth, 2000, never_resets)
+
+    assert row.verdict is not None
+    assert not row.verdict.passed
+    assert "session left set" in row.verdict.measured
+
+
+def test_end_to_end_part_skips_without_wrk() -> None:
+    rows = end_to_end.run(end_to_end.QUICK, wrk_path=None)
+
+    assert len(rows) == 1
+    assert rows[0].note.startswith("skipped: wrk not found")
+    assert rows[0].result == "skip"
+
+
+@pytest.mark.server
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_end_to_end_part_loads_real_servers() -> None:
+    rows = end_to_end.run(end_to_end.QUICK, wrk_path=shutil.which("wrk"))
+
+    measured = [row for row in rows if row.absolute is not None]
+    assert sorted(row.case.split()[0] for row in measured) == ["gunicorn"] * 2 + ["uvicorn"] * 2
+    for row in measured:
+        assert row.unit == "req/s"
+        assert row.absolute is not None
+        assert row.absolute > 0
+    uvicorn = [row for row in measured if row.candidate == "sessionctx" and row.verdict]
+    assert len(uvicorn) == 1
+
+
+def test_profile_prints_pieces_and_both_profiles(capsys: pytest.CaptureFixture[str]) -> None:
+    profile_asgi.main(["--quick"])
+
+    out = capsys.readouterr().out
+    assert "sessionctx: HeaderLookup.lookup_raw" in out
+    assert "== cProfile: floor, 200 requests" in out
+    assert "== cProfile: sessionctx, 200 requests" in out
+    assert "sessionctx/asgi.py" in out
+
+
+def test_table_shows_machine_results_and_notes() -> None:
+    rows = [
+        Row("asgi", "header valid", "bare app", 1500.0, "ns"),
+        Row(
+            "asgi",
+            "header valid",
+            "sessionctx",
+            3500.0,
+            "ns",
+            added=2000.0,
+            added_unit="ns added",
+            ratio=1.1,
+            ratio_of="floor",
+            verdict=Verdict("<= 1.20x floor", True, "1.10x"),
+        ),
+        Row(
+            "e2e",
+            "uvicorn (h11)",
+            "sessionctx",
+            9000.0,
+            "req/s",
+            added=-6.5,
+            added_unit="%",
+            verdict=Verdict("<= 5 % loss", False, "6.5 %"),
+        ),
+        Row("e2e", "-", "gunicorn", note="skipped: no wsgi"),
+    ]
+
+    table = render(rows, machine())
+
+    lines = table.splitlines()
+    assert "sessionctx benchmarks:" in lines[0]
+    assert "CPU" in lines[0]
+    assert any("+2.00 µs" in line and "pass (1.10x)" in line for line in lines)
+    assert any(
+        "9,000 req/s" in line and "-6.5 %" in line and "FAIL (6.5 %)" in line for line in lines
+    )
+    assert any(line.startswith("e2e") and line.rstrip().endswith("skip") for line in lines)
+    assert lines[-1] == "e2e gunicorn: skipped: no wsgi"
+
+
+def test_main_prints_the_table_and_saves_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "results" / "latest.json"
+
+    status = main(["--quick", "--only", "generator,memory", "--json", str(saved)])
+
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "generate_session_id()" in out
+    assert "asgi, 2,000 req" in out
+    payload = json.loads(saved.read_text(encoding="utf-8"))
+    assert set(payload["machine"]) >= {"python", "cpu", "date"}
+    assert [row["part"] for row in payload["rows"]] == ["generator"] * 2 + ["memory"] * 2
+    assert all(row["result"].startswith("pass") for row in payload["rows"] if row["verdict"])
+
+
+def test_main_reads_the_request_count_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SESSIONCTX_BENCH_REQUESTS", "1500")
+
+    main(["--quick", "--only", "memory", "--json", str(tmp_path / "out.json")])
+
+    assert "asgi, 1,500 req" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["--only", "asgi,nope"], id="unknown-part"),
+        pytest.param(["--only", ","], id="no-part"),
+        pytest.param(["--requests", "0"], id="zero-requests"),
+        pytest.param(["--requests", "many"], id="not-a-number"),
+    ],
+)
+def test_main_rejects_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_main_strict_exits_1_when_a_target_is_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No growth can be below a negative limit: the memory target must fail.
+    monkeypatch.setattr(memory, "FLAT_BYTES", -(2**40))
+    argv = ["--quick", "--only", "memory", "--json", str(tmp_path / "out.json")]
+
+    assert main(argv) == 0
+    assert main([*argv, "--strict"]) == 1
+    assert "FAIL (" in capsys.readouterr().out
+
+
+def test_main_reports_a_broken_part_and_runs_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object) -> list[Row]:
+        raise OSError("no entropy today")
+
+    monkeypatch.setattr(generator, "run", broken)
+
+    status = main(["--quick", "--only", "generator,memory", "--json", str(tmp_path / "o.json")])
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "generator: error: OSError: no entropy today" in out
+    assert "asgi, 2,000 req" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "clock"),
+    [
+        pytest.param([], "perf_counter_ns", id="wall-time"),
+        pytest.param(["--cpu-time"], "thread_time_ns", id="cpu-time"),
+    ],
+)
+def test_main_names_the_clock_it_timed_with(
+    flags: list[str], clock: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "out.json"
+
+    main(["--quick", "--only", "generator", "--json", str(saved), *flags])
+
+    assert f"clock {clock}" in capsys.readouterr().out.splitlines()[0]
+    assert json.loads(saved.read_text(encoding="utf-8"))["machine"]["clock"] == clock
