@@ -63,7 +63,7 @@ class _Observer:
 
 def _alive_sessions() -> int:
     gc.collect()
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, SessionContext))
+    return sum(1 for obj in gc.get_objects() if type(obj) is SessionContext)
 
 
 def _traced(serve: Callable[[int], None], requests: int) -> tuple[int, list[str]]:

@@ -28,10 +28,10 @@ from benchmarks import asgi_inprocess
 from benchmarks.apps import asgi_app
 from benchmarks.floor import AsgiFloorMiddleware, matches_id_rule
 from benchmarks.timing import FULL, QUICK, Budget, Runner, interleave
-from sessionctx import SessionContext
 from sessionctx._policy import VALID, SessionPolicy
 from sessionctx._validation import generate_session_id
 from sessionctx.asgi import SessionIdMiddleware
+from sessionctx.session import _plain_context
 
 __all__ = ["main", "pieces", "profiles"]
 
@@ -72,7 +72,7 @@ def pieces(budget: Budget) -> dict[str, float]:
         "sessionctx: HeaderLookup.lookup_raw": lambda: lookup(headers),
         "floor: scan for one name + regex": lambda: _floor_scan(headers),
         "sessionctx: SessionPolicy.decide (valid)": lambda: policy.decide(VALID, _SID),
-        "sessionctx: SessionContext._trusted": lambda: SessionContext._trusted(_SID),
+        "sessionctx: _plain_context": lambda: _plain_context(_SID),
         "both: ContextVar set + reset": _set_reset,
         "both: sid.encode('latin-1')": lambda: _SID.encode("latin-1"),
         "sessionctx: generate_session_id()": generate_session_id,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -192,3 +194,28 @@ def test_generated_ids_use_all_random_bits() -> None:
         assert {sid[position] for sid in ids} == set("0123456789abcdef"), position
     assert {sid[14] for sid in ids} == {"4"}
     assert {sid[19] for sid in ids} == set("89ab")
+
+
+def test_generated_ids_are_unique_across_threads() -> None:
+    """Ids come from a shared pool: threads drawing at once never share one."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        batches = list(pool.map(lambda _: [generate_session_id() for _ in range(2000)], range(8)))
+    ids = [sid for batch in batches for sid in batch]
+    assert len(set(ids)) == len(ids) == 16_000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_reuses_the_parents_ids() -> None:
+    generate_session_id()  # the parent now holds unused ids in its pool
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.write(write_end, " ".join(generate_session_id() for _ in range(64)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        child_ids = set(pipe.read().split())
+    parent_ids = {generate_session_id() for _ in range(64)}
+    assert len(child_ids) == 64
+    assert not child_ids & parent_ids

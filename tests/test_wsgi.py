@@ -807,6 +807,31 @@ def test_exc_info_is_passed_through_and_each_header_list_gets_the_id() -> None:
         assert values_of(headers, "X-Session-Id") == ["abc"]
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({}, id="default"),
+        pytest.param({"handle_errors": True}, id="handle-errors"),
+        pytest.param({"expose_header": True}, id="expose-header"),
+    ],
+)
+def test_exc_info_may_be_passed_by_keyword(options: dict[str, Any]) -> None:
+    """PEP 3333 names the parameter ``exc_info``; servers accept it by keyword."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        try:
+            raise Boom("while rendering")
+        except Boom:
+            start_response("500 Internal Server Error", [TEXT], exc_info=sys.exc_info())
+        return [b"sorry"]
+
+    server = Server()
+    server.run(SessionIdMiddleware(app, **options), make_environ({"X-Session-Id": "abc"}))
+
+    assert server.status == "500 Internal Server Error"
+    assert server.session_header() == ["abc"]
+
+
 @pytest.mark.parametrize("handle_errors", [False, True])
 def test_exc_info_after_headers_were_sent_reraises(handle_errors: bool) -> None:
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import unquote
 
-from sessionctx._validation import _match_id
+from sessionctx._validation import _match_id, _raw_id_ok
 
 __all__ = [
     "ACCEPTED_HEADER_NAMES",
@@ -92,6 +92,7 @@ class HeaderLookup:
         self._names: tuple[str, ...] = tuple(names)
         self._size = len(names)
         self._index_raw = {n.encode("latin-1"): i for i, n in enumerate(names)}
+        self._index_raw.setdefault(b"baggage", len(names) + 1)
         self._environ_keys = tuple("HTTP_" + n.upper().replace("-", "_") for n in names)
 
     @property
@@ -105,32 +106,31 @@ class HeaderLookup:
         Returns ``(MISSING | VALID | INVALID, id | None)``.
         """
         index = self._index_raw
-        best = self._size
+        size = best = self._size
         value: bytes | None = None
         repeated = False
         baggage: list[str] | None = None
         for name, raw in headers:
-            pos = index.get(name)
-            if pos is None:
-                if name == b"baggage":
+            # Most headers are none of ours: one ``in`` test and on.
+            if name in index:
+                pos = index[name]
+                if pos < best:
+                    best, value, repeated = pos, raw, False
+                elif pos == best:
+                    repeated = True
+                elif pos > size:  # ``baggage``, indexed past the accepted names
                     if baggage is None:
                         baggage = []
                     baggage.append(raw.decode("latin-1"))
-                continue
-            if pos < best:
-                best, value, repeated = pos, raw, False
-            elif pos == best:
-                repeated = True
         if value is None:
             if baggage is None:
                 return MISSING, None
             return baggage_session_id(baggage)
         if repeated:
             return INVALID, None
-        sid = value.decode("latin-1")
-        if _match_id(sid) is None:
+        if not _raw_id_ok(value):
             return INVALID, None
-        return VALID, sid
+        return VALID, value.decode("ascii")
 
     def lookup_environ(self, environ: Mapping[str, Any]) -> tuple[int, str | None]:
         """Look up a WSGI ``environ`` (``HTTP_...`` keys, latin-1 str values).

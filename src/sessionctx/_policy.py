@@ -21,7 +21,7 @@ from sessionctx._headers import (
     HeaderLookup,
 )
 from sessionctx._validation import _match_id, generate_session_id
-from sessionctx.session import SessionContext
+from sessionctx.session import SessionContext, _plain_context
 
 __all__ = ["INVALID", "MISSING", "SCOPE_KEY", "VALID", "OnMissing", "SessionPolicy"]
 
@@ -190,7 +190,7 @@ class SessionPolicy:
         """The request's :class:`SessionContext`, with ``attributes(request)`` if configured."""
         attributes = self.attributes
         if attributes is None:
-            return SessionContext._trusted(sid)
+            return _plain_context(sid)
         return SessionContext(sid, attributes(request))
 
     def reject_body(self, state: int) -> bytes:

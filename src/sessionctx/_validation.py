@@ -9,7 +9,9 @@ The rule: a ``str`` of 1-200 characters, each printable ASCII (0x21-0x7E) except
 
 from __future__ import annotations
 
+import os
 import re
+from collections import deque
 from os import urandom
 
 __all__ = [
@@ -29,6 +31,18 @@ _BAD_CHAR = re.compile(f"[^{_ALLOWED}]")
 
 #: ``_match_id(value)`` is truthy exactly when ``value`` (a str) follows the rule.
 _match_id = _ID_PATTERN.fullmatch
+
+#: The rule's characters as bytes, for raw header values.
+_ALLOWED_BYTES = bytes(c for c in range(0x21, 0x7F) if c not in b'",;\\')
+
+
+def _raw_id_ok(value: bytes) -> bool:
+    """The id rule for raw (latin-1) header bytes; faster there than decoding first.
+
+    ``strip`` removes allowed bytes from both ends, so it leaves nothing
+    exactly when every byte is allowed.
+    """
+    return 0 < len(value) <= MAX_SESSION_ID_LENGTH and not value.strip(_ALLOWED_BYTES)
 
 
 def is_valid_session_id(value: object) -> bool:
@@ -75,17 +89,45 @@ def _shown(value: object) -> str:
     return text if len(text) <= 50 else text[:47] + "..."
 
 
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+# Ids are made 64 at a time from one ``os.urandom`` call: the system call costs
+# more than formatting an id, and ids are made on the request path. The pool
+# is a deque because ``popleft`` is atomic, so threads never share an id.
+_BATCH_BYTES = 16 * 64
+_pool: deque[str] = deque()
+_take = _pool.popleft
+
+
+def _refill() -> None:
+    h = urandom(_BATCH_BYTES).hex()
+    # Version nibble (offset 12) becomes 4; the variant nibble (offset 16) gets
+    # its top two bits set to 10, i.e. one of 8, 9, a, b.
+    _pool.extend(
+        [
+            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+            f"{_VARIANT[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+            for i in range(0, len(h), 32)
+        ]
+    )
+
+
+# A forked child must never hand out ids its parent also holds (gunicorn
+# workers forked from a parent that made ids, for one).
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool.clear)
+
+
 def generate_session_id() -> str:
     """Return a random version-4 UUID string with dashes (36 characters).
 
-    Built straight from 16 bytes of ``os.urandom`` with the version and variant
-    bits set, which costs a fraction of ``str(uuid.uuid4())``; the result parses
-    as ``uuid.UUID(...)`` with ``version == 4``.
+    Built straight from ``os.urandom`` bytes with the version and variant bits
+    set, which costs a fraction of ``str(uuid.uuid4())``; the result parses as
+    ``uuid.UUID(...)`` with ``version == 4``. Safe to call from any thread,
+    and across ``fork()``.
     """
-    h = urandom(16).hex()
-    # Version nibble (index 12) becomes 4; the variant nibble (index 16) gets
-    # its top two bits set to 10, i.e. one of 8, 9, a, b.
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+    while True:
+        try:
+            return _take()
+        except IndexError:
+            _refill()

@@ -26,7 +26,7 @@ from typing import Any
 
 from sessionctx._headers import SESSION_HEADER_NAME
 from sessionctx._policy import MISSING, SCOPE_KEY, VALID, OnMissing, SessionPolicy
-from sessionctx.session import SessionContext, _current
+from sessionctx.session import SessionContext, _current, _plain_context
 
 __all__ = ["SessionIdMiddleware"]
 
@@ -44,7 +44,6 @@ _TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
 _ERROR_BODY = b"Internal Server Error"
 _NO_HEADERS = (MISSING, None)
 # Bound once: attribute lookups and bound-method objects cost per request.
-_plain_context = SessionContext._trusted
 _set_session = _current.set
 _reset_session = _current.reset
 
@@ -72,6 +71,7 @@ class SessionIdMiddleware:
     __slots__ = (
         "_continues_valid",
         "_expose",
+        "_first_bytes",
         "_header",
         "_header_len",
         "_lookup_raw",
@@ -116,6 +116,7 @@ class SessionIdMiddleware:
         # Lower-case on the wire: HTTP/2 forbids upper-case field names.
         self._header = policy.header_name_lower.encode("latin-1")
         self._header_len = len(self._header)
+        self._first_bytes = frozenset(self._header[:1] + self._header[:1].upper())
         self._lookup_raw = policy.lookup.lookup_raw
         self._continues_valid = policy.continues_valid
         self._expose = expose_header
@@ -144,6 +145,7 @@ class SessionIdMiddleware:
         scope[SCOPE_KEY] = request_sid
         pair = (header, request_sid.encode("latin-1"))
         header_len = self._header_len
+        first_bytes = self._first_bytes
         expose = self._expose
         started = False
 
@@ -159,7 +161,12 @@ class SessionIdMiddleware:
                         # A tuple or any other iterable: read it only once.
                         headers = list(headers)
                     for name, _ in headers:
-                        if len(name) == header_len and name.lower() == header:
+                        # Cheap tests first: content-type is as long as x-session-id.
+                        if (
+                            len(name) == header_len
+                            and name[0] in first_bytes
+                            and name.lower() == header
+                        ):
                             break  # the app's own value wins
                     else:
                         # A new list: the app may reuse its own between responses.

@@ -174,14 +174,12 @@ class SessionContext:
         attributes = None if self.attributes is None else _thaw(self.attributes)
         return SessionContext, (self.id, attributes)
 
-    @classmethod
-    def _trusted(cls, sid: str) -> SessionContext:
-        """Build from an id already known to be valid, without attributes (hot path)."""
-        obj = _new_context(cls)
-        _set_id(obj, sid)
-        _set_attributes(obj, None)
-        _set_attributes_json(obj, None)
-        return obj
+    def __getattr__(self, name: str) -> Any:
+        # Contexts made on the request hot path (see ``_plain_context``) leave
+        # the ``attributes_json`` slot unset: it can only be None there.
+        if name == "attributes_json":
+            return None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def _slot_setter(name: str) -> Callable[[SessionContext, object], None]:
@@ -192,12 +190,20 @@ def _slot_setter(name: str) -> Callable[[SessionContext, object], None]:
 _new_context = object.__new__
 _set_id = _slot_setter("id")
 _set_attributes = _slot_setter("attributes")
-_set_attributes_json = _slot_setter("attributes_json")
+
+
+def _plain_context(sid: str) -> SessionContext:
+    """A :class:`SessionContext` without attributes, for an id already known to be
+    valid. This is on every request's path, so it skips ``__init__``."""
+    ctx: SessionContext = _new_context(SessionContext)
+    _set_id(ctx, sid)
+    _set_attributes(ctx, None)
+    return ctx
 
 
 def _make_context(sid: str, attributes: Mapping[str, Any] | None) -> SessionContext:
     if attributes is None:
-        return SessionContext._trusted(validate_session_id(sid))
+        return _plain_context(validate_session_id(sid))
     return SessionContext(sid, attributes)
 
 
@@ -307,7 +313,7 @@ class _SessionScope:
     def _make(self) -> SessionContext:
         sid = generate_session_id() if self._id is None else self._id
         if self._attributes is None:
-            return SessionContext._trusted(sid)
+            return _plain_context(sid)
         return SessionContext(sid, self._attributes)
 
     def __enter__(self) -> SessionContext:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from sessionctx._headers import SESSION_HEADER_NAME
 from sessionctx._policy import SCOPE_KEY, VALID, OnMissing, SessionPolicy
 from sessionctx.asgi import _expose_header
-from sessionctx.session import SessionContext, _current
+from sessionctx.session import SessionContext, _current, _plain_context
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -195,7 +195,7 @@ class SessionIdMiddleware:
             start_response = _exposing(start_response, self._expose_name)
 
         def start_response_with_session(
-            status: str, headers: Headers, exc_info: OptExcInfo | None = None, /
+            status: str, headers: Headers, exc_info: OptExcInfo | None = None
         ) -> Callable[[bytes], object]:
             for name, _ in headers:
                 if len(name) == size and name.lower() == lower:
@@ -210,19 +210,20 @@ class SessionIdMiddleware:
         # The session is set in the request's own context, which is dropped
         # with the request: no token to reset in the server thread.
         make_context = self._make_context
-        ctx.run(
-            _set_session,
-            SessionContext._trusted(request_sid)
+        session = (
+            _plain_context(request_sid)
             if make_context is None
-            else make_context(request_sid, environ),
+            else make_context(request_sid, environ)
         )
         tracked: _TrackedStartResponse | None = None
         if not self._handle_errors:
-            body = ctx.run(self.app, environ, start_response_with_session)
+            body = ctx.run(
+                _call_in_session, session, self.app, environ, start_response_with_session
+            )
         else:
             tracked = _TrackedStartResponse(start_response_with_session)
             try:
-                body = ctx.run(self.app, environ, tracked)
+                body = ctx.run(_call_in_session, session, self.app, environ, tracked)
             except Exception as exc:
                 if tracked.called:
                     raise
@@ -251,6 +252,17 @@ class SessionIdMiddleware:
         return [body]
 
 
+def _call_in_session(
+    session: SessionContext,
+    app: WSGIApplication,
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+) -> Iterable[bytes]:
+    """Set the session and call the application: one ``Context.run`` for both."""
+    _set_session(session)
+    return app(environ, start_response)
+
+
 class _TrackedStartResponse:
     """Remembers whether the application called ``start_response`` (for ``handle_errors``)."""
 
@@ -261,7 +273,7 @@ class _TrackedStartResponse:
         self.called = False
 
     def __call__(
-        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None, /
+        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None
     ) -> Callable[[bytes], object]:
         self.called = True
         return self.start_response(status, headers, exc_info)
@@ -364,7 +376,7 @@ def _exposing(start_response: StartResponse, name: bytes) -> StartResponse:
     CORS responses: the ASGI middleware's rule, applied to WSGI's str headers."""
 
     def start_response_exposing(
-        status: str, headers: Headers, exc_info: OptExcInfo | None = None, /
+        status: str, headers: Headers, exc_info: OptExcInfo | None = None
     ) -> Callable[[bytes], object]:
         raw = [(key.encode("latin-1"), value.encode("latin-1")) for key, value in headers]
         headers = [

@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 try:
     from opentelemetry.context import Context
@@ -85,6 +86,7 @@ class SessionSpanProcessor(SpanProcessor):
         if ctx is None:
             return
         attributes: dict[str, str] = dict.fromkeys(self.attribute_names, ctx.id)
-        if ctx.attributes_json is not None and self.attributes_key is not None:
-            attributes[self.attributes_key] = ctx.attributes_json
+        # ``attributes`` first: ``attributes_json`` is set whenever it is not None.
+        if ctx.attributes is not None and self.attributes_key is not None:
+            attributes[self.attributes_key] = cast(str, ctx.attributes_json)
         span.set_attributes(attributes)
