@@ -9,8 +9,9 @@ the request.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
 
 from sessionctx._headers import (
     ACCEPTED_HEADER_NAMES,
@@ -23,12 +24,21 @@ from sessionctx._headers import (
 from sessionctx._validation import _match_id, generate_session_id
 from sessionctx.session import SessionContext, _plain_context
 
-__all__ = ["INVALID", "MISSING", "SCOPE_KEY", "VALID", "OnMissing", "SessionPolicy"]
+__all__ = [
+    "INVALID",
+    "MISSING",
+    "SCOPE_KEY",
+    "VALID",
+    "OnMissing",
+    "SessionMiddlewareBase",
+    "SessionPolicy",
+]
 
 #: Where both middlewares store the decided id: ``scope[...]`` / ``environ[...]``.
 SCOPE_KEY: Final = "sessionctx.session_id"
 
 OnMissing = Literal["new", "reject"]
+AppT = TypeVar("AppT")
 _ACTIONS = ("new", "reject")
 # RFC 9110 token characters.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -197,3 +207,53 @@ class SessionPolicy:
         """The short plain-text body of a 400 for a rejected ``state``."""
         what = "Missing" if state == MISSING else "Invalid"
         return f"{what} {self.header_name} header".encode("ascii")
+
+
+class SessionMiddlewareBase(ABC, Generic[AppT]):
+    """The constructor shared by the ASGI and WSGI ``SessionIdMiddleware``.
+
+    It checks the options once, into a :class:`SessionPolicy`, and lets the
+    subclass precompute what its ``__call__`` needs in :meth:`_bind`.
+    """
+
+    __slots__ = ("_policy", "app")
+    #: "an ASGI" / "a WSGI", for the error about a bad ``app``.
+    _kind: ClassVar[str]
+
+    def __init__(
+        self,
+        app: AppT,
+        *,
+        header_name: str = SESSION_HEADER_NAME,
+        accept_headers: Iterable[str] | None = None,
+        trust_incoming: bool = True,
+        validator: Callable[[str], bool] | None = None,
+        generator: Callable[[], str] | None = None,
+        on_missing: OnMissing = "new",
+        on_invalid: OnMissing = "new",
+        attributes: Callable[[Any], Mapping[str, Any] | None] | None = None,
+        update_request_header: bool = False,
+        expose_header: bool = False,
+        handle_errors: bool = False,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be {self._kind} callable, not {type(app).__name__}: {app!r}")
+        self.app = app
+        self._policy = SessionPolicy(
+            header_name=header_name,
+            accept_headers=accept_headers,
+            trust_incoming=trust_incoming,
+            validator=validator,
+            generator=generator,
+            on_missing=on_missing,
+            on_invalid=on_invalid,
+            attributes=attributes,
+            update_request_header=update_request_header,
+            expose_header=expose_header,
+            handle_errors=handle_errors,
+        )
+        self._bind(self._policy)
+
+    @abstractmethod
+    def _bind(self, policy: SessionPolicy) -> None:
+        """Precompute, once, what each request needs from ``policy``."""

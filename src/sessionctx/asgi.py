@@ -21,11 +21,10 @@ the header on 500s)::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from sessionctx._headers import SESSION_HEADER_NAME
-from sessionctx._policy import MISSING, SCOPE_KEY, VALID, OnMissing, SessionPolicy
+from sessionctx._policy import MISSING, SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
 from sessionctx.session import SessionContext, _current, _plain_context
 
 __all__ = ["SessionIdMiddleware"]
@@ -48,7 +47,7 @@ _set_session = _current.set
 _reset_session = _current.reset
 
 
-class SessionIdMiddleware:
+class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
     """Give each ``http`` and ``websocket`` scope a session.
 
     The app runs with the request's :class:`~sessionctx.SessionContext` active;
@@ -76,42 +75,11 @@ class SessionIdMiddleware:
         "_header_len",
         "_lookup_raw",
         "_make_context",
-        "_policy",
-        "app",
     )
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        header_name: str = SESSION_HEADER_NAME,
-        accept_headers: Iterable[str] | None = None,
-        trust_incoming: bool = True,
-        validator: Callable[[str], bool] | None = None,
-        generator: Callable[[], str] | None = None,
-        on_missing: OnMissing = "new",
-        on_invalid: OnMissing = "new",
-        attributes: Callable[[Scope], Mapping[str, Any] | None] | None = None,
-        update_request_header: bool = False,
-        expose_header: bool = False,
-        handle_errors: bool = False,
-    ) -> None:
-        if not callable(app):
-            raise TypeError(f"app must be an ASGI callable, not {type(app).__name__}: {app!r}")
-        self.app = app
-        policy = self._policy = SessionPolicy(
-            header_name=header_name,
-            accept_headers=accept_headers,
-            trust_incoming=trust_incoming,
-            validator=validator,
-            generator=generator,
-            on_missing=on_missing,
-            on_invalid=on_invalid,
-            attributes=attributes,
-            update_request_header=update_request_header,
-            expose_header=expose_header,
-            handle_errors=handle_errors,
-        )
+    _kind = "an ASGI"
+
+    def _bind(self, policy: SessionPolicy) -> None:
         # Everything __call__ needs, bound once so a request pays no lookups.
         # Lower-case on the wire: HTTP/2 forbids upper-case field names.
         self._header = policy.header_name_lower.encode("latin-1")
@@ -119,9 +87,9 @@ class SessionIdMiddleware:
         self._first_bytes = frozenset(self._header[:1] + self._header[:1].upper())
         self._lookup_raw = policy.lookup.lookup_raw
         self._continues_valid = policy.continues_valid
-        self._expose = expose_header
+        self._expose = policy.expose_header
         self._make_context: Callable[[str, Scope], SessionContext] | None = (
-            None if attributes is None else policy.context
+            None if policy.attributes is None else policy.context
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -430,6 +430,22 @@ def inject_session_headers(
     return headers
 
 
+def _add_outgoing_header(headers: MutableMapping[str, str]) -> None:
+    """Add the active id to an outgoing request's case-insensitive ``headers``
+    (httpx, requests), unless the caller already set a session header.
+
+    A session header set under any accepted name wins: adding ours would
+    outrank it on the receiving side.
+    """
+    ctx = _get()
+    if ctx is None:
+        return
+    for name in ACCEPTED_HEADER_NAMES:
+        if name in headers:
+            return
+    headers[SESSION_HEADER_NAME] = ctx.id
+
+
 # --------------------------------------------------------------------------- #
 # Carrying the context into threads and callbacks
 # --------------------------------------------------------------------------- #

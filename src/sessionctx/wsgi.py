@@ -33,13 +33,12 @@ leak into the next request served by that thread.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import Context, copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from sessionctx._headers import SESSION_HEADER_NAME
-from sessionctx._policy import SCOPE_KEY, VALID, OnMissing, SessionPolicy
+from sessionctx._policy import SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
 from sessionctx.asgi import _expose_header
 from sessionctx.session import SessionContext, _current, _plain_context
 
@@ -58,7 +57,7 @@ _ERROR_BODY: Final = b"Internal Server Error"
 _ERROR_LENGTH: Final = ("Content-Length", str(len(_ERROR_BODY)))
 
 
-class SessionIdMiddleware:
+class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     """Give each WSGI request a session.
 
     The application runs with the request's :class:`~sessionctx.SessionContext`
@@ -125,52 +124,21 @@ class SessionIdMiddleware:
         "_header_lower",
         "_lookup_environ",
         "_make_context",
-        "_policy",
-        "app",
     )
 
-    def __init__(
-        self,
-        app: WSGIApplication,
-        *,
-        header_name: str = SESSION_HEADER_NAME,
-        accept_headers: Iterable[str] | None = None,
-        trust_incoming: bool = True,
-        validator: Callable[[str], bool] | None = None,
-        generator: Callable[[], str] | None = None,
-        on_missing: OnMissing = "new",
-        on_invalid: OnMissing = "new",
-        attributes: Callable[[WSGIEnvironment], Mapping[str, Any] | None] | None = None,
-        update_request_header: bool = False,
-        expose_header: bool = False,
-        handle_errors: bool = False,
-    ) -> None:
-        if not callable(app):
-            raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}: {app!r}")
-        self.app = app
-        self._policy = SessionPolicy(
-            header_name=header_name,
-            accept_headers=accept_headers,
-            trust_incoming=trust_incoming,
-            validator=validator,
-            generator=generator,
-            on_missing=on_missing,
-            on_invalid=on_invalid,
-            attributes=attributes,
-            update_request_header=update_request_header,
-            expose_header=expose_header,
-            handle_errors=handle_errors,
-        )
-        self._header = header_name
-        self._header_lower = self._policy.header_name_lower
-        self._environ_key = "HTTP_" + header_name.upper().replace("-", "_")
-        self._expose_name = self._header_lower.encode("latin-1") if expose_header else None
+    _kind = "a WSGI"
+
+    def _bind(self, policy: SessionPolicy) -> None:
+        self._header = policy.header_name
+        self._header_lower = policy.header_name_lower
+        self._environ_key = "HTTP_" + policy.header_name.upper().replace("-", "_")
+        self._expose_name = self._header_lower.encode("latin-1") if policy.expose_header else None
         # Bound once, so that a request pays no attribute lookups for them.
-        self._lookup_environ = self._policy.lookup.lookup_environ
-        self._continues_valid = self._policy.continues_valid
-        self._handle_errors = handle_errors
+        self._lookup_environ = policy.lookup.lookup_environ
+        self._continues_valid = policy.continues_valid
+        self._handle_errors = policy.handle_errors
         self._make_context: Callable[[str, WSGIEnvironment], SessionContext] | None = (
-            None if attributes is None else self._policy.context
+            None if policy.attributes is None else policy.context
         )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

@@ -25,23 +25,9 @@ except ImportError:
         "sessionctx.integrations.httpx needs httpx; install with: pip install 'sessionctx[httpx]'"
     ) from None
 
-from sessionctx._headers import ACCEPTED_HEADER_NAMES, SESSION_HEADER_NAME
-from sessionctx.session import _get
+from sessionctx.session import _add_outgoing_header
 
 __all__ = ["AsyncSessionTransport", "SessionTransport"]
-
-
-def _add_session_header(request: httpx.Request) -> None:
-    ctx = _get()
-    if ctx is None:
-        return
-    headers = request.headers
-    # A session header the caller set (under any accepted name) wins: adding
-    # ours would outrank it on the receiving side.
-    for name in ACCEPTED_HEADER_NAMES:
-        if name in headers:
-            return
-    headers[SESSION_HEADER_NAME] = ctx.id
 
 
 class SessionTransport(httpx.BaseTransport):
@@ -65,7 +51,7 @@ class SessionTransport(httpx.BaseTransport):
         self.transport = transport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        _add_session_header(request)
+        _add_outgoing_header(request.headers)
         return self.transport.handle_request(request)
 
     def close(self) -> None:
@@ -105,7 +91,7 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
         self.transport = transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        _add_session_header(request)
+        _add_outgoing_header(request.headers)
         return await self.transport.handle_async_request(request)
 
     async def aclose(self) -> None:

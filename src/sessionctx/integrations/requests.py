@@ -28,8 +28,8 @@ except ImportError:
         "install with: pip install 'sessionctx[requests]'"
     ) from None
 
-from sessionctx._headers import ACCEPTED_HEADER_NAMES, SESSION_HEADER_NAME
-from sessionctx.session import _get
+
+from sessionctx.session import _add_outgoing_header
 
 __all__ = ["SessionIdAdapter", "instrument_session"]
 
@@ -46,14 +46,7 @@ class SessionIdAdapter(HTTPAdapter):
 
     def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
         super().add_headers(request, **kwargs)
-        ctx = _get()
-        if ctx is None:
-            return
-        headers = request.headers
-        for name in ACCEPTED_HEADER_NAMES:
-            if name in headers:
-                return
-        headers[SESSION_HEADER_NAME] = ctx.id
+        _add_outgoing_header(request.headers)
 
 
 def _copy_settings(source: object, target: SessionIdAdapter) -> None:
