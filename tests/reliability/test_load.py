@@ -1,0 +1,180 @@
+"""Cross-talk under load: real servers, many concurrent requests, each with its own id.
+
+Every request carries a random id (or none, or an invalid one, or one in a
+lower-priority header or in ``baggage``). The app reads the session id across
+awaits, thread hops and child tasks, and logs through ``SessionIdFilter`` from
+each of those places. Every response, every read and every log line must carry
+the id of its own request: one crossed id is a privacy bug.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import anyio
+import pytest
+
+from tests.reliability.applog import read_log_lines
+from tests.reliability.figures import FIGURES, LoadRun
+from tests.reliability.keepalive import KeepAliveConnection, Reply
+from tests.reliability.oracle import follows_id_rule
+from tests.reliability.servers import LOAD_SERVERS, serve
+from tests.reliability.sizes import SIZES
+
+pytestmark = [pytest.mark.reliability, pytest.mark.server, pytest.mark.timeout(SIZES.test_timeout)]
+
+ID_ALPHABET = "".join(c for c in string.printable if follows_id_rule(c))
+#: Reads of the session id each ``/load`` response reports.
+READS_PER_REQUEST = 5
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    key: str
+    headers: dict[str, str]
+    #: The id the response must carry, or ``None`` when the server must generate one.
+    continued: str | None
+    #: An inbound value that must not be used.
+    refused: str | None = None
+
+
+def _random_id(rng: random.Random, key: str) -> str:
+    """A valid id unique to ``key``: a uuid4, or random allowed characters."""
+    if rng.random() < 0.5:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    length = rng.randint(1, 200 - len(key) - 1)
+    return f"{key}-" + "".join(rng.choices(ID_ALPHABET, k=length))
+
+
+def plan_requests(run: str, count: int, seed: int) -> Iterator[PlannedRequest]:
+    """``count`` requests with a mix of inbound headers."""
+    rng = random.Random(seed)
+    for i in range(count):
+        key = f"{run}{i}"
+        sid = _random_id(rng, key)
+        roll = rng.random()
+        if roll < 0.55:
+            yield PlannedRequest(key, {"X-Session-Id": sid}, sid)
+        elif roll < 0.65:
+            yield PlannedRequest(key, {"X-TraceCtrl-Session": sid}, sid)
+        elif roll < 0.75:
+            # Lower priority than X-Session-Id: the higher name decides.
+            yield PlannedRequest(
+                key, {"Mirascope-Session-Id": f"{key}-low", "x-session-id": sid}, sid
+            )
+        elif roll < 0.82:
+            baggage = f"user=u{i}, session.id={quote(sid, safe='')};prop=1"
+            yield PlannedRequest(key, {"baggage": baggage}, sid)
+        elif roll < 0.92:
+            yield PlannedRequest(key, {}, None)
+        else:
+            bad = f"{key} has a space"
+            yield PlannedRequest(key, {"X-Session-Id": bad}, None, refused=bad)
+
+
+@dataclass
+class LoadResult:
+    #: request key -> the id its response carried
+    ids: dict[str, str]
+    problems: list[str]
+
+
+async def drive(base: str, requests: list[PlannedRequest], concurrency: int) -> LoadResult:
+    """Send ``requests`` over ``concurrency`` keep-alive connections and check each reply."""
+    host, port = base.split(":")
+    result = LoadResult({}, [])
+    pending = iter(requests)
+
+    async def worker() -> None:
+        connection = KeepAliveConnection(host, int(port))
+        try:
+            for planned in pending:
+                target = "/load?" + urlencode({"k": planned.key})
+                reply = await connection.get(target, list(planned.headers.items()))
+                check_reply(planned, reply, result)
+        finally:
+            await connection.aclose()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(worker)
+    return result
+
+
+def check_reply(planned: PlannedRequest, reply: Reply, result: LoadResult) -> None:
+    problems = result.problems
+    echoed = reply.header_values(b"x-session-id")
+    if reply.status != 200 or len(echoed) != 1:
+        problems.append(f"{planned.key}: status {reply.status}, session headers {echoed}")
+        return
+    sid = echoed[0].decode("latin-1")
+    result.ids[planned.key] = sid
+    if planned.continued is not None and sid != planned.continued:
+        problems.append(f"{planned.key}: sent {planned.continued!r}, got back {sid!r}")
+    if planned.continued is None and (not follows_id_rule(sid) or sid == planned.refused):
+        problems.append(f"{planned.key}: generated id {sid!r} is invalid or the refused value")
+    body = json.loads(reply.body)
+    reads = body["reads"]
+    if body["scope"] != sid or reads != [sid] * READS_PER_REQUEST:
+        problems.append(f"{planned.key}: header {sid!r} but the app saw {body}")
+
+
+def check_logs(log_dir: Path, ids: dict[str, str], places: frozenset[str]) -> tuple[int, list[str]]:
+    """Check that every log line of this run carries its request's id.
+
+    Returns the number of lines checked and the problems found.
+    """
+    problems: list[str] = []
+    seen: Counter[tuple[str, str]] = Counter()
+    checked = 0
+    for sid, key, where in read_log_lines(log_dir):
+        expected = ids.get(key)
+        if expected is None:
+            continue  # another test's request, or one whose response was already wrong
+        checked += 1
+        seen[key, where] += 1
+        if sid != expected:
+            problems.append(f"log line of {key} from {where} carries {sid!r}, not {expected!r}")
+    for key in ids:
+        for where in places:
+            if seen[key, where] != 1:
+                problems.append(f"{key} logged {seen[key, where]} times from {where}")
+    return checked, problems
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("server", sorted(LOAD_SERVERS))
+async def test_no_cross_talk_under_load(server: str, tmp_path: Path) -> None:
+    setup = LOAD_SERVERS[server]
+    requests = list(plan_requests("r", SIZES.load_requests, seed=sum(map(ord, server))))
+    with serve(server, setup.command, tmp_path) as running:
+        started = time.monotonic()
+        result = await drive(running.address, requests, SIZES.load_concurrency)
+        seconds = time.monotonic() - started
+        log_lines, log_problems = check_logs(running.log_dir, result.ids, setup.log_places)
+    problems = result.problems + log_problems
+    if len(set(result.ids.values())) != len(result.ids):
+        repeated = [s for s, n in Counter(result.ids.values()).items() if n > 1]
+        problems.append(f"one id answered several requests: {repeated[:5]}")
+    FIGURES.load.append(
+        LoadRun(
+            server=server,
+            requests=len(requests),
+            concurrency=SIZES.load_concurrency,
+            mismatches=len(problems),
+            log_lines=log_lines,
+            seconds=seconds,
+        )
+    )
+    assert not problems, f"{len(problems)} mismatches, first ones: {problems[:10]}"
+    assert len(result.ids) == len(requests)
+    assert log_lines == len(setup.log_places) * len(requests)
