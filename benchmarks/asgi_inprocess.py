@@ -9,7 +9,6 @@ Python work, the part a server cannot hide.
 from __future__ import annotations
 
 import asyncio
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from benchmarks.peers import (
     correlation_id_middleware,
     starlette_context_middleware,
 )
-from benchmarks.report import Row, Verdict, median_added
+from benchmarks.report import Row, Verdict, inprocess_rows
 from benchmarks.timing import Budget, Runner, interleave
 from sessionctx.asgi import SessionIdMiddleware
 
@@ -158,36 +157,19 @@ def check_response(name: str, case: Case, messages: list[Message]) -> None:
 
 
 def _rows(case: Case, samples: dict[str, list[float]]) -> list[Row]:
-    added = median_added(samples, BARE)
-    floor = added[FLOOR]
-    rows = [Row("asgi", case.name, BARE, statistics.median(samples[BARE]), "ns")]
-    for name in CANDIDATES:
-        verdict = None
+    def verdict(name: str, added: dict[str, float]) -> Verdict | None:
         if name == OURS and case is VALID:
-            ratio = added[OURS] / floor
-            verdict = Verdict("<= 1.20x floor", ratio <= 1.2, f"{ratio:.2f}x")
-        elif name == OURS and case is ABSENT:
-            ratio = added[OURS] / floor
-            verdict = Verdict("< floor with uuid4", ratio < 1.0, f"{ratio:.2f}x")
-        elif name == CORRELATION_ID and case is VALID:
+            ratio = added[OURS] / added[FLOOR]
+            return Verdict("<= 1.20x floor", ratio <= 1.2, f"{ratio:.2f}x")
+        if name == OURS and case is ABSENT:
+            ratio = added[OURS] / added[FLOOR]
+            return Verdict("< floor with uuid4", ratio < 1.0, f"{ratio:.2f}x")
+        if name == CORRELATION_ID and case is VALID:
             cheaper = added[CORRELATION_ID] / added[OURS]
-            verdict = Verdict(">= 2.2x sessionctx", cheaper >= 2.2, f"{cheaper:.2f}x")
-        rows.append(
-            Row(
-                part="asgi",
-                case=case.name,
-                candidate=name,
-                absolute=statistics.median(samples[name]),
-                unit="ns",
-                added=added[name],
-                added_unit="ns added",
-                ratio=added[name] / floor,
-                ratio_of="floor",
-                verdict=verdict,
-                extra={"samples_ns": samples[name]},
-            )
-        )
-    return rows
+            return Verdict(">= 2.2x sessionctx", cheaper >= 2.2, f"{cheaper:.2f}x")
+        return None
+
+    return inprocess_rows("asgi", case.name, samples, bare=BARE, floor=FLOOR, verdict=verdict)
 
 
 def run(budget: Budget) -> list[Row]:

@@ -7,12 +7,20 @@ import json
 import os
 import platform
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Row", "Verdict", "machine", "median_added", "render", "write_json"]
+__all__ = [
+    "Row",
+    "Verdict",
+    "inprocess_rows",
+    "machine",
+    "median_added",
+    "render",
+    "write_json",
+]
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,42 @@ def median_added(samples: dict[str, list[float]], baseline: str) -> dict[str, fl
         for name, values in samples.items()
         if name != baseline
     }
+
+
+def inprocess_rows(
+    part: str,
+    case: str,
+    samples: dict[str, list[float]],
+    *,
+    bare: str,
+    floor: str,
+    verdict: Callable[[str, dict[str, float]], Verdict | None],
+) -> list[Row]:
+    """The bare app's row, then one per other candidate: ns added and the ratio to ``floor``.
+
+    ``verdict(name, added)`` gives the target a candidate is judged by in this case, if any.
+    """
+    added = median_added(samples, bare)
+    rows = [Row(part, case, bare, statistics.median(samples[bare]), "ns")]
+    for name in samples:
+        if name == bare:
+            continue
+        rows.append(
+            Row(
+                part=part,
+                case=case,
+                candidate=name,
+                absolute=statistics.median(samples[name]),
+                unit="ns",
+                added=added[name],
+                added_unit="ns added",
+                ratio=added[name] / added[floor],
+                ratio_of="floor",
+                verdict=verdict(name, added),
+                extra={"samples_ns": samples[name]},
+            )
+        )
+    return rows
 
 
 def machine() -> dict[str, Any]:

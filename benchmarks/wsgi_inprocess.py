@@ -8,16 +8,16 @@ the body and closes it when it has ``close()``.
 from __future__ import annotations
 
 import io
-import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from wsgiref.util import FileWrapper
 
 from benchmarks.apps import BODY, wsgi_app
 from benchmarks.floor import WsgiFloorMiddleware, matches_id_rule
-from benchmarks.report import Row, Verdict, median_added
+from benchmarks.report import Row, Verdict, inprocess_rows
 from benchmarks.timing import Budget, Runner, interleave
 
 if TYPE_CHECKING:
@@ -132,6 +132,13 @@ def check_response(name: str, case: Case, app: WSGIApplication) -> None:
         raise RuntimeError(f"{name} ({case.name}): wrong X-Session-Id {ids[0]!r}")
 
 
+def _verdict(case: Case, name: str, added: dict[str, float]) -> Verdict | None:
+    if name == OURS and case is VALID:
+        ns = added[OURS]
+        return Verdict(f"<= {BUDGET_NS} ns added", ns <= BUDGET_NS, f"{ns:.0f} ns")
+    return None
+
+
 def run(budget: Budget) -> list[Row]:
     """Rows for every case: bare app, floor and sessionctx."""
     middleware = sessionctx_middleware()
@@ -149,27 +156,7 @@ def run(budget: Budget) -> list[Row]:
             check_response(name, case, app)
         runners = {name: _runner(app, environ, budget.clock) for name, app in apps.items()}
         samples = interleave(runners, budget)
-        added = median_added(samples, BARE)
-        rows.append(Row("wsgi", case.name, BARE, statistics.median(samples[BARE]), "ns"))
-        for name in (FLOOR, OURS):
-            verdict = None
-            if name == OURS and case is VALID:
-                verdict = Verdict(
-                    f"<= {BUDGET_NS} ns added", added[OURS] <= BUDGET_NS, f"{added[OURS]:.0f} ns"
-                )
-            rows.append(
-                Row(
-                    part="wsgi",
-                    case=case.name,
-                    candidate=name,
-                    absolute=statistics.median(samples[name]),
-                    unit="ns",
-                    added=added[name],
-                    added_unit="ns added",
-                    ratio=added[name] / added[FLOOR],
-                    ratio_of="floor",
-                    verdict=verdict,
-                    extra={"samples_ns": samples[name]},
-                )
-            )
+        rows += inprocess_rows(
+            "wsgi", case.name, samples, bare=BARE, floor=FLOOR, verdict=partial(_verdict, case)
+        )
     return rows

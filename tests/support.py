@@ -1,11 +1,29 @@
-"""Helpers shared by tests that start real servers on 127.0.0.1."""
+"""Helpers shared by several test modules: real servers on 127.0.0.1, ASGI clients, Django."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Generic, Protocol, TypeVar
+
+import httpx
+
+from sessionctx import SessionContext
 
 HOST = "127.0.0.1"
+
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
 
 
 def free_port() -> int:
@@ -27,3 +45,71 @@ def wait_until_listening(port: int, timeout: float = 15.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listening on {HOST}:{port} after {timeout}s") from None
             time.sleep(0.05)
+
+
+def send_json(handler: BaseHTTPRequestHandler, value: object) -> None:
+    """Answer an ``http.server`` request with ``value`` as a 200 JSON body."""
+    body = json.dumps(value).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def asgi_client(app: ASGIApp) -> httpx.AsyncClient:
+    """An in-process client for ``app`` that turns an unhandled app error into the 500 it sent."""
+    # The app's exception still reaches the transport after a 500 was sent;
+    # the response is what these tests look at.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def assert_session(sid: str | None, expected: str | None) -> None:
+    """``expected=None`` stands for a freshly generated (uuid4) id."""
+    assert sid is not None
+    if expected is None:
+        assert uuid.UUID(sid).version == 4
+    else:
+        assert sid == expected
+
+
+def configure_django(project_settings: Mapping[str, Any]) -> None:
+    """Configure Django once per process; each test applies its own settings on top."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            SECRET_KEY="sessionctx-tests-only",
+            INSTALLED_APPS=[],
+            DATABASES={},
+            USE_TZ=True,
+            **project_settings,
+        )
+        django.setup()
+
+
+class _Visit(Protocol):
+    @property
+    def session(self) -> SessionContext | None: ...
+
+
+VisitT = TypeVar("VisitT", bound=_Visit)
+
+
+class VisitLog(Generic[VisitT]):
+    """For a recording test app: what it saw on each call, and the one call's session id."""
+
+    visits: list[VisitT]
+
+    @property
+    def only(self) -> VisitT:
+        assert len(self.visits) == 1, self.visits
+        return self.visits[0]
+
+    @property
+    def sid(self) -> str:
+        seen = self.only.session
+        assert seen is not None
+        return seen.id

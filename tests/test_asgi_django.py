@@ -8,29 +8,18 @@ and runs every request under ``override_settings`` with its own
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Iterator
 from typing import Any
 
-import django
-import httpx
 import pytest
-from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.test import override_settings
 
 from sessionctx.asgi import SessionIdMiddleware
+from tests.support import ASGIApp, asgi_client, assert_session, configure_django
 
 pytestmark = pytest.mark.anyio
 
-ASGIApp = Callable[
-    [
-        MutableMapping[str, Any],
-        Callable[[], Awaitable[MutableMapping[str, Any]]],
-        Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
 
 PROJECT_SETTINGS: dict[str, Any] = {
     "DEBUG": False,
@@ -39,15 +28,7 @@ PROJECT_SETTINGS: dict[str, Any] = {
     "MIDDLEWARE": [],
 }
 
-if not settings.configured:
-    settings.configure(
-        SECRET_KEY="sessionctx-tests-only",
-        INSTALLED_APPS=[],
-        DATABASES={},
-        USE_TZ=True,
-        **PROJECT_SETTINGS,
-    )
-    django.setup()
+configure_django(PROJECT_SETTINGS)
 
 
 @pytest.fixture
@@ -55,20 +36,6 @@ def django_asgi() -> Iterator[ASGIApp]:
     """Django's ASGI handler for ``tests.django_urls``, built under its settings."""
     with override_settings(**PROJECT_SETTINGS):
         yield get_asgi_application()
-
-
-def client(app: ASGIApp) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
-
-
-def assert_session(sid: str | None, expected: str | None) -> None:
-    """``expected=None`` stands for a freshly generated (uuid4) id."""
-    assert sid is not None
-    if expected is None:
-        assert uuid.UUID(sid).version == 4
-    else:
-        assert sid == expected
 
 
 @pytest.mark.parametrize("path", ["/async/", "/sync/"])
@@ -84,7 +51,7 @@ def assert_session(sid: str | None, expected: str | None) -> None:
 async def test_django_views_see_the_session(
     django_asgi: ASGIApp, path: str, headers: dict[str, str], expected: str | None
 ) -> None:
-    async with client(SessionIdMiddleware(django_asgi)) as http:
+    async with asgi_client(SessionIdMiddleware(django_asgi)) as http:
         response = await http.get(path, headers=headers)
 
     assert response.status_code == 200
@@ -95,7 +62,7 @@ async def test_django_views_see_the_session(
 
 
 async def test_django_streaming_chunks_see_the_session(django_asgi: ASGIApp) -> None:
-    async with client(SessionIdMiddleware(django_asgi)) as http:
+    async with asgi_client(SessionIdMiddleware(django_asgi)) as http:
         response = await http.get("/stream/", headers={"X-Session-Id": "djs-1"})
 
     assert response.text.splitlines() == ["djs-1"] * 5
@@ -103,14 +70,14 @@ async def test_django_streaming_chunks_see_the_session(django_asgi: ASGIApp) -> 
 
 
 async def test_django_views_own_header_is_kept(django_asgi: ASGIApp) -> None:
-    async with client(SessionIdMiddleware(django_asgi)) as http:
+    async with asgi_client(SessionIdMiddleware(django_asgi)) as http:
         response = await http.get("/own-header/", headers={"X-Session-Id": "djh-1"})
 
     assert response.headers.get_list("x-session-id") == ["from-view"]
 
 
 async def test_djangos_own_500_carries_the_header(django_asgi: ASGIApp) -> None:
-    async with client(SessionIdMiddleware(django_asgi)) as http:
+    async with asgi_client(SessionIdMiddleware(django_asgi)) as http:
         response = await http.get("/error/", headers={"X-Session-Id": "dje-1"})
 
     assert response.status_code == 500
@@ -118,7 +85,7 @@ async def test_djangos_own_500_carries_the_header(django_asgi: ASGIApp) -> None:
 
 
 async def test_django_request_rejected_before_django_runs(django_asgi: ASGIApp) -> None:
-    async with client(SessionIdMiddleware(django_asgi, on_missing="reject")) as http:
+    async with asgi_client(SessionIdMiddleware(django_asgi, on_missing="reject")) as http:
         response = await http.get("/async/")
 
     assert response.status_code == 400

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from fastapi import BackgroundTasks, Depends, FastAPI
 from fastapi import Request as FastAPIRequest
@@ -30,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sessionctx import current_session_id
 from sessionctx.asgi import SessionIdMiddleware
+from tests.support import ASGIApp, asgi_client, assert_session
 
 with warnings.catch_warnings():
     # Starlette 1.x warns at import that it would rather use ``httpx2``.
@@ -38,14 +37,6 @@ with warnings.catch_warnings():
 
 pytestmark = pytest.mark.anyio
 
-ASGIApp = Callable[
-    [
-        MutableMapping[str, Any],
-        Callable[[], Awaitable[MutableMapping[str, Any]]],
-        Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
 Placement = Callable[..., ASGIApp]
 
 SCOPE_KEY = "sessionctx.session_id"
@@ -63,22 +54,6 @@ def added(app: Starlette, **options: Any) -> ASGIApp:
 
 
 PLACEMENTS = [pytest.param(outermost, id="outermost"), pytest.param(added, id="add_middleware")]
-
-
-def client(app: ASGIApp) -> httpx.AsyncClient:
-    # The app's exception still reaches the transport after a 500 was sent;
-    # the response is what these tests look at.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
-
-
-def assert_session(sid: str | None, expected: str | None) -> None:
-    """``expected=None`` stands for a freshly generated (uuid4) id."""
-    assert sid is not None
-    if expected is None:
-        assert uuid.UUID(sid).version == 4
-    else:
-        assert sid == expected
 
 
 INBOUND = [
@@ -162,7 +137,7 @@ def starlette_app(background_seen: list[str | None] | None = None) -> Starlette:
 async def test_starlette_endpoints_see_the_session(
     placement: Placement, path: str, headers: dict[str, str], expected: str | None
 ) -> None:
-    async with client(placement(starlette_app())) as http:
+    async with asgi_client(placement(starlette_app())) as http:
         response = await http.get(path, headers=headers)
 
     assert response.status_code == 200
@@ -175,7 +150,7 @@ async def test_starlette_endpoints_see_the_session(
 @pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("path", ["/stream-async", "/stream-sync"])
 async def test_starlette_streaming_chunks_see_the_session(placement: Placement, path: str) -> None:
-    async with client(placement(starlette_app())) as http:
+    async with asgi_client(placement(starlette_app())) as http:
         response = await http.get(path, headers={"X-Session-Id": "stream-1"})
 
     assert response.text.splitlines() == ["stream-1"] * CHUNKS
@@ -186,7 +161,7 @@ async def test_starlette_streaming_chunks_see_the_session(placement: Placement, 
 async def test_starlette_background_tasks_see_the_session(placement: Placement) -> None:
     seen: list[str | None] = []
 
-    async with client(placement(starlette_app(seen))) as http:
+    async with asgi_client(placement(starlette_app(seen))) as http:
         response = await http.get("/background", headers={"X-Session-Id": "bg-1"})
 
     assert response.text == "queued"
@@ -195,7 +170,7 @@ async def test_starlette_background_tasks_see_the_session(placement: Placement) 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 async def test_handled_http_errors_carry_the_header(placement: Placement) -> None:
-    async with client(placement(starlette_app())) as http:
+    async with asgi_client(placement(starlette_app())) as http:
         response = await http.get("/no-such-route", headers={"X-Session-Id": "nf-1"})
 
     assert response.status_code == 404
@@ -216,7 +191,7 @@ async def test_handled_http_errors_carry_the_header(placement: Placement) -> Non
 async def test_unhandled_exception_500(
     placement: Placement, options: dict[str, Any], header: str | None
 ) -> None:
-    async with client(placement(starlette_app(), **options)) as http:
+    async with asgi_client(placement(starlette_app(), **options)) as http:
         response = await http.get("/error", headers={"X-Session-Id": "err-1"})
 
     assert response.status_code == 500
@@ -249,7 +224,7 @@ def test_websocket_without_a_session_is_closed_1008(placement: Placement) -> Non
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 async def test_http_reject_is_a_400_without_the_header(placement: Placement) -> None:
-    async with client(placement(starlette_app(), on_invalid="reject")) as http:
+    async with asgi_client(placement(starlette_app(), on_invalid="reject")) as http:
         rejected = await http.get("/async", headers={"X-Session-Id": "bad value"})
         allowed = await http.get("/async", headers={"X-Session-Id": "good"})
 
@@ -284,7 +259,7 @@ def cors_app(placement: Placement) -> ASGIApp:
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 async def test_cors_response_exposes_the_header(placement: Placement) -> None:
-    async with client(cors_app(placement)) as http:
+    async with asgi_client(cors_app(placement)) as http:
         response = await http.get("/async", headers={"Origin": ORIGIN, "X-Session-Id": "c-1"})
 
     assert response.headers["access-control-allow-origin"] == ORIGIN
@@ -296,7 +271,7 @@ async def test_cors_response_exposes_the_header(placement: Placement) -> None:
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 async def test_non_cors_response_gets_no_expose_header(placement: Placement) -> None:
-    async with client(cors_app(placement)) as http:
+    async with asgi_client(cors_app(placement)) as http:
         response = await http.get("/async", headers={"X-Session-Id": "c-1"})
 
     assert "access-control-expose-headers" not in response.headers
@@ -311,7 +286,7 @@ async def test_cors_preflight_carries_the_session_header(placement: Placement) -
         "Access-Control-Request-Headers": "X-Session-Id",
         "X-Session-Id": "pre-1",
     }
-    async with client(cors_app(placement)) as http:
+    async with asgi_client(cors_app(placement)) as http:
         response = await http.options("/async", headers=preflight)
 
     assert response.status_code == 200
@@ -397,7 +372,7 @@ async def test_fastapi_handler_dependencies_and_background_see_the_session(
 ) -> None:
     api = fastapi_app()
 
-    async with client(placement(api)) as http:
+    async with asgi_client(placement(api)) as http:
         response = await http.get("/items", headers=headers)
 
     body = response.json()
@@ -414,7 +389,7 @@ async def test_fastapi_handler_dependencies_and_background_see_the_session(
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 async def test_fastapi_sync_handler_sees_the_session(placement: Placement) -> None:
-    async with client(placement(fastapi_app())) as http:
+    async with asgi_client(placement(fastapi_app())) as http:
         response = await http.get("/sync-items", headers={"X-Session-Id": "sync-1"})
 
     assert response.json() == {"handler": "sync-1", "sync_dependency": "sync-1"}
@@ -422,7 +397,7 @@ async def test_fastapi_sync_handler_sees_the_session(placement: Placement) -> No
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
 async def test_fastapi_streaming_chunks_see_the_session(placement: Placement) -> None:
-    async with client(placement(fastapi_app())) as http:
+    async with asgi_client(placement(fastapi_app())) as http:
         response = await http.get("/stream", headers={"X-Session-Id": "fs-1"})
 
     assert response.text.splitlines() == ["fs-1"] * CHUNKS
@@ -439,7 +414,7 @@ async def test_fastapi_streaming_chunks_see_the_session(placement: Placement) ->
 async def test_fastapi_unhandled_exception_500(
     placement: Placement, options: dict[str, Any], header: str | None
 ) -> None:
-    async with client(placement(fastapi_app(), **options)) as http:
+    async with asgi_client(placement(fastapi_app(), **options)) as http:
         response = await http.get("/error", headers={"X-Session-Id": "e-1"})
 
     assert response.status_code == 500

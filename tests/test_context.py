@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,7 +38,7 @@ from sessionctx.asgi import SessionIdMiddleware
 from sessionctx.context import extract_trace_headers, inject_trace_headers, propagated_context
 from sessionctx.integrations.httpx import AsyncSessionTransport
 from sessionctx.integrations.opentelemetry import SessionSpanProcessor
-from tests.support import HOST
+from tests.support import HOST, send_json
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN_ID = 0xB7AD6B7169203331
@@ -59,6 +58,20 @@ class Tracing:
     def span(self, name: str) -> ReadableSpan:
         (found,) = [s for s in self.exporter.get_finished_spans() if s.name == name]
         return found
+
+    def assert_b_continues_a(self, sid: str) -> int:
+        """Agent B's span is a child of Agent A's, both carry ``sid``; returns the trace id."""
+        a, b = self.span("agent-a"), self.span("agent-b")
+        assert a.context is not None
+        assert b.context is not None
+        assert b.parent is not None
+        assert b.context.trace_id == a.context.trace_id
+        assert b.parent.span_id == a.context.span_id
+        assert a.attributes is not None
+        assert b.attributes is not None
+        assert a.attributes["session.id"] == b.attributes["session.id"] == sid
+        trace_id: int = a.context.trace_id
+        return trace_id
 
 
 @pytest.fixture
@@ -420,16 +433,8 @@ async def test_a_call_between_services_shares_trace_and_session(
         with session("agent-a-session"), tracing.tracer.start_as_current_span("agent-a"):
             response = await client.post("/run", headers=inject_trace_headers({}))
 
-    a, b = tracing.span("agent-a"), tracing.span("agent-b")
-    assert a.context is not None
-    assert b.context is not None
-    assert b.parent is not None
-    assert b.context.trace_id == a.context.trace_id
-    assert b.parent.span_id == a.context.span_id
-    assert a.attributes is not None
-    assert b.attributes is not None
-    assert a.attributes["session.id"] == b.attributes["session.id"] == "agent-a-session"
-    assert response.json() == {"trace_id": a.context.trace_id, "session_id": "agent-a-session"}
+    trace_id = tracing.assert_b_continues_a("agent-a-session")
+    assert response.json() == {"trace_id": trace_id, "session_id": "agent-a-session"}
     assert response.request.headers.get_list("x-session-id") == ["agent-a-session"]
 
 
@@ -472,12 +477,8 @@ class AgentBHandler(BaseHTTPRequestHandler):
         extract_trace_headers(self.headers)
         # All spans now share the same session and trace
         with self.server.tracing.tracer.start_as_current_span("agent-b"):
-            body = json.dumps({"session_id": current_session_id()}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            answer = {"session_id": current_session_id()}
+        send_json(self, answer)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -512,13 +513,5 @@ def test_tracectrl_multi_agent_example(
 
     sid, answer = in_fresh_context(agent_a)
 
-    a, b = tracing.span("agent-a"), tracing.span("agent-b")
-    assert a.context is not None
-    assert b.context is not None
-    assert b.parent is not None
-    assert b.context.trace_id == a.context.trace_id
-    assert b.parent.span_id == a.context.span_id
-    assert a.attributes is not None
-    assert b.attributes is not None
-    assert a.attributes["session.id"] == b.attributes["session.id"] == sid
+    tracing.assert_b_continues_a(sid)
     assert answer == {"session_id": sid}

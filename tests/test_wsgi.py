@@ -22,6 +22,7 @@ from werkzeug.test import Client
 import sessionctx.wsgi
 from sessionctx import SessionContext, current_session, current_session_id, session
 from sessionctx.wsgi import SessionIdMiddleware
+from tests.support import VisitLog
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -126,7 +127,7 @@ class Visit:
 
 
 @dataclass
-class RecordingApp:
+class RecordingApp(VisitLog[Visit]):
     """A WSGI app that notes what it sees, then answers 200 with a list body."""
 
     response_headers: Headers = field(default_factory=lambda: [TEXT])
@@ -136,17 +137,6 @@ class RecordingApp:
         self.visits.append(Visit(current_session(), dict(environ)))
         start_response("200 OK", self.response_headers)
         return [b"ok"]
-
-    @property
-    def only(self) -> Visit:
-        assert len(self.visits) == 1, self.visits
-        return self.visits[0]
-
-    @property
-    def sid(self) -> str:
-        seen = self.only.session
-        assert seen is not None
-        return seen.id
 
 
 class Boom(Exception):
@@ -587,45 +577,6 @@ def test_expose_header_off_leaves_cors_headers_alone() -> None:
     server.run(SessionIdMiddleware(app), make_environ())
 
     assert values_of(server.headers, EXPOSE) == ["X-Request-Id"]
-
-
-OPTION_ERRORS = [
-    pytest.param({"header_name": "X Session"}, ValueError, "'X Session'", id="header-name-space"),
-    pytest.param({"header_name": 123}, TypeError, "123", id="header-name-not-str"),
-    pytest.param({"accept_headers": "X-Session-Id"}, TypeError, "'X-Session-Id'", id="accept-str"),
-    pytest.param({"accept_headers": []}, ValueError, "at least one", id="accept-empty"),
-    pytest.param({"trust_incoming": "yes"}, TypeError, "'yes'", id="trust-incoming-str"),
-    pytest.param({"handle_errors": 1}, TypeError, "1", id="handle-errors-int"),
-    pytest.param({"validator": "x"}, TypeError, "'x'", id="validator-not-callable"),
-    pytest.param({"attributes": {"a": 1}}, TypeError, "{'a': 1}", id="attributes-a-dict"),
-    pytest.param({"on_missing": "ignore"}, ValueError, "'ignore'", id="on-missing-unknown"),
-    pytest.param(
-        {"trust_incoming": False, "on_invalid": "reject"},
-        ValueError,
-        "would reject every request",
-        id="untrusted-and-reject",
-    ),
-]
-
-
-@pytest.mark.parametrize(("options", "error", "shown"), OPTION_ERRORS)
-def test_bad_options_raise_at_construction(
-    options: dict[str, Any], error: type[Exception], shown: str
-) -> None:
-    with pytest.raises(error) as raised:
-        SessionIdMiddleware(RecordingApp(), **options)
-
-    assert shown in str(raised.value)
-
-
-def test_app_must_be_callable() -> None:
-    with pytest.raises(TypeError, match=r"app must be a WSGI callable.*'not an app'"):
-        SessionIdMiddleware("not an app")  # type: ignore[arg-type]
-
-
-def test_options_are_keyword_only() -> None:
-    with pytest.raises(TypeError):
-        SessionIdMiddleware(RecordingApp(), "X-Session-Id")  # type: ignore[call-arg]
 
 
 # --------------------------------------------------------------------------- #

@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from wsgiref.util import FileWrapper
 
-import django
 import pytest
-from django.conf import settings
 from django.core.signals import request_finished
 from django.core.wsgi import get_wsgi_application
 from django.test import override_settings
@@ -27,6 +25,7 @@ from sessionctx import current_session_id
 from sessionctx.log_filters import SessionIdFilter
 from sessionctx.wsgi import SessionIdMiddleware
 from tests import django_wsgi_urls
+from tests.support import configure_django
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -217,15 +216,7 @@ DJANGO_SETTINGS: dict[str, Any] = {
 @pytest.fixture
 def django_app() -> Iterator[WSGIApplication]:
     """``SessionIdMiddleware(get_wsgi_application())``, built and run under these settings."""
-    if not settings.configured:
-        settings.configure(
-            SECRET_KEY="sessionctx-tests-only",
-            INSTALLED_APPS=[],
-            DATABASES={},
-            USE_TZ=True,
-            **DJANGO_SETTINGS,
-        )
-        django.setup()
+    configure_django(DJANGO_SETTINGS)
     with override_settings(**DJANGO_SETTINGS):
         yield SessionIdMiddleware(get_wsgi_application())
 

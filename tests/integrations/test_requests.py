@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +13,7 @@ from requests.adapters import HTTPAdapter
 
 from sessionctx import ContextThreadPoolExecutor, session
 from sessionctx.integrations.requests import SessionIdAdapter, instrument_session
-from tests.support import HOST
+from tests.support import HOST, send_json
 
 pytestmark = pytest.mark.server
 
@@ -30,12 +29,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             for name in dict.fromkeys(self.headers.keys())
             if name.lower() in SESSION_NAMES
         }
-        body = json.dumps(received).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, received)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -1,0 +1,109 @@
+"""Option validation of both middlewares.
+
+The ASGI and WSGI middlewares take the same options, so each must reject every bad value at
+construction with the same exception type and a message that shows the offending value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import sessionctx.asgi
+import sessionctx.wsgi
+from sessionctx._policy import SessionMiddlewareBase
+
+MIDDLEWARES = [
+    pytest.param(sessionctx.asgi.SessionIdMiddleware, "an ASGI", id="asgi"),
+    pytest.param(sessionctx.wsgi.SessionIdMiddleware, "a WSGI", id="wsgi"),
+]
+
+
+def any_app(*args: Any) -> Any:
+    raise AssertionError("construction must not call the app")
+
+
+OPTION_ERRORS = [
+    pytest.param({"header_name": 123}, TypeError, "123", id="header-name-not-str"),
+    pytest.param({"header_name": b"X-Session-Id"}, TypeError, "b'X-Session-Id'", id="header-bytes"),
+    pytest.param({"header_name": ""}, ValueError, "''", id="header-name-empty"),
+    pytest.param({"header_name": "X Session"}, ValueError, "'X Session'", id="header-name-space"),
+    pytest.param({"header_name": "X-Séssion"}, ValueError, "'X-Séssion'", id="header-non-ascii"),
+    pytest.param({"header_name": "X-A:b"}, ValueError, "'X-A:b'", id="header-name-colon"),
+    pytest.param({"accept_headers": "X-Session-Id"}, TypeError, "'X-Session-Id'", id="accept-str"),
+    pytest.param({"accept_headers": b"x"}, TypeError, "b'x'", id="accept-bytes"),
+    pytest.param({"accept_headers": 5}, TypeError, "5", id="accept-not-iterable"),
+    pytest.param({"accept_headers": []}, ValueError, "at least one", id="accept-empty"),
+    pytest.param({"accept_headers": ["X-A", 3]}, TypeError, "3", id="accept-item-not-str"),
+    pytest.param(
+        {"accept_headers": ["X-A", "bad name"]}, ValueError, "'bad name'", id="accept-bad"
+    ),
+    pytest.param({"trust_incoming": "yes"}, TypeError, "'yes'", id="trust-incoming-str"),
+    pytest.param({"update_request_header": 1}, TypeError, "1", id="update-request-header-int"),
+    pytest.param({"expose_header": None}, TypeError, "None", id="expose-header-none"),
+    pytest.param({"handle_errors": "no"}, TypeError, "'no'", id="handle-errors-str"),
+    pytest.param({"validator": "x"}, TypeError, "'x'", id="validator-not-callable"),
+    pytest.param({"generator": 5}, TypeError, "5", id="generator-not-callable"),
+    pytest.param({"attributes": {"a": 1}}, TypeError, "{'a': 1}", id="attributes-a-dict"),
+    pytest.param({"on_missing": "ignore"}, ValueError, "'ignore'", id="on-missing-unknown"),
+    pytest.param({"on_invalid": "Reject"}, ValueError, "'Reject'", id="on-invalid-wrong-case"),
+    pytest.param({"on_invalid": None}, TypeError, "None", id="on-invalid-none"),
+    pytest.param(
+        {"trust_incoming": False, "on_missing": "reject"},
+        ValueError,
+        "would reject every request",
+        id="untrusted-and-reject",
+    ),
+    pytest.param({"handle_errors": 1}, TypeError, "1", id="handle-errors-int"),
+    pytest.param(
+        {"trust_incoming": False, "on_invalid": "reject"},
+        ValueError,
+        "would reject every request",
+        id="untrusted-and-invalid-reject",
+    ),
+]
+
+
+@pytest.mark.parametrize(("middleware", "kind"), MIDDLEWARES)
+@pytest.mark.parametrize(("options", "error", "shown"), OPTION_ERRORS)
+def test_bad_options_raise_at_construction(
+    middleware: type[SessionMiddlewareBase[Any]],
+    kind: str,
+    options: dict[str, Any],
+    error: type[Exception],
+    shown: str,
+) -> None:
+    with pytest.raises(error) as raised:
+        middleware(any_app, **options)
+
+    assert shown in str(raised.value)
+
+
+@pytest.mark.parametrize(("middleware", "kind"), MIDDLEWARES)
+def test_app_must_be_callable(middleware: type[SessionMiddlewareBase[Any]], kind: str) -> None:
+    with pytest.raises(TypeError, match=rf"app must be {kind} callable.*'not an app'"):
+        middleware("not an app")
+
+
+@pytest.mark.parametrize(("middleware", "kind"), MIDDLEWARES)
+def test_options_are_keyword_only(middleware: type[SessionMiddlewareBase[Any]], kind: str) -> None:
+    with pytest.raises(TypeError, match="positional"):
+        middleware(any_app, "X-Session-Id")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("middleware", "kind"), MIDDLEWARES)
+def test_good_options_are_kept(middleware: type[SessionMiddlewareBase[Any]], kind: str) -> None:
+    instance = middleware(
+        any_app,
+        header_name="X-Request-Session",
+        accept_headers=["X-Request-Session", "X-Legacy-Session"],
+        on_invalid="reject",
+        handle_errors=True,
+    )
+
+    assert instance.app is any_app
+    policy = instance._policy
+    assert policy.header_name == "X-Request-Session"
+    assert policy.on_invalid == "reject"
+    assert policy.handle_errors is True
