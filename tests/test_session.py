@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import Context
 from typing import Any, cast
 
 import httpx
@@ -617,6 +618,37 @@ async def test_one_scope_object_entered_by_concurrent_tasks() -> None:
             return current_session() is ctx
 
     assert await asyncio.gather(*(enter(d) for d in (3, 1, 2, 0))) == [True] * 4
+    assert current_session() is None
+
+
+@pytest.mark.anyio
+async def test_one_scope_object_replaced_inside_by_concurrent_tasks() -> None:
+    """Each task's exit undoes its own entry, also when the block replaced the
+    session and the tasks leave in another order than they entered."""
+    scope = session("shared")
+
+    async def enter(index: int, delay: int) -> bool:
+        async with scope:
+            set_session_id(f"replaced-{index}")
+            # Every task enters before the first one leaves.
+            await asyncio.sleep(0)
+            for _ in range(delay):
+                await asyncio.sleep(0)
+        return current_session() is None
+
+    results = await asyncio.gather(*(enter(i, d) for i, d in enumerate((0, 2, 1, 3))))
+    assert results == [True] * 4
+    assert current_session() is None
+
+
+def test_exiting_a_scope_that_was_not_entered_here_raises() -> None:
+    scope = session("abc")
+    scope.__enter__()
+    try:
+        with pytest.raises(RuntimeError, match="not entered"):
+            Context().run(scope.__exit__, None, None, None)
+    finally:
+        scope.__exit__(None, None, None)
     assert current_session() is None
 
 

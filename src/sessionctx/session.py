@@ -290,10 +290,19 @@ def new_session(attributes: Mapping[str, Any] | None = None) -> str:
 # --------------------------------------------------------------------------- #
 
 
+#: The ``session()`` scopes entered in this context and not yet exited, innermost
+#: last, each with the token its exit resets. Per context, so that one scope
+#: object (say a module-level ``session(attributes=...)``) can be open in several
+#: tasks or threads at once.
+_open_scopes: ContextVar[tuple[tuple[_SessionScope, Token[SessionContext | None]], ...]] = (
+    ContextVar("sessionctx.open_scopes", default=())
+)
+
+
 class _SessionScope:
     """What :func:`session` returns; see there."""
 
-    __slots__ = ("_attributes", "_entered", "_id")
+    __slots__ = ("_attributes", "_id")
 
     def __init__(self, sid: str | None, attributes: Mapping[str, Any] | None) -> None:
         if sid is not None:
@@ -303,12 +312,6 @@ class _SessionScope:
             attributes = SessionContext("checked", attributes).attributes
         self._id = sid
         self._attributes = attributes
-        # id(ctx) -> (ctx, token) for every entry not yet exited. One scope
-        # object may be entered by several tasks or threads at once (say a
-        # module-level ``session(attributes=...)``), so each exit has to reset
-        # the token made in its own context, found through the ``SessionContext``
-        # it set (kept alive here so its id is not reused).
-        self._entered: dict[int, tuple[SessionContext, Token[SessionContext | None]]] = {}
 
     def _make(self) -> SessionContext:
         sid = generate_session_id() if self._id is None else self._id
@@ -318,16 +321,20 @@ class _SessionScope:
 
     def __enter__(self) -> SessionContext:
         ctx = self._make()
-        self._entered[id(ctx)] = (ctx, _current.set(ctx))
+        _open_scopes.set((*_open_scopes.get(), (self, _current.set(ctx))))
         return ctx
 
     def __exit__(self, *exc_info: object) -> None:
-        entry = self._entered.pop(id(_get()), None)
-        if entry is None:
-            # The block replaced the session without undoing it (``new_session()``,
-            # ``set_session_id()``): the latest entry is this one.
-            entry = self._entered.popitem()[1]
-        _current.reset(entry[1])
+        # The innermost entry of this scope in the current context: right also
+        # when the block replaced the session itself (``set_session_id()``),
+        # and when other tasks or threads have the same scope object open.
+        entries = _open_scopes.get()
+        for i in range(len(entries) - 1, -1, -1):
+            if entries[i][0] is self:
+                _open_scopes.set(entries[:i] + entries[i + 1 :])
+                _current.reset(entries[i][1])
+                return
+        raise RuntimeError("session() scope exited in a context it was not entered in")
 
     async def __aenter__(self) -> SessionContext:
         return self.__enter__()
