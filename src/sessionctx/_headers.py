@@ -25,6 +25,7 @@ __all__ = [
     "SESSION_HEADER_NAME",
     "HeaderLookup",
     "baggage_session_id",
+    "environ_key",
     "extract_session_id",
 ]
 
@@ -64,6 +65,11 @@ def baggage_session_id(values: Sequence[str]) -> tuple[int, str | None]:
     return VALID, found
 
 
+def environ_key(name: str) -> str:
+    """The WSGI ``environ`` key of header ``name`` (``X-Session-Id``: ``HTTP_X_SESSION_ID``)."""
+    return "HTTP_" + name.upper().replace("-", "_")
+
+
 class HeaderLookup:
     """Finds the session id among pre-lowered header names, in priority order.
 
@@ -93,7 +99,7 @@ class HeaderLookup:
         self._size = len(names)
         self._index_raw = {n.encode("latin-1"): i for i, n in enumerate(names)}
         self._index_raw.setdefault(b"baggage", len(names) + 1)
-        self._environ_keys = tuple("HTTP_" + n.upper().replace("-", "_") for n in names)
+        self._environ_keys = tuple(environ_key(n) for n in names)
 
     @property
     def names(self) -> tuple[str, ...]:

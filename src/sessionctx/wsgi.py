@@ -38,6 +38,7 @@ from contextvars import Context, copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from sessionctx._headers import environ_key
 from sessionctx._policy import SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
 from sessionctx.asgi import _expose_header
 from sessionctx.session import SessionContext, _current, _plain_context
@@ -131,7 +132,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     def _bind(self, policy: SessionPolicy) -> None:
         self._header = policy.header_name
         self._header_lower = policy.header_name_lower
-        self._environ_key = "HTTP_" + policy.header_name.upper().replace("-", "_")
+        self._environ_key = environ_key(policy.header_name)
         self._expose_name = self._header_lower.encode("latin-1") if policy.expose_header else None
         # Bound once, so that a request pays no attribute lookups for them.
         self._lookup_environ = policy.lookup.lookup_environ
