@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy src tests
+	$(VENV)/bin/mypy $(LINTED)
 
 # pytest exits 5 when it collects nothing (e.g. a -k filter matching no test);
 # that is not a failure of the code under test.

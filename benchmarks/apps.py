@@ -15,9 +15,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["asgi_app", "asgi_with_sessionctx", "wsgi_app", "wsgi_with_sessionctx"]
+__all__ = [
+    "BODY",
+    "VALID_ID",
+    "asgi_app",
+    "asgi_with_sessionctx",
+    "wsgi_app",
+    "wsgi_with_sessionctx",
+]
 
 BODY = b"ok"
+#: The inbound session id of the "header valid" cases.
+VALID_ID = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
 
 
 async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Scope
 
+from benchmarks import apps
 from benchmarks.apps import BODY, asgi_app
 from benchmarks.floor import AsgiFloorMiddleware, matches_id_rule
 from benchmarks.peers import (
@@ -36,7 +37,7 @@ __all__ = [
     "run",
 ]
 
-VALID_ID = b"0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
+VALID_ID = apps.VALID_ID.encode("latin-1")
 INVALID_ID = b"not a valid id"
 # What a browser or an HTTP client typically sends besides the session header;
 # every candidate scans the same list.

@@ -10,23 +10,12 @@ from __future__ import annotations
 
 import statistics
 import uuid
-from collections.abc import Callable
 
 from benchmarks.report import Row, Verdict
-from benchmarks.timing import FULL, Budget, Runner, interleave
+from benchmarks.timing import FULL, Budget, calls, interleave
 from sessionctx._validation import generate_session_id
 
 __all__ = ["run"]
-
-
-def _runner(make_id: Callable[[], str], clock: Callable[[], int]) -> Runner:
-    def run(n: int) -> int:
-        start = clock()
-        for _ in range(n):
-            make_id()
-        return clock() - start
-
-    return run
 
 
 def _uuid4_str() -> str:
@@ -40,8 +29,8 @@ def run(budget: Budget) -> list[Row]:
         raise RuntimeError(f"generate_session_id() made a non-canonical uuid4: {sample!r}")
     samples = interleave(
         {
-            "generate_session_id()": _runner(generate_session_id, budget.clock),
-            "str(uuid.uuid4())": _runner(_uuid4_str, budget.clock),
+            "generate_session_id()": calls(generate_session_id, budget.clock),
+            "str(uuid.uuid4())": calls(_uuid4_str, budget.clock),
         },
         budget,
     )

@@ -24,7 +24,9 @@ from benchmarks import asgi_inprocess, wsgi_inprocess
 from benchmarks.apps import asgi_app, wsgi_app
 from benchmarks.report import Row, Verdict
 from sessionctx import SessionContext, current_session, current_session_id
+from sessionctx._policy import SCOPE_KEY
 from sessionctx.asgi import SessionIdMiddleware
+from sessionctx.wsgi import SessionIdMiddleware as WsgiSessionIdMiddleware
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -36,7 +38,6 @@ __all__ = ["FLAT_BYTES", "WARMUP", "asgi_growth", "run", "wsgi_growth"]
 FLAT_BYTES = 64 * 1024
 #: Requests served before the first measurement (caches, lazily built objects).
 WARMUP = 1000
-SCOPE_KEY = "sessionctx.session_id"
 
 
 class _Observer:
@@ -137,8 +138,11 @@ def asgi_growth(
     return _row("asgi", requests, growth, grew, observer)
 
 
-def wsgi_growth(requests: int, middleware: Callable[[WSGIApplication], WSGIApplication]) -> Row:
-    """The memory row for ``middleware`` serving WSGI requests."""
+def wsgi_growth(
+    requests: int,
+    middleware: Callable[[WSGIApplication], WSGIApplication] = WsgiSessionIdMiddleware,
+) -> Row:
+    """The memory row for ``middleware`` (default sessionctx's) serving WSGI requests."""
     observer = _Observer()
     app = middleware(observer.wsgi)
     environs = [case.environ() for case in wsgi_inprocess.CASES]
@@ -160,12 +164,4 @@ def wsgi_growth(requests: int, middleware: Callable[[WSGIApplication], WSGIAppli
 
 def run(requests: int) -> list[Row]:
     """One row per interface: traced growth over ``requests`` requests through sessionctx."""
-    rows = [asgi_growth(requests)]
-    middleware = wsgi_inprocess.sessionctx_middleware()
-    if middleware is None:
-        rows.append(
-            Row("memory", "wsgi", "sessionctx", note="skipped: sessionctx.wsgi is not available")
-        )
-    else:
-        rows.append(wsgi_growth(requests, middleware))
-    return rows
+    return [asgi_growth(requests), wsgi_growth(requests)]

@@ -25,9 +25,9 @@ from contextvars import ContextVar
 from starlette.types import ASGIApp
 
 from benchmarks import asgi_inprocess
-from benchmarks.apps import asgi_app
+from benchmarks.apps import VALID_ID, asgi_app
 from benchmarks.floor import AsgiFloorMiddleware, matches_id_rule
-from benchmarks.timing import FULL, QUICK, Budget, Runner, interleave
+from benchmarks.timing import FULL, QUICK, Budget, calls, interleave
 from sessionctx._policy import VALID, SessionPolicy
 from sessionctx._validation import generate_session_id
 from sessionctx.asgi import SessionIdMiddleware
@@ -35,18 +35,8 @@ from sessionctx.session import _plain_context
 
 __all__ = ["main", "pieces", "profiles"]
 
-_SID = asgi_inprocess.VALID_ID.decode("latin-1")
+_SID = VALID_ID
 _var: ContextVar[object] = ContextVar("profile_asgi")
-
-
-def _timed(call: Callable[[], object], clock: Callable[[], int]) -> Runner:
-    def run(n: int) -> int:
-        start = clock()
-        for _ in range(n):
-            call()
-        return clock() - start
-
-    return run
 
 
 def _floor_scan(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -67,7 +57,7 @@ def pieces(budget: Budget) -> dict[str, float]:
     headers = asgi_inprocess.VALID.scope()["headers"]
     policy = SessionPolicy()
     lookup = policy.lookup.lookup_raw
-    calls: dict[str, Callable[[], object]] = {
+    steps: dict[str, Callable[[], object]] = {
         "empty call": lambda: None,
         "sessionctx: HeaderLookup.lookup_raw": lambda: lookup(headers),
         "floor: scan for one name + regex": lambda: _floor_scan(headers),
@@ -78,7 +68,7 @@ def pieces(budget: Budget) -> dict[str, float]:
         "sessionctx: generate_session_id()": generate_session_id,
         "floor: str(uuid.uuid4())": lambda: str(uuid.uuid4()),
     }
-    samples = interleave({name: _timed(call, budget.clock) for name, call in calls.items()}, budget)
+    samples = interleave({name: calls(step, budget.clock) for name, step in steps.items()}, budget)
     empty = statistics.median(samples.pop("empty call"))
     return {name: statistics.median(values) - empty for name, values in samples.items()}
 

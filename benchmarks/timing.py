@@ -14,10 +14,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["FULL", "QUICK", "Budget", "Runner", "interleave"]
+__all__ = ["FULL", "QUICK", "Budget", "Runner", "calls", "interleave"]
 
 #: ``run(n)`` performs ``n`` operations and returns the nanoseconds they took.
 Runner = Callable[[int], int]
+
+
+def calls(fn: Callable[[], object], clock: Callable[[], int]) -> Runner:
+    """A runner that calls ``fn`` once per operation."""
+
+    def run(n: int) -> int:
+        start = clock()
+        for _ in range(n):
+            fn()
+        return clock() - start
+
+    return run
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,17 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from wsgiref.util import FileWrapper
 
-from benchmarks.apps import BODY, wsgi_app
+from benchmarks.apps import BODY, VALID_ID, wsgi_app
 from benchmarks.floor import WsgiFloorMiddleware, matches_id_rule
 from benchmarks.report import Row, Verdict, inprocess_rows
 from benchmarks.timing import Budget, Runner, interleave
+from sessionctx.wsgi import SessionIdMiddleware
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
 
-__all__ = ["CASES", "Case", "check_response", "discard_start", "run", "sessionctx_middleware"]
+__all__ = ["CASES", "Case", "check_response", "discard_start", "run"]
 
-VALID_ID = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
 BARE = "bare app"
 FLOOR = "floor"
 OURS = "sessionctx"
@@ -71,15 +71,6 @@ class Case:
 VALID = Case("header valid", VALID_ID)
 ABSENT = Case("header absent", None)
 CASES = (VALID, ABSENT)
-
-
-def sessionctx_middleware() -> Callable[[WSGIApplication], WSGIApplication] | None:
-    """``sessionctx.wsgi.SessionIdMiddleware``, or ``None`` where it does not exist."""
-    try:
-        from sessionctx.wsgi import SessionIdMiddleware
-    except ImportError:
-        return None
-    return SessionIdMiddleware
 
 
 def _write(data: bytes) -> object:
@@ -141,16 +132,13 @@ def _verdict(case: Case, name: str, added: dict[str, float]) -> Verdict | None:
 
 def run(budget: Budget) -> list[Row]:
     """Rows for every case: bare app, floor and sessionctx."""
-    middleware = sessionctx_middleware()
-    if middleware is None:
-        return [Row("wsgi", "-", OURS, note="skipped: sessionctx.wsgi is not available")]
     rows: list[Row] = []
     for case in CASES:
         environ = case.environ()
         apps: dict[str, WSGIApplication] = {
             BARE: wsgi_app,
             FLOOR: WsgiFloorMiddleware(wsgi_app),
-            OURS: middleware(wsgi_app),
+            OURS: SessionIdMiddleware(wsgi_app),
         }
         for name, app in apps.items():
             check_response(name, case, app)

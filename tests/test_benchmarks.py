@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionctx import set_session_id
 from sessionctx.asgi import SessionIdMiddleware
+from sessionctx.wsgi import SessionIdMiddleware as WsgiSessionIdMiddleware
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -209,11 +210,8 @@ def test_memory_part_fails_a_leaking_middleware(
 
 
 def test_memory_part_fails_a_wsgi_middleware_leaving_its_session_set() -> None:
-    middleware = wsgi_inprocess.sessionctx_middleware()
-    assert middleware is not None
-
     def never_resets(app: WSGIApplication) -> WSGIApplication:
-        inner = middleware(app)
+        inner = WsgiSessionIdMiddleware(app)
 
         def leaking(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
             set_session_id("left-behind")
