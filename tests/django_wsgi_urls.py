@@ -23,6 +23,7 @@ from django.urls import path
 from django.views import View
 
 from sessionctx import current_session_id
+from tests.django_urls import error_view
 
 SCOPE_KEY = "sessionctx.session_id"
 CHUNKS = 4
@@ -70,10 +71,6 @@ def own_header_view(request: HttpRequest) -> HttpResponse:
     response = HttpResponse("set by the view")
     response["X-Session-Id"] = "from-view"
     return response
-
-
-def error_view(request: HttpRequest) -> HttpResponse:
-    raise RuntimeError("unhandled in a Django view")
 
 
 urlpatterns = [

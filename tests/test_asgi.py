@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from sessionctx import (
 )
 from sessionctx._policy import INVALID, MISSING, VALID, SessionPolicy
 from sessionctx.asgi import SessionIdMiddleware
-from tests.support import VisitLog
+from tests.support import VisitLog, assert_session, is_generated
 
 pytestmark = pytest.mark.anyio
 
@@ -77,23 +76,6 @@ def values_of(headers: RawHeaders, name: bytes) -> list[bytes]:
 
 def session_header(messages: list[Message]) -> list[bytes]:
     return values_of(start_headers(messages), HEADER)
-
-
-def is_generated(sid: str) -> bool:
-    """Whether ``sid`` looks like the default generator's output (a v4 uuid string)."""
-    try:
-        parsed = uuid.UUID(sid)
-    except ValueError:
-        return False
-    return str(parsed) == sid and parsed.version == 4
-
-
-def assert_session(sid: str, expected: str | None) -> None:
-    """``expected=None`` stands for a freshly generated id."""
-    if expected is None:
-        assert is_generated(sid), sid
-    else:
-        assert sid == expected
 
 
 @dataclass

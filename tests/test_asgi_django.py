@@ -16,6 +16,7 @@ from django.core.asgi import get_asgi_application
 from django.test import override_settings
 
 from sessionctx.asgi import SessionIdMiddleware
+from tests import django_urls
 from tests.support import ASGIApp, asgi_client, assert_session, configure_django
 
 pytestmark = pytest.mark.anyio
@@ -65,7 +66,7 @@ async def test_django_streaming_chunks_see_the_session(django_asgi: ASGIApp) -> 
     async with asgi_client(SessionIdMiddleware(django_asgi)) as http:
         response = await http.get("/stream/", headers={"X-Session-Id": "djs-1"})
 
-    assert response.text.splitlines() == ["djs-1"] * 5
+    assert response.text.splitlines() == ["djs-1"] * django_urls.CHUNKS
     assert response.headers["x-session-id"] == "djs-1"
 
 

@@ -1,4 +1,4 @@
-"""The examples in the docstrings of the core modules run and hold."""
+"""The examples in the docstrings of the library's modules run and hold."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ MODULES = (
     "sessionctx._validation",
     "sessionctx._headers",
     "sessionctx.log_filters",
+    "sessionctx._policy",
+    "sessionctx.asgi",
+    "sessionctx.wsgi",
+    "sessionctx.context",
+    "sessionctx.integrations.celery",
+    "sessionctx.integrations.httpx",
+    "sessionctx.integrations.opentelemetry",
+    "sessionctx.integrations.requests",
+    "sessionctx.integrations.structlog",
 )
 
 
@@ -28,7 +37,7 @@ def collect() -> list[doctest.DocTest]:
 DOCTESTS = collect()
 
 
-def test_the_core_modules_have_examples() -> None:
+def test_the_modules_have_examples() -> None:
     names = {test.name for test in DOCTESTS}
     for expected in (
         "sessionctx",
@@ -37,6 +46,10 @@ def test_the_core_modules_have_examples() -> None:
         "sessionctx.session.inject_session_headers",
         "sessionctx._headers.extract_session_id",
         "sessionctx._validation.is_valid_session_id",
+        "sessionctx.asgi.SessionIdMiddleware",
+        "sessionctx.wsgi.SessionIdMiddleware",
+        "sessionctx.context.propagated_context",
+        "sessionctx.integrations.structlog.add_session_id",
     ):
         assert expected in names
 

@@ -12,15 +12,10 @@ import requests.structures
 import starlette.datastructures
 import werkzeug.datastructures
 
-from sessionctx import ACCEPTED_HEADER_NAMES, SESSION_HEADER_NAME, extract_session_id
+from sessionctx import ACCEPTED_HEADER_NAMES, extract_session_id
 from sessionctx._headers import INVALID, MISSING, VALID, HeaderLookup
 
 UUID4 = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
-
-
-def test_the_header_names() -> None:
-    assert SESSION_HEADER_NAME == "X-Session-Id"
-    assert ACCEPTED_HEADER_NAMES == ("X-Session-Id", "X-TraceCtrl-Session", "Mirascope-Session-Id")
 
 
 # --------------------------------------------------------------------------- #

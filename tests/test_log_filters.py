@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -14,8 +12,6 @@ import pytest
 
 from sessionctx import session
 from sessionctx.log_filters import SessionIdFilter
-
-SUBPROCESS_TIMEOUT = 60
 
 
 class ListHandler(logging.Handler):
@@ -140,48 +136,3 @@ def test_each_thread_and_task_logs_its_own_session(logger: logging.Logger) -> No
         **{f"task {i}": f"task-{i}" for i in range(3)},
         "main": "-",
     }
-
-
-def test_works_from_dict_config() -> None:
-    # In a child interpreter: dictConfig closes every handler of the process.
-    code = """
-import logging.config, sys
-from sessionctx import session
-logging.config.dictConfig({
-    "version": 1,
-    "filters": {
-        "session_id": {"()": "sessionctx.log_filters.SessionIdFilter"},
-        "custom": {"()": "sessionctx.log_filters.SessionIdFilter", "default": "none"},
-    },
-    "formatters": {"plain": {"format": "%(session_id)s %(message)s"}},
-    "handlers": {
-        "out": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-            "formatter": "plain",
-            "filters": ["session_id"],
-        },
-        "err": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stderr",
-            "formatter": "plain",
-            "filters": ["custom"],
-        },
-    },
-    "root": {"level": "INFO", "handlers": ["out", "err"]},
-})
-log = logging.getLogger("app")
-log.info("outside")
-with session("abc"):
-    log.info("inside")
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["- outside", "abc inside"]
-    assert result.stderr.splitlines() == ["none outside", "abc inside"]

@@ -36,13 +36,10 @@ from sessionctx import (
     set_session_id,
     wrap_context,
 )
+from tests.support import is_generated
 
 FALLBACK_ENV_VAR = "TRACECTRL_SESSION_ID"
 THREAD_TIMEOUT = 10.0
-
-
-def is_uuid4(value: str | None) -> bool:
-    return value is not None and str(uuid.UUID(value)) == value and uuid.UUID(value).version == 4
 
 
 @pytest.fixture
@@ -305,7 +302,7 @@ def test_new_session_generates_a_uuid4_and_sets_it(
     no_env: pytest.MonkeyPatch, restore_session: None
 ) -> None:
     first = new_session()
-    assert is_uuid4(first)
+    assert is_generated(first)
     assert current_session_id() == first
     second = new_session()
     assert second != first
@@ -342,11 +339,11 @@ def test_a_blank_env_var_counts_as_unset(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="sessionctx")
     no_env.setenv(SESSION_ID_ENV_VAR, blank)
-    assert is_uuid4(new_session())
+    assert is_generated(new_session())
     no_env.setenv(FALLBACK_ENV_VAR, "fallback")
     assert new_session() == "fallback"
     no_env.setenv(FALLBACK_ENV_VAR, blank)
-    assert is_uuid4(new_session())
+    assert is_generated(new_session())
     assert caplog.records == []
 
 
@@ -365,8 +362,8 @@ def test_an_invalid_env_var_is_ignored_with_one_warning(
     first = new_session()
     second = new_session()
 
-    assert is_uuid4(first)
-    assert is_uuid4(second)
+    assert is_generated(first)
+    assert is_generated(second)
     assert first != second
     warnings = [r for r in caplog.records if r.name == "sessionctx"]
     assert len(warnings) == 1
@@ -390,17 +387,12 @@ def test_an_env_var_value_is_not_stripped(
     no_env: pytest.MonkeyPatch, restore_session: None
 ) -> None:
     no_env.setenv(SESSION_ID_ENV_VAR, f" padded-{uuid.uuid4()} ")
-    assert is_uuid4(new_session())
+    assert is_generated(new_session())
 
 
 # --------------------------------------------------------------------------- #
 # set_session_id / reset_session / current_session
 # --------------------------------------------------------------------------- #
-
-
-def test_nothing_is_active_by_default() -> None:
-    assert current_session() is None
-    assert current_session_id() is None
 
 
 def test_set_session_id_and_reset_session() -> None:
@@ -493,7 +485,7 @@ def test_session_without_id_generates_a_fresh_id_per_entry_and_ignores_the_env_v
             seen.append(ctx.id)
     with session(id=None) as ctx:
         seen.append(ctx.id)
-    assert all(is_uuid4(sid) for sid in seen)
+    assert all(is_generated(sid) for sid in seen)
     assert len(set(seen)) == len(seen)
     assert "fixed-session-for-testing" not in seen
 
@@ -663,7 +655,7 @@ def test_sync_decorator_gives_each_call_its_own_session() -> None:
     results = [job(1, y=2) for _ in range(3)]
     contexts = [ctx for _, ctx in results]
     assert [value for value, _ in results] == [3, 3, 3]
-    assert all(ctx is not None and is_uuid4(ctx.id) for ctx in contexts)
+    assert all(ctx is not None and is_generated(ctx.id) for ctx in contexts)
     assert all(ctx is not None and ctx.attributes == {"job": "report"} for ctx in contexts)
     assert len({ctx.id for ctx in contexts if ctx is not None}) == 3
     assert current_session() is None
@@ -705,7 +697,7 @@ async def test_async_decorator_gives_each_concurrent_call_its_own_session() -> N
     ids = set()
     for _, seen in results:
         assert len(set(seen)) == 1, seen
-        assert is_uuid4(seen[0])
+        assert is_generated(seen[0])
         ids.add(seen[0])
     assert len(ids) == 5
     assert "outer" not in ids

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import doctest
 import io
 import sys
 import threading
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
@@ -19,10 +17,9 @@ from wsgiref.validate import validator as wsgi_validator
 import pytest
 from werkzeug.test import Client
 
-import sessionctx.wsgi
 from sessionctx import SessionContext, current_session, current_session_id, session
 from sessionctx.wsgi import SessionIdMiddleware
-from tests.support import VisitLog
+from tests.support import VisitLog, assert_session, is_generated
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -43,24 +40,6 @@ def make_environ(headers: Mapping[str, str] | None = None, path: str = "/") -> d
     for name, value in (headers or {}).items():
         environ["HTTP_" + name.upper().replace("-", "_")] = value
     return environ
-
-
-def is_generated(sid: str) -> bool:
-    """Whether ``sid`` looks like the default generator's output (a v4 uuid string)."""
-    try:
-        parsed = uuid.UUID(sid)
-    except ValueError:
-        return False
-    return str(parsed) == sid and parsed.version == 4
-
-
-def assert_session(sid: str | None, expected: str | None) -> None:
-    """``expected=None`` stands for a freshly generated id."""
-    assert sid is not None
-    if expected is None:
-        assert is_generated(sid), sid
-    else:
-        assert sid == expected
 
 
 def values_of(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
@@ -1153,15 +1132,3 @@ def test_wsgiref_validator_on_both_sides_of_a_handled_error() -> None:
 
     assert server.status == "500 Internal Server Error"
     assert server.session_header()
-
-
-def test_the_docstring_examples_run() -> None:
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner()
-    tests = [t for t in finder.find(sessionctx.wsgi) if t.examples]
-    report: list[str] = []
-    for test in tests:
-        runner.run(test, out=report.append)
-
-    assert tests
-    assert runner.failures == 0, "".join(report)

@@ -19,7 +19,7 @@ import os
 import random
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -29,6 +29,7 @@ import anyio.to_thread
 from sessionctx import current_session_id
 from sessionctx.asgi import SessionIdMiddleware
 from tests.reliability.applog import configure_from_env, log_request
+from tests.reliability.probe import AppFault, ProbeState
 
 __all__ = ["CANCEL_AFTER", "STREAM_CHUNK", "Probe", "app", "endpoints"]
 
@@ -43,22 +44,6 @@ SCOPE_KEY = "sessionctx.session_id"
 CANCEL_AFTER = 0.05
 #: Large enough that a vanished client makes the server notice within a few chunks.
 STREAM_CHUNK = b"x" * 65_536
-
-
-class AppFault(Exception):
-    """Raised on purpose by a fault endpoint."""
-
-
-@dataclass
-class ProbeState:
-    pid: int
-    #: The thread that served the latest request other than ``/probe``.
-    request_thread: int = 0
-    requests: int = 0
-    in_flight: int = 0
-    dirty_entries: int = 0
-    dirty_exits: int = 0
-    last_dirty: str | None = None
 
 
 async def _send_body(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:

@@ -27,13 +27,14 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from sessionctx import ContextThreadPoolExecutor, current_session_id
 from sessionctx.wsgi import SessionIdMiddleware
 from tests.reliability.applog import configure_from_env, log_request
+from tests.reliability.probe import AppFault, ProbeState
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -45,22 +46,6 @@ STREAM_CHUNK = b"x" * 65_536
 _JSON = ("Content-Type", "application/json")
 _STREAM = ("Content-Type", "application/octet-stream")
 _EXECUTOR = ContextThreadPoolExecutor(max_workers=4, thread_name_prefix="reliability")
-
-
-class AppFault(Exception):
-    """Raised on purpose by a fault endpoint."""
-
-
-@dataclass
-class ProbeState:
-    pid: int
-    #: The thread that served the latest request other than ``/probe``.
-    request_thread: int = 0
-    requests: int = 0
-    in_flight: int = 0
-    dirty_entries: int = 0
-    dirty_exits: int = 0
-    last_dirty: str | None = None
 
 
 class Probe:

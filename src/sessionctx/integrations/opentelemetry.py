@@ -54,9 +54,11 @@ class SessionSpanProcessor(SpanProcessor):
     off). Spans started with no session active get no attribute; for them the
     processor costs one ``ContextVar`` read.
 
+    >>> from opentelemetry.sdk.trace import TracerProvider
+    >>> provider = TracerProvider()
     >>> provider.add_span_processor(
     ...     SessionSpanProcessor(attribute_names=("session.id", "tracectrl.session_id"))
-    ... )  # doctest: +SKIP
+    ... )
     """
 
     def __init__(
