@@ -17,25 +17,22 @@ import importlib.util
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+
+from tests.support import HOST, free_port, server_process
 
 from benchmarks.apps import BODY, VALID_ID
 from benchmarks.report import Row, Verdict
 
 __all__ = ["FULL", "QUICK", "Load", "run"]
 
-HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 #: SPEC.md section 7: uvicorn throughput loss at most this many percent.
 MAX_LOSS = 5.0
@@ -97,13 +94,6 @@ def _gunicorn() -> Server:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _pinning() -> tuple[list[str], list[str], str]:
     """``taskset`` prefixes for the server and for ``wrk``, and a note when unpinned."""
     taskset = shutil.which("taskset")
@@ -116,46 +106,13 @@ def _pinning() -> tuple[list[str], list[str], str]:
 @contextmanager
 def _serving(argv: list[str], name: str) -> Iterator[int]:
     """Run ``argv`` (with ``{port}`` filled in) until the block ends; yield the port."""
-    port = _free_port()
+    port = free_port()
     path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            [a.replace("{port}", str(port)) for a in argv],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: gunicorn's worker goes with it
-        )
-        try:
-            _wait_listening(port, proc, log, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / f"{name}.out"
+        with server_process([a.replace("{port}", str(port)) for a in argv], port, output, env=env):
             yield port
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=15)
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: IO[bytes], name: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            log.seek(0)
-            output = log.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"{name} exited with {proc.returncode}: {output}")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} not listening on {HOST}:{port} after 30 s") from None
-            time.sleep(0.1)
 
 
 def _check(port: int, name: str, wrapped: bool) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
@@ -15,6 +20,7 @@ import httpx
 from sessionctx import SessionContext
 
 HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 ASGIApp = Callable[
     [
@@ -45,6 +51,59 @@ def wait_until_listening(port: int, timeout: float = 15.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listening on {HOST}:{port} after {timeout}s") from None
             time.sleep(0.05)
+
+
+@contextmanager
+def server_process(
+    argv: Sequence[str],
+    port: int,
+    output: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` from the repository root, its output going to ``output``, until the
+    block ends; the block starts once it listens on ``port``.
+
+    Raises with the server's output if it exits first or does not listen within
+    ``timeout`` seconds. Its process group is stopped with SIGTERM, then SIGKILL after
+    15 seconds.
+    """
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=REPO_ROOT,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: worker processes go with it
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv} exited with {proc.returncode}:\n{_tail(output)}")
+            try:
+                wait_until_listening(port, timeout=0.5)
+                break
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{argv} did not listen on {port}:\n{_tail(output)}"
+                    ) from None
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")[-4_000:]
 
 
 def send_json(handler: BaseHTTPRequestHandler, value: object) -> None:

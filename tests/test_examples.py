@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from sessionctx import SESSION_HEADER_NAME, is_valid_session_id
-from tests.support import HOST, free_port
+from tests.support import HOST, REPO_ROOT, free_port, server_process
 
-ROOT = Path(__file__).resolve().parents[1]
 HEADER = SESSION_HEADER_NAME
 
 
@@ -31,39 +26,12 @@ def run_example(*args: str, timeout: float = 60.0) -> subprocess.CompletedProces
     """``python <args>`` from the repository root, as the examples' docstrings run them."""
     return subprocess.run(
         [sys.executable, *args],
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-
-
-@contextmanager
-def serving(command: list[str], port: int, log: Path) -> Iterator[str]:
-    """Run a server command from the repository root until the block exits."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30.0
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"{command} exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                with socket.create_connection((HOST, port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{command} did not listen on {port}:\n{log.read_text()}")
-                time.sleep(0.1)
-        yield f"http://{HOST}:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -176,8 +144,8 @@ def test_django_example(args: list[str], path: str, sent: str | None, tmp_path: 
     port = free_port()
     command = [sys.executable, *(a.format(addr=f"{HOST}:{port}", port=port) for a in args)]
     log = tmp_path / "server.log"
-    with serving(command, port, log) as url:
-        response = get(url + path, headers={HEADER: sent} if sent else None)
+    with server_process(command, port, log):
+        response = get(f"http://{HOST}:{port}{path}", headers={HEADER: sent} if sent else None)
         assert_session(response, sent)
     sid = response.headers[HEADER]
     assert f"session={sid} whoami" in log.read_text()

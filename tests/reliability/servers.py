@@ -7,10 +7,7 @@ then SIGKILL) when the ``with`` block ends, whatever happens inside it.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -19,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.applog import LOG_DIR_ENV
-from tests.support import HOST, free_port, wait_until_listening
+from tests.support import HOST, free_port, server_process
 
 __all__ = [
     "ASGI_FAULT_SERVERS",
@@ -32,7 +29,6 @@ __all__ = [
     "server_pool",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ASGI_APP = "tests.reliability.asgi_app:app"
 WSGI_APP = "tests.reliability.wsgi_app:app"
 
@@ -114,10 +110,6 @@ class RunningServer:
     output: Path
 
 
-def _output_tail(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")[-4_000:]
-
-
 @contextmanager
 def serve(name: str, command: ServerCommand, work_dir: Path) -> Iterator[RunningServer]:
     """Run ``python <command(port)>`` until the block ends."""
@@ -126,29 +118,8 @@ def serve(name: str, command: ServerCommand, work_dir: Path) -> Iterator[Running
     log_dir.mkdir(parents=True, exist_ok=True)
     output = work_dir / f"{name}.out"
     env = {**os.environ, LOG_DIR_ENV: str(log_dir), "PYTHONUNBUFFERED": "1"}
-    with output.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, *command(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited early:\n{_output_tail(output)}")
-                try:
-                    wait_until_listening(port, timeout=0.5)
-                    break
-                except TimeoutError:
-                    if time.monotonic() > deadline:
-                        raise
-            yield RunningServer(name, f"http://{HOST}:{port}", f"{HOST}:{port}", log_dir, output)
-        finally:
-            _stop(proc)
+    with server_process([sys.executable, *command(port)], port, output, env=env):
+        yield RunningServer(name, f"http://{HOST}:{port}", f"{HOST}:{port}", log_dir, output)
 
 
 @contextmanager
@@ -166,13 +137,3 @@ def server_pool(
             return running[name]
 
         yield get
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -20,17 +18,16 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tests.servers import wsgi_server
-from tests.support import HOST, free_port, wait_until_listening
+from tests.support import HOST, free_port, server_process
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = 200
 CLIENT_THREADS = 32
 STREAM_CHUNKS = 6
@@ -59,40 +56,16 @@ def werkzeug_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def gunicorn_port() -> Iterator[int]:
+def gunicorn_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
     command = [
         *(sys.executable, "-m", "gunicorn", "tests.servers.wsgi_server:app"),
         *("--bind", f"{HOST}:{port}", "--worker-class", "gthread", "--workers", "1"),
         *("--threads", "8", "--graceful-timeout", "2", "--log-level", "warning"),
     ]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=log)
-        try:
-            _wait_for(process, port, log)
-            yield port
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
-def _wait_for(process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
-    """Wait until gunicorn listens; fail with its log if it exits first."""
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log.read().decode()}")
-        try:
-            wait_until_listening(port, timeout=0.5)
-            return
-        except TimeoutError:
-            if time.monotonic() > deadline:
-                raise
+    output = tmp_path_factory.mktemp("gunicorn") / "gunicorn.out"
+    with server_process(command, port, output):
+        yield port
 
 
 @dataclass(frozen=True)
