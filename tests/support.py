@@ -6,7 +6,9 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -104,6 +106,22 @@ def server_process(
 
 def _tail(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace")[-4_000:]
+
+
+@contextmanager
+def serving_in_thread(server: socketserver.TCPServer) -> Iterator[int]:
+    """Serve ``server`` (bound to ``HOST``) from a daemon thread until the block ends;
+    yield its port."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    )
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def send_json(handler: BaseHTTPRequestHandler, value: object) -> None:

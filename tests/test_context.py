@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,9 +22,6 @@ from opentelemetry.propagators.textmap import (
     default_getter,
     default_setter,
 )
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -33,31 +29,20 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import tests.tracing
 from sessionctx import current_session, current_session_id, new_session, session
 from sessionctx.asgi import SessionIdMiddleware
 from sessionctx.context import extract_trace_headers, inject_trace_headers, propagated_context
 from sessionctx.integrations.httpx import AsyncSessionTransport
-from sessionctx.integrations.opentelemetry import SessionSpanProcessor
-from tests.support import HOST, send_json
+from tests.support import HOST, send_json, serving_in_thread
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN_ID = 0xB7AD6B7169203331
 TRACEPARENT = f"00-{TRACE_ID:032x}-{SPAN_ID:016x}-01"
 
 
-class Tracing:
-    """A tracer of its own provider (the global one is left alone) and what it exported."""
-
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SessionSpanProcessor())
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.tracer = self.provider.get_tracer("tests.test_context")
-
-    def span(self, name: str) -> ReadableSpan:
-        (found,) = [s for s in self.exporter.get_finished_spans() if s.name == name]
-        return found
+class Tracing(tests.tracing.Tracing):
+    """The shared test tracer, and what the two-agent tests check of it."""
 
     def assert_b_continues_a(self, sid: str) -> int:
         """Agent B's span is a child of Agent A's, both carry ``sid``; returns the trace id."""
@@ -486,15 +471,8 @@ class AgentBHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def agent_b_url(tracing: Tracing) -> Iterator[str]:
-    server = AgentBServer(tracing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{HOST}:{server.server_address[1]}/run"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving_in_thread(AgentBServer(tracing)) as port:
+        yield f"http://{HOST}:{port}/run"
 
 
 def test_tracectrl_multi_agent_example(

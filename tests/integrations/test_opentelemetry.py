@@ -4,39 +4,23 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sessionctx import ContextThreadPoolExecutor, session
 from sessionctx.integrations.opentelemetry import SessionSpanProcessor
-
-
-class Recorder:
-    def __init__(self, processor: SessionSpanProcessor) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(processor)
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.tracer = self.provider.get_tracer("tests.integrations.test_opentelemetry")
-
-    def attributes(self, name: str) -> dict[str, object]:
-        spans: Sequence[ReadableSpan] = self.exporter.get_finished_spans()
-        (span,) = [s for s in spans if s.name == name]
-        return dict(span.attributes or {})
+from tests.tracing import Tracing
 
 
 @pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    r = Recorder(SessionSpanProcessor())
+def recorder() -> Iterator[Tracing]:
+    r = Tracing(SessionSpanProcessor())
     yield r
     r.provider.shutdown()
 
 
-def test_spans_in_a_session_carry_its_id_and_attributes(recorder: Recorder) -> None:
+def test_spans_in_a_session_carry_its_id_and_attributes(recorder: Tracing) -> None:
     attributes = {"user": "u1", "plan": {"tier": "pro", "seats": [1, 2]}}
     tracer = recorder.tracer
     with (
@@ -52,19 +36,19 @@ def test_spans_in_a_session_carry_its_id_and_attributes(recorder: Recorder) -> N
         assert json.loads(str(got["session.attributes"])) == attributes
 
 
-def test_a_session_without_attributes_sets_only_the_id(recorder: Recorder) -> None:
+def test_a_session_without_attributes_sets_only_the_id(recorder: Tracing) -> None:
     with session("sess-1"), recorder.tracer.start_as_current_span("span"):
         pass
     assert recorder.attributes("span") == {"session.id": "sess-1"}
 
 
-def test_spans_outside_a_session_get_nothing(recorder: Recorder) -> None:
+def test_spans_outside_a_session_get_nothing(recorder: Tracing) -> None:
     with recorder.tracer.start_as_current_span("span", attributes={"k": "v"}):
         pass
     assert recorder.attributes("span") == {"k": "v"}
 
 
-def test_the_session_is_read_when_each_span_starts(recorder: Recorder) -> None:
+def test_the_session_is_read_when_each_span_starts(recorder: Tracing) -> None:
     with recorder.tracer.start_as_current_span("parent"):
         with session("one"), recorder.tracer.start_as_current_span("first"):
             pass
@@ -76,7 +60,7 @@ def test_the_session_is_read_when_each_span_starts(recorder: Recorder) -> None:
 
 
 def test_spans_in_threads_see_the_session_only_through_a_context_copy(
-    recorder: Recorder,
+    recorder: Tracing,
 ) -> None:
     def work(name: str) -> None:
         with recorder.tracer.start_as_current_span(name):
@@ -97,7 +81,7 @@ def test_alias_names_and_a_custom_attributes_key() -> None:
         attribute_names=("session.id", "tracectrl.session_id", "mirascope.session.id"),
         attributes_key="app.session",
     )
-    recorder = Recorder(processor)
+    recorder = Tracing(processor)
     with session("sess-1", {"a": 1}), recorder.tracer.start_as_current_span("span"):
         pass
     assert recorder.attributes("span") == {
@@ -109,7 +93,7 @@ def test_alias_names_and_a_custom_attributes_key() -> None:
 
 
 def test_attributes_key_none_leaves_the_attributes_out() -> None:
-    recorder = Recorder(SessionSpanProcessor(attributes_key=None))
+    recorder = Tracing(SessionSpanProcessor(attributes_key=None))
     with session("sess-1", {"a": 1}), recorder.tracer.start_as_current_span("span"):
         pass
     assert recorder.attributes("span") == {"session.id": "sess-1"}

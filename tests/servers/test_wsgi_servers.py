@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tests.servers import wsgi_server
-from tests.support import HOST, free_port, server_process
+from tests.support import HOST, free_port, server_process, serving_in_thread
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
 
@@ -43,16 +42,8 @@ class QuietHandler(WSGIRequestHandler):
 @pytest.fixture(scope="module")
 def werkzeug_port() -> Iterator[int]:
     server = make_server(HOST, 0, wsgi_server.app, threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="werkzeug", daemon=True
-    )
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving_in_thread(server) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
