@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,14 +17,10 @@ from sessionctx import (
 )
 from sessionctx._policy import INVALID, MISSING, VALID, SessionPolicy
 from sessionctx.asgi import SessionIdMiddleware
-from tests.support import VisitLog, assert_session, is_generated
+from tests.support import Message, Receive, Scope, Send, VisitLog, assert_session, is_generated
 
 pytestmark = pytest.mark.anyio
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 RawHeaders = list[tuple[bytes, bytes]]
 
 SCOPE_KEY = "sessionctx.session_id"

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sessionctx import SESSION_HEADER_NAME, is_valid_session_id
-from tests.support import HOST, REPO_ROOT, free_port, server_process
+from tests.support import HOST, REPO_ROOT, asgi_client, free_port, server_process
 
 HEADER = SESSION_HEADER_NAME
 
@@ -68,8 +68,7 @@ async def test_fastapi_example(path: str, sent: str | None) -> None:
     from examples.fastapi_app import app
 
     headers = {HEADER: sent} if sent else {}
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+    async with asgi_client(app) as client:
         assert_session(await client.get(path, headers=headers), sent)
 
 
@@ -77,8 +76,7 @@ async def test_fastapi_example(path: str, sent: str | None) -> None:
 async def test_starlette_example_answers_with_the_session() -> None:
     from examples.starlette_app import app
 
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+    async with asgi_client(app) as client:
         assert_session(await client.get("/whoami", headers={HEADER: "abc"}), "abc")
 
 
@@ -86,8 +84,7 @@ async def test_starlette_example_answers_with_the_session() -> None:
 async def test_starlette_example_keeps_the_header_on_a_500() -> None:
     from examples.starlette_app import app
 
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+    async with asgi_client(app) as client:
         response = await client.get("/boom", headers={HEADER: "abc"})
     assert response.status_code == 500
     assert response.headers[HEADER] == "abc"

@@ -18,9 +18,7 @@ import json
 import os
 import random
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict
-from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
@@ -30,14 +28,10 @@ from sessionctx import current_session_id
 from sessionctx.asgi import SessionIdMiddleware
 from tests.reliability.applog import configure_from_env, log_request
 from tests.reliability.probe import AppFault, ProbeState
+from tests.support import ASGIApp, Receive, Scope, Send
 
 __all__ = ["CANCEL_AFTER", "STREAM_CHUNK", "Probe", "app", "endpoints"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY = "sessionctx.session_id"
 #: Seconds after which the probe cancels a ``/fault/cancel`` request.

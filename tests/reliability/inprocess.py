@@ -8,9 +8,11 @@ middleware leaves behind would be visible to the caller right away.
 from __future__ import annotations
 
 import io
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from tests.support import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "ASGIApp",
@@ -23,15 +25,13 @@ __all__ = [
     "WsgiReply",
     "call_asgi",
     "call_wsgi",
+    "environ_key",
     "http_scope",
+    "receive_request",
+    "run_to_end",
     "wsgi_environ",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
@@ -69,8 +69,24 @@ def http_scope(headers: Any = None, *, path: str = "/") -> dict[str, Any]:
     return scope
 
 
-async def _receive() -> Message:
+def environ_key(name: str) -> str:
+    """The WSGI ``environ`` key of request header ``name``."""
+    return "HTTP_" + name.upper().replace("-", "_")
+
+
+async def receive_request() -> Message:
+    """An ASGI ``receive``: a request without a body."""
     return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def run_to_end(coroutine: Any) -> None:
+    """Run an ASGI call that never waits on anything, in the current context."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise AssertionError("the ASGI app waited on something; in-process apps must not")
 
 
 def call_asgi(app: ASGIApp, scope: Scope) -> AsgiReply:
@@ -80,13 +96,8 @@ def call_asgi(app: ASGIApp, scope: Scope) -> AsgiReply:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    coroutine = app(scope, _receive, send)
-    try:
-        coroutine.send(None)  # type: ignore[attr-defined]
-    except StopIteration:
-        return AsgiReply(sent)
-    coroutine.close()  # type: ignore[attr-defined]
-    raise AssertionError("the ASGI app waited on something; in-process apps must not")
+    run_to_end(app(scope, receive_request, send))
+    return AsgiReply(sent)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from tests.reliability.inprocess import (
     Send,
     WSGIApp,
     http_scope,
+    receive_request,
     wsgi_environ,
 )
 from tests.reliability.servers import (
@@ -171,10 +172,6 @@ async def test_fault_leaves_the_worker_clean(
 # --------------------------------------------------------------------------- #
 
 
-async def _receive() -> Message:
-    return {"type": "http.request", "body": b""}
-
-
 async def _discard(message: Message) -> None:
     pass
 
@@ -214,7 +211,7 @@ async def test_asgi_fault_restores_the_callers_session(
     async def request() -> None:
         with session("outer"):
             try:
-                await middleware(scope, _receive, _discard)
+                await middleware(scope, receive_request, _discard)
             finally:
                 after.append(current_session_id())
 

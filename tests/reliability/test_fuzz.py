@@ -29,6 +29,7 @@ from tests.reliability.inprocess import (
     Send,
     call_asgi,
     call_wsgi,
+    environ_key,
     http_scope,
     wsgi_environ,
 )
@@ -188,10 +189,6 @@ def test_asgi_any_raw_headers_give_one_valid_session_header(
 # --------------------------------------------------------------------------- #
 # WSGI: environ strings
 # --------------------------------------------------------------------------- #
-
-
-def environ_key(name: str) -> str:
-    return "HTTP_" + name.upper().replace("-", "_")
 
 
 _environ_headers = st.dictionaries(

@@ -19,7 +19,16 @@ from sessionctx import SessionContext, current_session_id
 from sessionctx.asgi import SessionIdMiddleware as AsgiSessionIdMiddleware
 from sessionctx.wsgi import SessionIdMiddleware as WsgiSessionIdMiddleware
 from tests.reliability.figures import FIGURES, LeakRun
-from tests.reliability.inprocess import Message, Receive, Scope, Send, http_scope, wsgi_environ
+from tests.reliability.inprocess import (
+    Message,
+    Receive,
+    Scope,
+    Send,
+    environ_key,
+    http_scope,
+    run_to_end,
+    wsgi_environ,
+)
 from tests.reliability.sizes import SIZES
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(SIZES.test_timeout)]
@@ -73,15 +82,6 @@ def middleware_for(i: int) -> int:
     return 1 if i % 4 == 3 else 0
 
 
-def _finish(coroutine: Any) -> None:
-    try:
-        coroutine.send(None)
-    except StopIteration:
-        return
-    coroutine.close()
-    raise AssertionError("the ASGI app waited on something; it must not")
-
-
 def asgi_driver() -> Callable[[int], bool]:
     """One request per call, with as little driver work as possible: tracemalloc
     slows every allocation down, the driver's included."""
@@ -105,7 +105,7 @@ def asgi_driver() -> Callable[[int], bool]:
         header = inbound(i)
         scope = template.copy()
         scope["headers"] = [] if header is None else [(header[0].encode(), header[1].encode())]
-        _finish(middlewares[middleware_for(i)](scope, receive, send))
+        run_to_end(middlewares[middleware_for(i)](scope, receive, send))
         return results.pop()
 
     return one
@@ -128,7 +128,7 @@ def wsgi_driver() -> Callable[[int], bool]:
         header = inbound(i)
         environ = template.copy()
         if header is not None:
-            environ["HTTP_" + header[0].upper().replace("-", "_")] = header[1]
+            environ[environ_key(header[0])] = header[1]
         body = middlewares[middleware_for(i)](environ, start_response)
         try:
             return b"".join(body) == b"ok"

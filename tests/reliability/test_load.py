@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import string
 import time
 import uuid
 from collections import Counter
@@ -29,10 +28,10 @@ from tests.reliability.keepalive import KeepAliveConnection, Reply
 from tests.reliability.oracle import follows_id_rule
 from tests.reliability.servers import LOAD_SERVERS, serve
 from tests.reliability.sizes import SIZES
+from tests.reliability.strategies import ID_CHARS
 
 pytestmark = [pytest.mark.reliability, pytest.mark.server, pytest.mark.timeout(SIZES.test_timeout)]
 
-ID_ALPHABET = "".join(c for c in string.printable if follows_id_rule(c))
 #: Reads of the session id each ``/load`` response reports.
 READS_PER_REQUEST = 5
 
@@ -52,7 +51,7 @@ def _random_id(rng: random.Random, key: str) -> str:
     if rng.random() < 0.5:
         return str(uuid.UUID(int=rng.getrandbits(128), version=4))
     length = rng.randint(1, 200 - len(key) - 1)
-    return f"{key}-" + "".join(rng.choices(ID_ALPHABET, k=length))
+    return f"{key}-" + "".join(rng.choices(ID_CHARS, k=length))
 
 
 def plan_requests(run: str, count: int, seed: int) -> Iterator[PlannedRequest]:

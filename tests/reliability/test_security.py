@@ -25,6 +25,7 @@ from tests.reliability.inprocess import (
     Send,
     call_asgi,
     call_wsgi,
+    environ_key,
     http_scope,
     wsgi_environ,
 )
@@ -112,7 +113,7 @@ def wsgi_exchange(name: str, value: str, **options: Any) -> tuple[list[tuple[str
         return [b"ok"]
 
     middleware = WsgiSessionIdMiddleware(app, **options)
-    key = "HTTP_" + name.upper().replace("-", "_")
+    key = environ_key(name)
     reply = call_wsgi(middleware, wsgi_environ({key: value}))
     return reply.headers, reply.body
 
@@ -217,7 +218,7 @@ def test_wsgi_untrusted_ids_are_never_used(values: dict[str, str]) -> None:
         return []
 
     middleware = WsgiSessionIdMiddleware(app, trust_incoming=False)
-    environ = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in values.items()}
+    environ = {environ_key(k): v for k, v in values.items()}
     echoed = call_wsgi(middleware, wsgi_environ(environ)).header_values("x-session-id")
     assert len(echoed) == 1
     assert seen == echoed

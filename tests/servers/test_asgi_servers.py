@@ -11,9 +11,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import pytest
@@ -23,13 +22,10 @@ from websockets.exceptions import InvalidStatus
 from sessionctx import SessionContext, current_session, current_session_id
 from sessionctx.asgi import SessionIdMiddleware
 from tests.servers.asgi_server import SERVERS, serving
+from tests.support import Receive, Scope, Send
 
 pytestmark = [pytest.mark.server, pytest.mark.anyio, pytest.mark.timeout(90)]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 SCOPE_KEY = "sessionctx.session_id"
 CONCURRENT = 300
