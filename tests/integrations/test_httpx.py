@@ -10,6 +10,7 @@ import pytest
 
 from sessionctx import session
 from sessionctx.integrations.httpx import AsyncSessionTransport, SessionTransport
+from tests.integrations.outgoing import EXPLICIT_HEADERS, SESSION_NAMES
 
 
 def echo(request: httpx.Request) -> httpx.Response:
@@ -18,7 +19,7 @@ def echo(request: httpx.Request) -> httpx.Response:
         200,
         json={
             name: request.headers.get_list(name)
-            for name in ("x-session-id", "x-tracectrl-session", "mirascope-session-id")
+            for name in SESSION_NAMES
             if name in request.headers
         },
     )
@@ -30,20 +31,6 @@ def sync_client() -> httpx.Client:
 
 def async_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=AsyncSessionTransport(httpx.MockTransport(echo)))
-
-
-EXPLICIT_HEADERS = [
-    pytest.param({"X-Session-Id": "explicit"}, {"x-session-id": ["explicit"]}, id="same-name"),
-    pytest.param({"x-session-id": "explicit"}, {"x-session-id": ["explicit"]}, id="lower-case"),
-    pytest.param(
-        {"X-TraceCtrl-Session": "explicit"}, {"x-tracectrl-session": ["explicit"]}, id="other-name"
-    ),
-    pytest.param(
-        {"Mirascope-Session-Id": "explicit"},
-        {"mirascope-session-id": ["explicit"]},
-        id="lowest-priority-name",
-    ),
-]
 
 
 def test_sync_requests_in_a_session_carry_its_id() -> None:

@@ -12,11 +12,10 @@ from requests.adapters import HTTPAdapter
 
 from sessionctx import ContextThreadPoolExecutor, session
 from sessionctx.integrations.requests import SessionIdAdapter, instrument_session
+from tests.integrations.outgoing import EXPLICIT_HEADERS, SESSION_NAMES
 from tests.support import HOST, send_json, serving_in_thread
 
 pytestmark = pytest.mark.server
-
-SESSION_NAMES = ("x-session-id", "x-tracectrl-session", "mirascope-session-id")
 
 
 class EchoHandler(BaseHTTPRequestHandler):
@@ -56,23 +55,7 @@ def test_requests_in_a_session_carry_its_id(http: requests.Session, url: str) ->
     assert outside == {}
 
 
-@pytest.mark.parametrize(
-    ("headers", "received"),
-    [
-        pytest.param({"X-Session-Id": "explicit"}, {"x-session-id": ["explicit"]}, id="same-name"),
-        pytest.param({"x-session-id": "explicit"}, {"x-session-id": ["explicit"]}, id="lower-case"),
-        pytest.param(
-            {"X-TraceCtrl-Session": "explicit"},
-            {"x-tracectrl-session": ["explicit"]},
-            id="other-name",
-        ),
-        pytest.param(
-            {"Mirascope-Session-Id": "explicit"},
-            {"mirascope-session-id": ["explicit"]},
-            id="lowest-priority-name",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("headers", "received"), EXPLICIT_HEADERS)
 def test_explicit_header_wins(
     http: requests.Session, url: str, headers: dict[str, str], received: dict[str, object]
 ) -> None:

@@ -17,6 +17,7 @@ from sessionctx import current_session_id
 from sessionctx.asgi import SessionIdMiddleware as AsgiSessionIdMiddleware
 from sessionctx.log_filters import SessionIdFilter
 from sessionctx.wsgi import SessionIdMiddleware as WsgiSessionIdMiddleware
+from tests.integrations.outgoing import SESSION_NAMES
 from tests.reliability.applog import APP_LOGGER
 from tests.reliability.figures import FIGURES
 from tests.reliability.inprocess import (
@@ -38,7 +39,6 @@ pytestmark = [pytest.mark.reliability, pytest.mark.timeout(SIZES.test_timeout)]
 
 SCOPE_KEY = "sessionctx.session_id"
 FORBIDDEN = ("\r", "\n", "\x00")
-SESSION_NAMES = ("x-session-id", "x-tracectrl-session", "mirascope-session-id")
 
 ATTACKS = [
     pytest.param("abc\r\nSet-Cookie: stolen=1", id="crlf-injects-a-header"),
