@@ -44,10 +44,13 @@ async def call(
     app: Callable[[Scope, Receive, Send], Awaitable[None]],
     scope: Scope,
     inbound: Iterable[Message] = ({"type": "http.request"},),
+    sent: list[Message] | None = None,
 ) -> list[Message]:
-    """Run ``app`` once; return every message it sent."""
+    """Run ``app`` once; return every message it sent (also collected in ``sent``,
+    which keeps them when the app raises)."""
     pending = list(inbound)
-    sent: list[Message] = []
+    if sent is None:
+        sent = []
 
     async def receive() -> Message:
         return pending.pop(0) if pending else {"type": "http.disconnect"}
@@ -832,17 +835,10 @@ async def failing_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def test_handle_errors_sends_a_500_with_the_header_then_reraises() -> None:
     sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
     middleware = SessionIdMiddleware(failing_app, handle_errors=True)
 
     with pytest.raises(Boom):
-        await middleware(http_scope([(HEADER, b"abc")]), receive, send)
+        await call(middleware, http_scope([(HEADER, b"abc")]), sent=sent)
 
     assert sent[0]["status"] == 500
     assert values_of(sent[0]["headers"], HEADER) == [b"abc"]
@@ -855,14 +851,8 @@ async def test_handle_errors_sends_a_500_with_the_header_then_reraises() -> None
 async def test_without_handle_errors_nothing_is_sent_on_error() -> None:
     sent: list[Message] = []
 
-    async def receive() -> Message:
-        return {"type": "http.request"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
     with pytest.raises(Boom):
-        await SessionIdMiddleware(failing_app)(http_scope([]), receive, send)
+        await call(SessionIdMiddleware(failing_app), http_scope([]), sent=sent)
 
     assert sent == []
 
@@ -874,29 +864,18 @@ async def test_handle_errors_after_the_response_started_only_reraises() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         raise Boom("mid-body")
 
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    async def receive() -> Message:
-        return {"type": "http.request"}
-
     with pytest.raises(Boom):
-        await SessionIdMiddleware(app, handle_errors=True)(http_scope([]), receive, send)
+        await call(SessionIdMiddleware(app, handle_errors=True), http_scope([]), sent=sent)
 
     assert [m["type"] for m in sent] == ["http.response.start"]
 
 
 async def test_handle_errors_leaves_websockets_to_the_server() -> None:
     sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "websocket.connect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
+    middleware = SessionIdMiddleware(failing_app, handle_errors=True)
 
     with pytest.raises(Boom):
-        await SessionIdMiddleware(failing_app, handle_errors=True)(websocket_scope(), receive, send)
+        await call(middleware, websocket_scope(), [{"type": "websocket.connect"}], sent)
 
     assert sent == []
 

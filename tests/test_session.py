@@ -87,20 +87,13 @@ def test_seed_set_session_id_example(restore_session: None) -> None:
     assert current_session_id() == "user-session-abc123"
 
 
-def test_seed_env_var_override_example(no_env: pytest.MonkeyPatch, restore_session: None) -> None:
-    from sessionctx.session import new_session
-
-    no_env.setenv("SESSIONCTX_SESSION_ID", "fixed-session-for-testing")
-    sid = new_session()
-    assert sid == "fixed-session-for-testing"
-
-
-def test_seed_env_var_override_example_with_the_tracectrl_name(
-    no_env: pytest.MonkeyPatch, restore_session: None
+@pytest.mark.parametrize("variable", ["SESSIONCTX_SESSION_ID", "TRACECTRL_SESSION_ID"])
+def test_seed_env_var_override_example(
+    variable: str, no_env: pytest.MonkeyPatch, restore_session: None
 ) -> None:
     from sessionctx.session import new_session
 
-    no_env.setenv("TRACECTRL_SESSION_ID", "fixed-session-for-testing")
+    no_env.setenv(variable, "fixed-session-for-testing")
     sid = new_session()
     assert sid == "fixed-session-for-testing"
 
