@@ -32,6 +32,7 @@ __all__ = ["PARTS", "main"]
 PARTS = ("generator", "asgi", "wsgi", "e2e", "memory")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 REQUESTS_ENV_VAR = "SESSIONCTX_BENCH_REQUESTS"
+FULL_REQUESTS = 1_000_000
 QUICK_REQUESTS = 2000
 
 
@@ -75,7 +76,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         type=_positive,
         default=None,
         metavar="N",
-        help=f"requests for the memory part (default ${REQUESTS_ENV_VAR} or 1,000,000; "
+        help=f"requests for the memory part (default ${REQUESTS_ENV_VAR} or {FULL_REQUESTS:,}; "
         f"{QUICK_REQUESTS:,} with --quick)",
     )
     parser.add_argument(
@@ -97,12 +98,13 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.requests is None:
         from_env = os.environ.get(REQUESTS_ENV_VAR)
-        try:
-            args.requests = (
-                QUICK_REQUESTS if args.quick and not from_env else _positive(from_env or "1000000")
-            )
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"${REQUESTS_ENV_VAR}: {exc}")
+        if from_env:
+            try:
+                args.requests = _positive(from_env)
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"${REQUESTS_ENV_VAR}: {exc}")
+        else:
+            args.requests = QUICK_REQUESTS if args.quick else FULL_REQUESTS
     return args
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "discard",
     "receive_request",
     "run",
+    "runner",
 ]
 
 VALID_ID = apps.VALID_ID.encode("latin-1")
@@ -106,7 +107,7 @@ async def discard(message: Message) -> None:
     """An ASGI ``send`` that drops the message."""
 
 
-def _runner(
+def runner(
     app: ASGIApp, scope: Scope, loop: asyncio.AbstractEventLoop, clock: Callable[[], int]
 ) -> Runner:
     async def many(n: int) -> int:
@@ -183,7 +184,7 @@ def run(budget: Budget) -> list[Row]:
             apps = {BARE: asgi_app} | {name: wrap(asgi_app) for name, wrap in CANDIDATES.items()}
             for name, app in apps.items():
                 check_response(name, case, loop.run_until_complete(collect_response(app, scope)))
-            runners = {name: _runner(app, scope, loop, budget.clock) for name, app in apps.items()}
+            runners = {name: runner(app, scope, loop, budget.clock) for name, app in apps.items()}
             rows += _rows(case, interleave(runners, budget))
     finally:
         loop.close()

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from benchmarks import asgi_inprocess, wsgi_inprocess
 from benchmarks.apps import asgi_app, wsgi_app
 from benchmarks.report import Row, Verdict
+from benchmarks.wsgi_inprocess import serve_once
 from sessionctx import SessionContext, current_session, current_session_id
 from sessionctx._policy import SCOPE_KEY
 from sessionctx.asgi import SessionIdMiddleware
@@ -150,12 +151,7 @@ def wsgi_growth(
 
     def many(n: int) -> None:
         for i in range(n):
-            body = app(dict(environs[i % len(environs)]), start_response)
-            for _chunk in body:
-                pass
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
+            serve_once(app, dict(environs[i % len(environs)]), start_response)
         observer.left_over = current_session()
 
     growth, grew = _traced(many, requests)

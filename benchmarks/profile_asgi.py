@@ -18,6 +18,7 @@ import cProfile
 import io
 import pstats
 import statistics
+import time
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -76,7 +77,6 @@ def pieces(budget: Budget) -> dict[str, float]:
 def profiles(requests: int, top: int = 12) -> str:
     """``cProfile`` of ``requests`` valid-header requests through the floor and sessionctx."""
     scope = asgi_inprocess.VALID.scope()
-    receive, send = asgi_inprocess.receive_request, asgi_inprocess.discard
     out = io.StringIO()
     loop = asyncio.new_event_loop()
     try:
@@ -85,15 +85,11 @@ def profiles(requests: int, top: int = 12) -> str:
             "sessionctx": SessionIdMiddleware(asgi_app),
         }
         for name, app in apps.items():
-
-            async def many(n: int, app: ASGIApp = app) -> None:
-                for _ in range(n):
-                    await app(dict(scope), receive, send)
-
-            loop.run_until_complete(many(min(requests, 1000)))
+            run = asgi_inprocess.runner(app, scope, loop, time.perf_counter_ns)
+            run(min(requests, 1000))
             profiler = cProfile.Profile()
             profiler.enable()
-            loop.run_until_complete(many(requests))
+            run(requests)
             profiler.disable()
             out.write(f"\n== cProfile: {name}, {requests:,} requests, by own time\n")
             stats = pstats.Stats(profiler, stream=out)

@@ -22,9 +22,9 @@ from benchmarks.timing import Budget, Runner, interleave
 from sessionctx.wsgi import SessionIdMiddleware
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["CASES", "Case", "check_response", "discard_start", "run"]
+__all__ = ["CASES", "Case", "check_response", "discard_start", "run", "serve_once"]
 
 BARE = "bare app"
 FLOOR = "floor"
@@ -82,6 +82,19 @@ def discard_start(status: str, headers: list[tuple[str, str]], exc_info: Any = N
     return _write
 
 
+def serve_once(
+    app: WSGIApplication, environ: WSGIEnvironment, start_response: StartResponse
+) -> bytes:
+    """What a server does with one request: call, read the whole body, close it."""
+    body = app(environ, start_response)
+    try:
+        return b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
 def _runner(app: WSGIApplication, environ: WSGIEnvironment, clock: Callable[[], int]) -> Runner:
     def run(n: int) -> int:
         start_response = discard_start
@@ -106,11 +119,7 @@ def check_response(name: str, case: Case, app: WSGIApplication) -> None:
         started.append((status, headers))
         return _write
 
-    body = app(case.environ(), record)
-    data = b"".join(body)
-    close = getattr(body, "close", None)
-    if close is not None:
-        close()
+    data = serve_once(app, case.environ(), record)
     if len(started) != 1 or started[0][0] != "200 OK" or data != BODY:
         raise RuntimeError(f"{name} ({case.name}): not the bare app's response: {started!r}")
     if name == BARE:
