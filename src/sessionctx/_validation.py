@@ -32,17 +32,18 @@ _BAD_CHAR = re.compile(f"[^{_ALLOWED}]")
 #: ``_match_id(value)`` is truthy exactly when ``value`` (a str) follows the rule.
 _match_id = _ID_PATTERN.fullmatch
 
-#: The rule's characters as bytes, for raw header values.
-_ALLOWED_BYTES = bytes(c for c in range(0x21, 0x7F) if c not in b'",;\\')
+#: The rule for raw (latin-1) header bytes, as a ``bytes.translate`` table that
+#: maps every byte the rule allows to a non-zero byte and every other byte to 0.
+_RAW_ID_TABLE = bytes(c if 0x21 <= c <= 0x7E and c not in b'",;\\' else 0 for c in range(256))
 
 
 def _raw_id_ok(value: bytes) -> bool:
-    """The id rule for raw (latin-1) header bytes; faster there than decoding first.
+    """The id rule for raw header bytes; several times faster there than the regex.
 
-    ``strip`` removes allowed bytes from both ends, so it leaves nothing
-    exactly when every byte is allowed.
+    One table pass in C: a 0 in the translated value marks a byte the rule
+    does not allow.
     """
-    return 0 < len(value) <= MAX_SESSION_ID_LENGTH and not value.strip(_ALLOWED_BYTES)
+    return 0 < len(value) <= MAX_SESSION_ID_LENGTH and 0 not in value.translate(_RAW_ID_TABLE)
 
 
 def is_valid_session_id(value: object) -> bool:

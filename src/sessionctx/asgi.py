@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from sessionctx._policy import MISSING, SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
+from sessionctx._validation import _raw_id_ok
 from sessionctx.session import SessionContext, _current, _plain_context
 
 __all__ = ["SessionIdMiddleware"]
@@ -42,6 +43,8 @@ _EXPOSE = b"access-control-expose-headers"
 _TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
 _ERROR_BODY = b"Internal Server Error"
 _NO_HEADERS = (MISSING, None)
+# Stands for "several session headers" in the one-pass lookup; no header has its name.
+_SEVERAL = (b"", b"")
 # Bound once: attribute lookups and bound-method objects cost per request.
 _set_session = _current.set
 _reset_session = _current.reset
@@ -68,13 +71,14 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
     """
 
     __slots__ = (
+        "_accepted",
         "_continues_valid",
         "_expose",
-        "_first_bytes",
+        "_handle_errors",
         "_header",
-        "_header_len",
         "_lookup_raw",
         "_make_context",
+        "_watched",
     )
 
     _kind = "an ASGI"
@@ -83,11 +87,12 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         # Everything __call__ needs, bound once so a request pays no lookups.
         # Lower-case on the wire: HTTP/2 forbids upper-case field names.
         self._header = policy.header_name_lower.encode("latin-1")
-        self._header_len = len(self._header)
-        self._first_bytes = frozenset(self._header[:1] + self._header[:1].upper())
         self._lookup_raw = policy.lookup.lookup_raw
+        self._accepted = frozenset(n.encode("latin-1") for n in policy.lookup.names)
+        self._watched = self._accepted | {b"baggage"}
         self._continues_valid = policy.continues_valid
         self._expose = policy.expose_header
+        self._handle_errors = policy.handle_errors
         self._make_context: Callable[[str, Scope], SessionContext] | None = (
             None if policy.attributes is None else policy.context
         )
@@ -98,29 +103,45 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             return await self.app(scope, receive, send)
 
         header = self._header
-        raw = scope.get("headers")
-        state, sid = self._lookup_raw(raw) if raw else _NO_HEADERS
-        if state != VALID or not self._continues_valid:
+        raw = scope.get("headers") or ()
+        # The usual request has one session header, or none: decided here
+        # with one pass. More than one of the watched names (accepted names
+        # and ``baggage``) needs the priority rules of the full lookup.
+        watched = self._watched
+        hit = None
+        for item in raw:
+            if item[0] in watched:
+                if hit is not None:
+                    hit = _SEVERAL
+                    break
+                hit = item
+        if (
+            hit is not None
+            and hit[0] in self._accepted
+            and self._continues_valid
+            and _raw_id_ok(hit[1])
+        ):
+            value: bytes = hit[1]
+            request_sid: str = value.decode()  # ASCII, by the id rule
+        else:
+            state, sid = _NO_HEADERS if hit is None else self._lookup_raw(raw)
             sid, state = self._policy.decide(state, sid)
             if sid is None:
                 return await self._reject(scope_type, receive, send, state)
+            request_sid = sid
+            value = sid.encode()
             if state != VALID and self._policy.update_request_header:
-                scope["headers"] = [h for h in raw or () if h[0] != header]
-                scope["headers"].append((header, sid.encode("latin-1")))
-        # From here on ``sid`` is a valid id: the lookup only reports VALID
-        # with one, and decide() returned one.
-        request_sid: str = sid  # type: ignore[assignment]
+                scope["headers"] = [h for h in raw if h[0] != header]
+                scope["headers"].append((header, value))
         scope[SCOPE_KEY] = request_sid
-        pair = (header, request_sid.encode("latin-1"))
-        header_len = self._header_len
-        first_bytes = self._first_bytes
-        expose = self._expose
-        started = False
+        pair = (header, value)
+        if self._expose:
+            send = _exposing(send, header)
 
-        async def send_with_session(message: Message) -> None:
-            nonlocal started
+        # A plain function returning ``send``'s awaitable: one coroutine less
+        # per message than an ``async def`` wrapper.
+        def send_with_session(message: Message) -> Awaitable[None]:
             if message["type"] in _STARTS:
-                started = True
                 headers = message.get("headers")
                 if headers is None:
                     message["headers"] = [pair]
@@ -128,19 +149,17 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                     if type(headers) is not list:
                         # A tuple or any other iterable: read it only once.
                         headers = list(headers)
+                    header, size = pair[0], len(pair[0])
                     for name, _ in headers:
-                        # Cheap tests first: content-type is as long as x-session-id.
-                        if (
-                            len(name) == header_len
-                            and name[0] in first_bytes
-                            and name.lower() == header
-                        ):
+                        # Names compared case-insensitively: Django sends them
+                        # as the app spelled them. Length first, it is cheap.
+                        if len(name) == size and name.lower() == header:
                             break  # the app's own value wins
                     else:
                         # A new list: the app may reuse its own between responses.
                         headers = [*headers, pair]
-                    message["headers"] = _expose_header(headers, header) if expose else headers
-            await send(message)
+                    message["headers"] = headers
+            return send(message)
 
         make_context = self._make_context
         token = _set_session(
@@ -149,16 +168,10 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             else make_context(request_sid, scope)
         )
         try:
-            await self.app(scope, receive, send_with_session)
-        except Exception:
-            if not started and scope_type == "http" and self._policy.handle_errors:
-                try:
-                    await _send_plain(send, 500, _ERROR_BODY, pair)
-                except Exception:
-                    # The app's exception is the one worth reporting; a failed
-                    # 500 (say, the client is gone) must not replace it.
-                    pass
-            raise
+            if self._handle_errors:
+                await _app_or_500(self.app, scope, receive, send_with_session)
+            else:
+                await self.app(scope, receive, send_with_session)
         finally:
             _reset_session(token)
 
@@ -181,8 +194,46 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         await _send_plain(send, 400, reason)
 
 
-async def _send_plain(send: Send, status: int, body: bytes, *extra: tuple[bytes, bytes]) -> None:
-    headers = [_TEXT_PLAIN, (b"content-length", str(len(body)).encode("ascii")), *extra]
+async def _app_or_500(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run ``app``; when it raises before starting a response, send a plain 500.
+
+    The 500 goes through ``send``, the session wrapper, so it carries the
+    session header. The app's exception is re-raised either way.
+    """
+    started = False
+
+    def tracking(message: Message) -> Awaitable[None]:
+        nonlocal started
+        if message["type"] in _STARTS:
+            started = True
+        return send(message)
+
+    try:
+        await app(scope, receive, tracking)
+    except Exception:
+        if not started and scope["type"] == "http":
+            try:
+                await _send_plain(send, 500, _ERROR_BODY)
+            except Exception:
+                # The app's exception is the one worth reporting; a failed
+                # 500 (say, the client is gone) must not replace it.
+                pass
+        raise
+
+
+def _exposing(send: Send, name: bytes) -> Send:
+    """``send``, merging ``name`` into the CORS expose list of a starting response."""
+
+    def send_exposed(message: Message) -> Awaitable[None]:
+        if message["type"] in _STARTS and "headers" in message:
+            message["headers"] = _expose_header(list(message["headers"]), name)
+        return send(message)
+
+    return send_exposed
+
+
+async def _send_plain(send: Send, status: int, body: bytes) -> None:
+    headers = [_TEXT_PLAIN, (b"content-length", str(len(body)).encode("ascii"))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

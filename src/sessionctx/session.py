@@ -182,23 +182,25 @@ class SessionContext:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
-def _slot_setter(name: str) -> Callable[[SessionContext, object], None]:
-    # Slot descriptors write past the frozen __setattr__ at C speed.
-    return cast(Callable[[SessionContext, object], None], vars(SessionContext)[name].__set__)
+class _Unfrozen:
+    """:class:`SessionContext`'s slot layout without its frozen ``__setattr__``.
 
+    An instance filled here and then given ``SessionContext`` as its class is a
+    genuine ``SessionContext``; plain attribute stores are the cheapest way to
+    fill the slots (a frozen dataclass otherwise needs ``object.__setattr__``).
+    """
 
-_new_context = object.__new__
-_set_id = _slot_setter("id")
-_set_attributes = _slot_setter("attributes")
+    __slots__ = SessionContext.__slots__
 
 
 def _plain_context(sid: str) -> SessionContext:
     """A :class:`SessionContext` without attributes, for an id already known to be
     valid. This is on every request's path, so it skips ``__init__``."""
-    ctx: SessionContext = _new_context(SessionContext)
-    _set_id(ctx, sid)
-    _set_attributes(ctx, None)
-    return ctx
+    ctx: Any = _Unfrozen()
+    ctx.id = sid
+    ctx.attributes = None
+    ctx.__class__ = SessionContext
+    return cast(SessionContext, ctx)
 
 
 def _make_context(sid: str, attributes: Mapping[str, Any] | None) -> SessionContext:
