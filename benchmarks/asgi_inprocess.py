@@ -19,6 +19,7 @@ from benchmarks.apps import BODY, asgi_app
 from benchmarks.floor import AsgiFloorMiddleware, matches_id_rule
 from benchmarks.peers import (
     base_http_middleware,
+    correlation_id_defaults,
     correlation_id_middleware,
     starlette_context_middleware,
 )
@@ -52,12 +53,14 @@ BARE = "bare app"
 FLOOR = "floor"
 OURS = "sessionctx"
 CORRELATION_ID = "asgi-correlation-id"
+CORRELATION_ID_RULE = "asgi-correlation-id, id rule"
 
 #: The middleware compared, each wrapping the bare app.
 CANDIDATES: dict[str, Callable[[ASGIApp], ASGIApp]] = {
     FLOOR: AsgiFloorMiddleware,
     OURS: SessionIdMiddleware,
-    CORRELATION_ID: correlation_id_middleware,
+    CORRELATION_ID: correlation_id_defaults,
+    CORRELATION_ID_RULE: correlation_id_middleware,
     "starlette-context": starlette_context_middleware,
     "BaseHTTPMiddleware": base_http_middleware,
 }

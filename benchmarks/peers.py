@@ -1,10 +1,14 @@
-"""The other ways to get a per-request id, configured to do the floor's work.
+"""The other ways to get a per-request id.
 
-Each reads ``X-Session-Id``, accepts exactly the ids the id rule accepts,
-makes ``str(uuid.uuid4())`` otherwise, exposes the id to the app through a
-ContextVar and appends it to the response:
+All but one are configured to do the floor's work: read ``X-Session-Id``,
+accept exactly the ids the id rule accepts, make ``str(uuid.uuid4())``
+otherwise, expose the id to the app through a ContextVar and append it to the
+response:
 
-- ``asgi-correlation-id``'s ``CorrelationIdMiddleware`` (pure ASGI);
+- ``asgi-correlation-id``'s ``CorrelationIdMiddleware`` (pure ASGI), once as
+  deployed with its defaults (only ``header_name`` set: ids must be uuid4s,
+  new ids are ``uuid4().hex``, the request header is rewritten) and once with
+  the id rule and without rewriting, i.e. sessionctx's behaviour;
 - ``starlette-context``'s ``RawContextMiddleware`` (pure ASGI) with a plugin
   written the way the library's own plugins are;
 - a Starlette ``BaseHTTPMiddleware`` subclass, the most common hand-rolled way.
@@ -29,7 +33,12 @@ from starlette_context.plugins import Plugin
 
 from benchmarks.floor import matches_id_rule
 
-__all__ = ["base_http_middleware", "correlation_id_middleware", "starlette_context_middleware"]
+__all__ = [
+    "base_http_middleware",
+    "correlation_id_defaults",
+    "correlation_id_middleware",
+    "starlette_context_middleware",
+]
 
 HEADER = "X-Session-Id"
 
@@ -38,18 +47,29 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-def correlation_id_middleware(app: ASGIApp) -> ASGIApp:
-    """``CorrelationIdMiddleware`` reading ``X-Session-Id`` with the id rule as validator.
-
-    ``update_request_header=False`` matches sessionctx's default, so neither
-    rewrites the request headers. An invalid inbound id makes the library log a
-    warning; a ``NullHandler`` keeps that cost (building the record) without
-    writing a million lines to stderr.
-    """
+def _quiet_correlation_id_logger() -> None:
+    # An invalid inbound id makes the library log a warning; a NullHandler keeps
+    # that cost (building the record) without writing a million lines to stderr.
     logger = logging.getLogger("asgi_correlation_id")
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
         logger.propagate = False
+
+
+def correlation_id_defaults(app: ASGIApp) -> ASGIApp:
+    """``CorrelationIdMiddleware`` as its README deploys it, reading ``X-Session-Id``."""
+    _quiet_correlation_id_logger()
+    middleware: ASGIApp = CorrelationIdMiddleware(app, header_name=HEADER)
+    return middleware
+
+
+def correlation_id_middleware(app: ASGIApp) -> ASGIApp:
+    """``CorrelationIdMiddleware`` reading ``X-Session-Id`` with the id rule as validator.
+
+    ``update_request_header=False`` matches sessionctx's default, so neither
+    rewrites the request headers.
+    """
+    _quiet_correlation_id_logger()
     middleware: ASGIApp = CorrelationIdMiddleware(
         app,
         header_name=HEADER,

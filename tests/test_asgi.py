@@ -201,6 +201,30 @@ async def test_app_sees_a_session_context_and_the_scope_key() -> None:
     assert ctx.attributes is None
 
 
+async def test_the_request_has_one_session_object_in_tasks_and_threads() -> None:
+    seen: list[SessionContext | None] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # The id alone first: logs and outgoing headers read only that.
+        assert current_session_id() == "abc"
+        seen.append(current_session())
+        seen.append(await asyncio.create_task(asyncio.sleep(0, current_session())))
+        seen.append(await asyncio.to_thread(current_session))
+        seen.append(current_session())
+        await send({"type": "http.response.start", "status": 204})
+
+    middleware = SessionIdMiddleware(app)
+    await call(middleware, http_scope([(b"x-session-id", b"abc")]))
+    first = seen[0]
+    assert first == SessionContext("abc")
+    assert all(ctx is first for ctx in seen)
+
+    seen.clear()
+    await call(middleware, http_scope([(b"x-session-id", b"abc")]))
+    assert seen[0] == first
+    assert seen[0] is not first  # a new request, a new object
+
+
 async def test_generated_ids_differ_per_request_and_ignore_the_env_var(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -36,6 +36,7 @@ from sessionctx import (
     set_session_id,
     wrap_context,
 )
+from sessionctx.session import _current
 from tests.support import is_generated
 
 FALLBACK_ENV_VAR = "TRACECTRL_SESSION_ID"
@@ -454,6 +455,27 @@ def test_session_yields_the_active_context() -> None:
         assert isinstance(ctx, SessionContext)
         assert current_session() is ctx
         assert ctx == SessionContext("abc", {"k": 1})
+    assert current_session() is None
+
+
+def test_a_context_set_by_id_alone_is_made_once_for_every_thread() -> None:
+    # What the middlewares set: the id, with the SessionContext made on first use.
+    token = _current.set(["abc", None])
+    barrier = threading.Barrier(8)
+
+    def ask(_: int) -> SessionContext | None:
+        barrier.wait(timeout=10)
+        return current_session()
+
+    try:
+        assert current_session_id() == "abc"
+        with ContextThreadPoolExecutor(max_workers=8) as pool:
+            seen = list(pool.map(ask, range(8)))
+        seen.append(current_session())
+    finally:
+        _current.reset(token)
+    assert seen[0] == SessionContext("abc")
+    assert all(ctx is seen[0] for ctx in seen)
     assert current_session() is None
 
 

@@ -17,7 +17,13 @@ from wsgiref.validate import validator as wsgi_validator
 import pytest
 from werkzeug.test import Client
 
-from sessionctx import SessionContext, current_session, current_session_id, session
+from sessionctx import (
+    ContextThreadPoolExecutor,
+    SessionContext,
+    current_session,
+    current_session_id,
+    session,
+)
 from sessionctx.wsgi import SessionIdMiddleware
 from tests.support import VisitLog, assert_session, is_generated
 
@@ -253,6 +259,31 @@ def test_app_sees_the_session_and_the_environ_key() -> None:
     assert seen == [("abc", "abc")]
     assert response.text == "ok"
     assert current_session() is None
+
+
+def test_the_request_has_one_session_object_in_the_body_and_threads() -> None:
+    seen: list[SessionContext | None] = []
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+        assert current_session_id() == "abc"
+        seen.append(current_session())
+        start_response("200 OK", [TEXT])
+        with ContextThreadPoolExecutor(max_workers=2) as pool:
+            seen.extend(pool.map(lambda _: current_session(), range(4)))
+        yield b"ok"
+        seen.append(current_session())  # while the server iterates the body
+
+    middleware = SessionIdMiddleware(app)
+    assert Client(middleware).get("/", headers={"X-Session-Id": "abc"}).text == "ok"
+    first = seen[0]
+    assert first == SessionContext("abc")
+    assert len(seen) == 6
+    assert all(ctx is first for ctx in seen)
+
+    seen.clear()
+    assert Client(middleware).get("/", headers={"X-Session-Id": "abc"}).text == "ok"
+    assert seen[0] == first
+    assert seen[0] is not first  # a new request, a new object
 
 
 # --------------------------------------------------------------------------- #

@@ -106,6 +106,11 @@ class HeaderLookup:
         """The accepted names, lower-case, in priority order."""
         return self._names
 
+    @property
+    def environ_keys(self) -> tuple[str, ...]:
+        """The accepted names as WSGI ``environ`` keys, in priority order."""
+        return self._environ_keys
+
     def lookup_raw(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[int, str | None]:
         """Look up raw ASGI header pairs (names lower-case bytes, values latin-1).
 

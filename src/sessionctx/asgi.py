@@ -26,7 +26,7 @@ from typing import Any
 
 from sessionctx._policy import MISSING, SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
 from sessionctx._validation import _raw_id_ok
-from sessionctx.session import SessionContext, _current, _plain_context
+from sessionctx.session import SessionContext, _current
 
 __all__ = ["SessionIdMiddleware"]
 
@@ -162,10 +162,12 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             return send(message)
 
         make_context = self._make_context
+        # The SessionContext itself is made when first asked for (see
+        # sessionctx.session._current), unless attributes are configured.
         token = _set_session(
-            _plain_context(request_sid)
+            [request_sid, None]
             if make_context is None
-            else make_context(request_sid, scope)
+            else [request_sid, make_context(request_sid, scope)]
         )
         try:
             if self._handle_errors:

@@ -43,7 +43,7 @@ except ImportError:
 
 from sessionctx._headers import _group
 from sessionctx.session import (
-    _get,
+    current_session_id,
     extract_session_id,
     inject_session_headers,
     reset_session,
@@ -106,8 +106,7 @@ def _session_differs(sid: str | None) -> bool:
     # header) is kept as is, so its attributes survive.
     if sid is None:
         return False
-    ctx = _get()
-    return ctx is None or ctx.id != sid
+    return current_session_id() != sid
 
 
 def extract_trace_headers(headers: object) -> Context:

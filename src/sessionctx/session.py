@@ -213,27 +213,51 @@ def _make_context(sid: str, attributes: Mapping[str, Any] | None) -> SessionCont
 # The context variable and its accessors
 # --------------------------------------------------------------------------- #
 
-_current: ContextVar[SessionContext | None] = ContextVar("sessionctx.session", default=None)
+#: The active session as ``[id, SessionContext | None]``. The middleware sets
+#: only the id (most requests never need more: logs and outgoing headers read
+#: the id); :func:`current_session` makes the :class:`SessionContext` on first
+#: use and keeps it in the list, which every copy of the context shares, so
+#: later calls, tasks and threads get that same object. A two-item list is
+#: several times cheaper to make than the frozen object.
+_Active = list[Any]
+
+_current: ContextVar[_Active | None] = ContextVar("sessionctx.session", default=None)
 _get = _current.get
+
+
+def _active(ctx: SessionContext) -> _Active:
+    return [ctx.id, ctx]
 
 
 def current_session() -> SessionContext | None:
     """Return the active :class:`SessionContext`, or ``None``.
 
-    It is the same object that :func:`session` yielded or the middleware set.
+    It is the same object that :func:`session` yielded; in a request, the
+    same object on every call.
     """
-    return _get()
+    active = _get()
+    if active is None:
+        return None
+    ctx: SessionContext | None = active[1]
+    if ctx is None:
+        made = _plain_context(active[0])
+        # Another thread sharing this request may have made one meanwhile:
+        # the first one stored stays (no call, so no thread switch, below).
+        ctx = active[1]
+        if ctx is None:
+            active[1] = ctx = made
+    return ctx
 
 
 def current_session_id() -> str | None:
     """Return the active session id, or ``None``."""
-    ctx = _get()
-    return None if ctx is None else ctx.id
+    active = _get()
+    return None if active is None else cast(str, active[0])
 
 
 def set_session_id(
     sid: str | None, *, attributes: Mapping[str, Any] | None = None
-) -> Token[SessionContext | None]:
+) -> Token[_Active | None]:
     """Validate ``sid`` and make it the active session; ``None`` clears it.
 
     Returns a token for :func:`reset_session`. The env var override does not
@@ -248,10 +272,10 @@ def set_session_id(
         if attributes is not None:
             raise ValueError("attributes need a session id; got sid=None with attributes")
         return _current.set(None)
-    return _current.set(_make_context(sid, attributes))
+    return _current.set(_active(_make_context(sid, attributes)))
 
 
-def reset_session(token: Token[SessionContext | None]) -> None:
+def reset_session(token: Token[_Active | None]) -> None:
     """Restore the session that was active before the matching set."""
     _current.reset(token)
 
@@ -283,7 +307,7 @@ def new_session(attributes: Mapping[str, Any] | None = None) -> str:
     logged warning.
     """
     sid = _session_id_from_env() or generate_session_id()
-    _current.set(_make_context(sid, attributes))
+    _current.set(_active(_make_context(sid, attributes)))
     return sid
 
 
@@ -296,8 +320,8 @@ def new_session(attributes: Mapping[str, Any] | None = None) -> str:
 #: last, each with the token its exit resets. Per context, so that one scope
 #: object (say a module-level ``session(attributes=...)``) can be open in several
 #: tasks or threads at once.
-_open_scopes: ContextVar[tuple[tuple[_SessionScope, Token[SessionContext | None]], ...]] = (
-    ContextVar("sessionctx.open_scopes", default=())
+_open_scopes: ContextVar[tuple[tuple[_SessionScope, Token[_Active | None]], ...]] = ContextVar(
+    "sessionctx.open_scopes", default=()
 )
 
 
@@ -323,7 +347,7 @@ class _SessionScope:
 
     def __enter__(self) -> SessionContext:
         ctx = self._make()
-        _open_scopes.set((*_open_scopes.get(), (self, _current.set(ctx))))
+        _open_scopes.set((*_open_scopes.get(), (self, _current.set(_active(ctx)))))
         return ctx
 
     def __exit__(self, *exc_info: object) -> None:
@@ -352,7 +376,7 @@ class _SessionScope:
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                token = _current.set(make())
+                token = _current.set(_active(make()))
                 try:
                     return await async_fn(*args, **kwargs)
                 finally:
@@ -362,7 +386,7 @@ class _SessionScope:
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            token = _current.set(make())
+            token = _current.set(_active(make()))
             try:
                 return fn(*args, **kwargs)
             finally:
@@ -424,8 +448,8 @@ def inject_session_headers(
     """
     if headers is None:
         headers = {}
-    ctx = _get()
-    if ctx is not None:
+    sid = current_session_id()
+    if sid is not None:
         if isinstance(headers, dict):
             lowered = header_name.lower()
             others = [
@@ -435,7 +459,7 @@ def inject_session_headers(
             ]
             for key in others:
                 del headers[key]
-        headers[header_name] = ctx.id
+        headers[header_name] = sid
     return headers
 
 
@@ -446,13 +470,13 @@ def _add_outgoing_header(headers: MutableMapping[str, str]) -> None:
     A session header set under any accepted name wins: adding ours would
     outrank it on the receiving side.
     """
-    ctx = _get()
-    if ctx is None:
+    sid = current_session_id()
+    if sid is None:
         return
     for name in ACCEPTED_HEADER_NAMES:
         if name in headers:
             return
-    headers[SESSION_HEADER_NAME] = ctx.id
+    headers[SESSION_HEADER_NAME] = sid
 
 
 # --------------------------------------------------------------------------- #

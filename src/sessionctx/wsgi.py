@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from sessionctx._headers import environ_key
 from sessionctx._policy import SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
+from sessionctx._validation import _match_id
 from sessionctx.asgi import _expose_header
-from sessionctx.session import SessionContext, _current, _plain_context
+from sessionctx.session import SessionContext, _Active, _current
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -120,6 +121,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         "_continues_valid",
         "_environ_key",
         "_expose_name",
+        "_first_key",
         "_handle_errors",
         "_header",
         "_header_lower",
@@ -136,6 +138,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         self._expose_name = self._header_lower.encode("latin-1") if policy.expose_header else None
         # Bound once, so that a request pays no attribute lookups for them.
         self._lookup_environ = policy.lookup.lookup_environ
+        self._first_key = policy.lookup.environ_keys[0]
         self._continues_valid = policy.continues_valid
         self._handle_errors = policy.handle_errors
         self._make_context: Callable[[str, WSGIEnvironment], SessionContext] | None = (
@@ -146,16 +149,19 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         if SCOPE_KEY in environ:
             return self.app(environ, start_response)
 
-        state, sid = self._lookup_environ(environ)
-        if state != VALID or not self._continues_valid:
+        # The first accepted name, when present, decides alone: the usual
+        # request is settled with one lookup; everything else by the full one.
+        value = environ.get(self._first_key)
+        if value is not None and self._continues_valid and _match_id(value) is not None:
+            request_sid: str = value
+        else:
+            state, sid = self._lookup_environ(environ)
             sid, state = self._policy.decide(state, sid)
             if sid is None:
                 return self._reject(start_response, state)
             if state != VALID and self._policy.update_request_header:
                 environ[self._environ_key] = sid
-        # ``sid`` is a valid id now: the lookup reports VALID only with one,
-        # and decide() returned one.
-        request_sid: str = sid  # type: ignore[assignment]
+            request_sid = sid
         environ[SCOPE_KEY] = request_sid
         pair = (self._header, request_sid)
         lower = self._header_lower
@@ -179,10 +185,12 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         # The session is set in the request's own context, which is dropped
         # with the request: no token to reset in the server thread.
         make_context = self._make_context
+        # The SessionContext itself is made when first asked for (see
+        # sessionctx.session._current), unless attributes are configured.
         session = (
-            _plain_context(request_sid)
+            [request_sid, None]
             if make_context is None
-            else make_context(request_sid, environ)
+            else [request_sid, make_context(request_sid, environ)]
         )
         tracked: _TrackedStartResponse | None = None
         if not self._handle_errors:
@@ -222,7 +230,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
 
 
 def _call_in_session(
-    session: SessionContext,
+    session: _Active,
     app: WSGIApplication,
     environ: WSGIEnvironment,
     start_response: StartResponse,

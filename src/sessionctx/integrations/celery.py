@@ -46,7 +46,7 @@ except ImportError:
 
 from sessionctx._headers import SESSION_HEADER_NAME
 from sessionctx._validation import generate_session_id, is_valid_session_id
-from sessionctx.session import SessionContext, _current, _get, set_session_id
+from sessionctx.session import _Active, _current, _get, current_session_id, set_session_id
 
 __all__ = ["connect", "disconnect"]
 
@@ -54,7 +54,7 @@ _DISPATCH_UID = "sessionctx.integrations.celery"
 
 # The token of each running task, keyed by task id and thread (the same task
 # id may run in two pool threads at once after a redelivery).
-_tokens: dict[tuple[str, int], Token[SessionContext | None]] = {}
+_tokens: dict[tuple[str, int], Token[_Active | None]] = {}
 
 
 def connect(app: Celery) -> None:
@@ -100,9 +100,9 @@ def _dispatch_uid(app: Celery) -> tuple[str, int]:
 
 
 def _on_publish(headers: dict[str, Any], **kwargs: Any) -> None:
-    ctx = _get()
-    if ctx is not None:
-        headers.setdefault(SESSION_HEADER_NAME, ctx.id)
+    sid = current_session_id()
+    if sid is not None:
+        headers.setdefault(SESSION_HEADER_NAME, sid)
 
 
 def _header_session_id(request: Any) -> str | None:

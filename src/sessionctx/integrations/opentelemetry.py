@@ -29,7 +29,7 @@ except ImportError:
         "install with: pip install 'sessionctx[otel]' opentelemetry-sdk"
     ) from None
 
-from sessionctx.session import _get
+from sessionctx.session import current_session
 
 __all__ = ["SessionSpanProcessor"]
 
@@ -84,7 +84,7 @@ class SessionSpanProcessor(SpanProcessor):
         self.attributes_key = attributes_key
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        ctx = _get()
+        ctx = current_session()
         if ctx is None:
             return
         attributes: dict[str, str] = dict.fromkeys(self.attribute_names, ctx.id)

@@ -28,7 +28,7 @@ except ImportError:
         "install with: pip install 'sessionctx[structlog]'"
     ) from None
 
-from sessionctx.session import _get
+from sessionctx.session import current_session_id
 
 __all__ = ["add_session_id"]
 
@@ -47,7 +47,7 @@ def add_session_id(
     ...     add_session_id(None, "info", {"event": "hi"})
     {'event': 'hi', 'session_id': 'abc'}
     """
-    ctx = _get()
-    if ctx is not None:
-        event_dict.setdefault("session_id", ctx.id)
+    sid = current_session_id()
+    if sid is not None:
+        event_dict.setdefault("session_id", sid)
     return event_dict
