@@ -175,7 +175,7 @@ class SessionContext:
         return SessionContext, (self.id, attributes)
 
     def __getattr__(self, name: str) -> Any:
-        # Contexts made on the request hot path (see ``_plain_context``) leave
+        # Contexts made by ``_plain_context`` (for the id a middleware set) leave
         # the ``attributes_json`` slot unset: it can only be None there.
         if name == "attributes_json":
             return None
