@@ -216,7 +216,7 @@ class SessionMiddlewareBase(ABC, Generic[AppT]):
     subclass precompute what its ``__call__`` needs in :meth:`_bind`.
     """
 
-    __slots__ = ("_policy", "app")
+    __slots__ = ("_make_context", "_policy", "app")
     #: "an ASGI" / "a WSGI", for the error about a bad ``app``.
     _kind: ClassVar[str]
 
@@ -251,6 +251,11 @@ class SessionMiddlewareBase(ABC, Generic[AppT]):
             update_request_header=update_request_header,
             expose_header=expose_header,
             handle_errors=handle_errors,
+        )
+        #: ``None`` without ``attributes``: the request's SessionContext is then
+        #: made only when asked for (see ``sessionctx.session._current``).
+        self._make_context: Callable[[str, Any], SessionContext] | None = (
+            None if attributes is None else self._policy.context
         )
         self._bind(self._policy)
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from sessionctx._headers import with_header
 from sessionctx._policy import MISSING, SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
 from sessionctx._validation import _raw_id_ok
-from sessionctx.session import SessionContext, _current
+from sessionctx.session import _current
 
 __all__ = ["SessionIdMiddleware"]
 
@@ -77,7 +78,6 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         "_handle_errors",
         "_header",
         "_lookup_raw",
-        "_make_context",
         "_watched",
     )
 
@@ -93,9 +93,6 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         self._continues_valid = policy.continues_valid
         self._expose = policy.expose_header
         self._handle_errors = policy.handle_errors
-        self._make_context: Callable[[str, Scope], SessionContext] | None = (
-            None if policy.attributes is None else policy.context
-        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -149,21 +146,10 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                     if type(headers) is not list:
                         # A tuple or any other iterable: read it only once.
                         headers = list(headers)
-                    header, size = pair[0], len(pair[0])
-                    for name, _ in headers:
-                        # Names compared case-insensitively: Django sends them
-                        # as the app spelled them. Length first, it is cheap.
-                        if len(name) == size and name.lower() == header:
-                            break  # the app's own value wins
-                    else:
-                        # A new list: the app may reuse its own between responses.
-                        headers = [*headers, pair]
-                    message["headers"] = headers
+                    message["headers"] = with_header(headers, pair, pair[0])
             return send(message)
 
         make_context = self._make_context
-        # The SessionContext itself is made when first asked for (see
-        # sessionctx.session._current), unless attributes are configured.
         token = _set_session(
             [request_sid, None]
             if make_context is None

@@ -38,11 +38,11 @@ from contextvars import Context, copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from sessionctx._headers import environ_key
+from sessionctx._headers import environ_key, with_header
 from sessionctx._policy import SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
 from sessionctx._validation import _match_id
 from sessionctx.asgi import _expose_header
-from sessionctx.session import SessionContext, _Active, _current
+from sessionctx.session import _Active, _current
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -126,7 +126,6 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         "_header",
         "_header_lower",
         "_lookup_environ",
-        "_make_context",
     )
 
     _kind = "a WSGI"
@@ -141,9 +140,6 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         self._first_key = policy.lookup.environ_keys[0]
         self._continues_valid = policy.continues_valid
         self._handle_errors = policy.handle_errors
-        self._make_context: Callable[[str, WSGIEnvironment], SessionContext] | None = (
-            None if policy.attributes is None else policy.context
-        )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if SCOPE_KEY in environ:
@@ -165,28 +161,18 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         environ[SCOPE_KEY] = request_sid
         pair = (self._header, request_sid)
         lower = self._header_lower
-        size = len(lower)
         if self._expose_name is not None:
             start_response = _exposing(start_response, self._expose_name)
 
         def start_response_with_session(
             status: str, headers: Headers, exc_info: OptExcInfo | None = None
         ) -> Callable[[bytes], object]:
-            for name, _ in headers:
-                if len(name) == size and name.lower() == lower:
-                    break
-            else:
-                # A new list: appending to the application's own could grow a
-                # list it reuses for every response.
-                headers = [*headers, pair]
-            return start_response(status, headers, exc_info)
+            return start_response(status, with_header(headers, pair, lower), exc_info)
 
         ctx = copy_context()
         # The session is set in the request's own context, which is dropped
         # with the request: no token to reset in the server thread.
         make_context = self._make_context
-        # The SessionContext itself is made when first asked for (see
-        # sessionctx.session._current), unless attributes are configured.
         session = (
             [request_sid, None]
             if make_context is None
