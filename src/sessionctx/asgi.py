@@ -73,7 +73,6 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
 
     __slots__ = (
         "_accepted",
-        "_continues_valid",
         "_expose",
         "_handle_errors",
         "_header",
@@ -88,9 +87,11 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         # Lower-case on the wire: HTTP/2 forbids upper-case field names.
         self._header = policy.header_name_lower.encode("latin-1")
         self._lookup_raw = policy.lookup.lookup_raw
-        self._accepted = frozenset(n.encode("latin-1") for n in policy.lookup.names)
-        self._watched = self._accepted | {b"baggage"}
-        self._continues_valid = policy.continues_valid
+        names = frozenset(n.encode("latin-1") for n in policy.lookup.names)
+        self._watched = names | {b"baggage"}
+        # The names whose one valid value is the session as is; none when a
+        # validator or trust_incoming=False has a say (decide() then runs).
+        self._accepted = names if policy.continues_valid else frozenset()
         self._expose = policy.expose_header
         self._handle_errors = policy.handle_errors
 
@@ -112,12 +113,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                     hit = _SEVERAL
                     break
                 hit = item
-        if (
-            hit is not None
-            and hit[0] in self._accepted
-            and self._continues_valid
-            and _raw_id_ok(hit[1])
-        ):
+        if hit is not None and hit[0] in self._accepted and _raw_id_ok(hit[1]):
             value: bytes = hit[1]
             request_sid: str = value.decode()  # ASCII, by the id rule
         else:
