@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,12 +69,25 @@ class Probe:
         self.during: dict[str, list[str | None]] = defaultdict(list)
         self.after: dict[str, list[str | None]] = defaultdict(list)
         self.on_failure: dict[str, str | None] = {}
+        self._ran = threading.Condition()
 
     def record_before(self, task_id: str, **kwargs: Any) -> None:
         self.before[task_id].append(current_session_id())
 
     def record_after(self, task_id: str, **kwargs: Any) -> None:
-        self.after[task_id].append(current_session_id())
+        with self._ran:
+            self.after[task_id].append(current_session_id())
+            self._ran.notify_all()
+
+    def after_runs(self, task_id: str, runs: int = 1) -> list[str | None]:
+        """What ``task_postrun`` saw for ``runs`` runs of a task, waiting for them.
+
+        A worker stores the result before it sends ``task_postrun``, so a
+        caller's ``result.get()`` can return before the last run is recorded.
+        """
+        with self._ran:
+            self._ran.wait_for(lambda: len(self.after[task_id]) >= runs, timeout=TIMEOUT)
+            return list(self.after[task_id])
 
     def record_failure(self, task_id: str, **kwargs: Any) -> None:
         self.on_failure[task_id] = current_session_id()
@@ -139,7 +153,7 @@ class TestWorker:
             result = worker.report.delay()
         assert result.get(timeout=TIMEOUT, interval=0.01) == ["sess-1", "sess-1"]
         assert worker.probe.before[result.id] == [None]
-        assert worker.probe.after[result.id] == [None]
+        assert worker.probe.after_runs(result.id) == [None]
 
     def test_tasks_from_different_sessions_see_their_own(self, worker: Worker) -> None:
         with session("sess-a"):
@@ -148,7 +162,7 @@ class TestWorker:
             b = worker.report.delay()
         assert a.get(timeout=TIMEOUT, interval=0.01)[0] == "sess-a"
         assert b.get(timeout=TIMEOUT, interval=0.01)[0] == "sess-b"
-        assert worker.probe.after[a.id] == worker.probe.after[b.id] == [None]
+        assert worker.probe.after_runs(a.id) == worker.probe.after_runs(b.id) == [None]
 
     def test_without_a_publisher_session_each_task_gets_a_new_one(self, worker: Worker) -> None:
         first, second = worker.report.delay(), worker.report.delay()
@@ -158,7 +172,7 @@ class TestWorker:
         assert is_valid_session_id(sid1)
         assert is_valid_session_id(sid2)
         assert sid1 != sid2
-        assert worker.probe.after[first.id] == [None]
+        assert worker.probe.after_runs(first.id) == [None]
 
     @pytest.mark.parametrize(
         ("header", "expected"),
@@ -186,9 +200,10 @@ class TestWorker:
         assert result.get(timeout=TIMEOUT, interval=0.01, propagate=False) is not None
         assert result.failed()
         assert worker.probe.during[result.id] == ["sess-fail"]
+        after = worker.probe.after_runs(result.id)  # task_failure is sent before task_postrun
         # task_failure handlers (error reporting) still see the session.
         assert worker.probe.on_failure[result.id] == "sess-fail"
-        assert worker.probe.after[result.id] == [None]
+        assert after == [None]
 
     def test_a_retried_task_keeps_its_session_and_restores_the_thread(self, worker: Worker) -> None:
         with session("sess-retry"):
@@ -196,7 +211,7 @@ class TestWorker:
         assert result.get(timeout=TIMEOUT, interval=0.01) == 1
         assert worker.probe.during[result.id] == ["sess-retry", "sess-retry"]
         assert worker.probe.before[result.id] == [None, None]
-        assert worker.probe.after[result.id] == [None, None]
+        assert worker.probe.after_runs(result.id, runs=2) == [None, None]
 
     def test_tasks_published_by_a_task_carry_its_session(self, worker: Worker) -> None:
         with session("sess-parent"):
