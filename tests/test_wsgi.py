@@ -223,6 +223,13 @@ def test_inbound_header_decides_the_session(headers: Headers, expected: str | No
         pytest.param(" abc", id="leading-space"),
         pytest.param("café", id="latin-1-char"),
         pytest.param("x" * 10_000, id="over-long"),
+        pytest.param("x" * 201, id="one-over-the-limit"),
+        pytest.param("", id="empty"),
+        pytest.param("abc\x7f", id="del"),
+        pytest.param("a;b", id="semicolon"),
+        pytest.param('a"b', id="quote"),
+        pytest.param("a\\b", id="backslash"),
+        pytest.param("abc\ud800", id="lone-surrogate"),
     ],
 )
 def test_raw_environ_values_that_are_not_ids_get_a_new_session(value: str) -> None:
@@ -234,6 +241,19 @@ def test_raw_environ_values_that_are_not_ids_get_a_new_session(value: str) -> No
     assert is_generated(app.sid)
     assert server.session_header() == [app.sid]
     assert app.only.environ[ENVIRON_KEY] == value
+
+
+@pytest.mark.parametrize(
+    "value", ["x" * 200, "!", "~#+-:<[]", "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"]
+)
+def test_raw_environ_values_at_the_edges_of_the_rule_are_continued(value: str) -> None:
+    app = RecordingApp()
+    server = Server()
+
+    server.run(SessionIdMiddleware(app), make_environ({"X-Session-Id": value}))
+
+    assert app.sid == value
+    assert server.session_header() == [value]
 
 
 def test_generated_ids_differ_per_request() -> None:

@@ -14,7 +14,7 @@ no accepted name is present at all does the W3C ``baggage`` member
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, AnyStr, Final
+from typing import Any, Final
 from urllib.parse import unquote
 
 from sessionctx._validation import _match_id, _raw_id_ok
@@ -27,7 +27,6 @@ __all__ = [
     "baggage_session_id",
     "environ_key",
     "extract_session_id",
-    "with_header",
 ]
 
 SESSION_HEADER_NAME: Final = "X-Session-Id"
@@ -64,30 +63,6 @@ def baggage_session_id(values: Sequence[str]) -> tuple[int, str | None]:
     if _match_id(found) is None:
         return INVALID, None
     return VALID, found
-
-
-def with_header(
-    headers: list[tuple[AnyStr, AnyStr]], pair: tuple[AnyStr, AnyStr], lower: AnyStr
-) -> list[tuple[AnyStr, AnyStr]]:
-    """Response ``headers`` with ``pair`` added, unless they already have a header named
-    ``lower`` in any letter case (the app's own value wins).
-
-    Works on ASGI bytes and WSGI str alike. The result is a new list when
-    ``pair`` is added: the app's own list may be one it reuses for every response.
-
-    >>> with_header([("Content-Type", "text/plain")], ("X-Session-Id", "a"), "x-session-id")
-    [('Content-Type', 'text/plain'), ('X-Session-Id', 'a')]
-    >>> with_header([(b"X-SESSION-ID", b"b")], (b"x-session-id", b"a"), b"x-session-id")
-    [(b'X-SESSION-ID', b'b')]
-    """
-    size = len(lower)
-    for name, _ in headers:
-        # Length first, it is cheap; Django sends names as the app spelled them.
-        if len(name) == size and name.lower() == lower:
-            return headers
-    added = headers.copy()
-    added.append(pair)
-    return added
 
 
 def environ_key(name: str) -> str:

@@ -24,9 +24,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from sessionctx._headers import with_header
 from sessionctx._policy import MISSING, SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
-from sessionctx._validation import _raw_id_ok
+from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
 from sessionctx.session import _current
 
 __all__ = ["SessionIdMiddleware"]
@@ -113,8 +112,14 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                     hit = _SEVERAL
                     break
                 hit = item
-        if hit is not None and hit[0] in self._accepted and _raw_id_ok(hit[1]):
-            value: bytes = hit[1]
+        if (
+            hit is not None
+            and hit[0] in self._accepted
+            # The id rule of _raw_id_ok(), written out: the call would cost
+            # more than the check.
+            and 0 < len(value := hit[1]) <= MAX_SESSION_ID_LENGTH
+            and 0 not in value.translate(_RAW_ID_TABLE)
+        ):
             request_sid: str = value.decode()  # ASCII, by the id rule
         else:
             state, sid = _NO_HEADERS if hit is None else self._lookup_raw(raw)
@@ -132,17 +137,32 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             send = _exposing(send, header)
 
         # A plain function returning ``send``'s awaitable: one coroutine less
-        # per message than an ``async def`` wrapper.
-        def send_with_session(message: Message) -> Awaitable[None]:
+        # per message than an ``async def`` wrapper. What it needs is bound
+        # as defaults rather than closed over: no cells to make per request,
+        # and the header loop reads plain locals.
+        def send_with_session(
+            message: Message,
+            send: Send = send,
+            pair: tuple[bytes, bytes] = pair,
+            header: bytes = header,
+            size: int = len(header),
+        ) -> Awaitable[None]:
             if message["type"] in _STARTS:
                 headers = message.get("headers")
                 if headers is None:
                     message["headers"] = [pair]
-                else:
-                    if type(headers) is not list:
-                        # A tuple or any other iterable: read it only once.
-                        headers = list(headers)
-                    message["headers"] = with_header(headers, pair, pair[0])
+                    return send(message)
+                if type(headers) is not list:
+                    # A tuple or any other iterable: read it only once.
+                    headers = message["headers"] = list(headers)
+                # The app's own session header, in any letter case, wins
+                # (Django sends names as the app spelled them). Length first:
+                # it is cheap.
+                for name, _ in headers:
+                    if len(name) == size and name.lower() == header:
+                        return send(message)
+                # A new list: the app may reuse its own for every response.
+                message["headers"] = [*headers, pair]
             return send(message)
 
         make_context = self._make_context

@@ -38,11 +38,11 @@ from contextvars import Context, copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from sessionctx._headers import environ_key, with_header
+from sessionctx._headers import environ_key
 from sessionctx._policy import SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
-from sessionctx._validation import _match_id
+from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
 from sessionctx.asgi import _expose_header
-from sessionctx.session import _Active, _current
+from sessionctx.session import _current
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -147,8 +147,17 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
 
         # The first accepted name, when present, decides alone: the usual
         # request is settled with one lookup; everything else by the full one.
+        # The id rule is written out here (ASCII, then one table pass in C,
+        # cheaper than the regex); a value it turns down goes to the full
+        # lookup, which applies the rule again.
         value = environ.get(self._first_key)
-        if value is not None and self._continues_valid and _match_id(value) is not None:
+        if (
+            value
+            and self._continues_valid
+            and value.isascii()
+            and len(value) <= MAX_SESSION_ID_LENGTH
+            and 0 not in value.encode().translate(_RAW_ID_TABLE)
+        ):
             request_sid: str = value
         else:
             state, sid = self._lookup_environ(environ)
@@ -160,14 +169,27 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             request_sid = sid
         environ[SCOPE_KEY] = request_sid
         pair = (self._header, request_sid)
-        lower = self._header_lower
         if self._expose_name is not None:
             start_response = _exposing(start_response, self._expose_name)
 
+        # What it needs is bound as defaults rather than closed over: no cells
+        # to make per request, and the header loop reads plain locals.
         def start_response_with_session(
-            status: str, headers: Headers, exc_info: OptExcInfo | None = None
+            status: str,
+            headers: Headers,
+            exc_info: OptExcInfo | None = None,
+            start_response: StartResponse = start_response,
+            pair: tuple[str, str] = pair,
+            lower: str = self._header_lower,
+            size: int = len(self._header_lower),
         ) -> Callable[[bytes], object]:
-            return start_response(status, with_header(headers, pair, lower), exc_info)
+            # The application's own session header, in any letter case, wins.
+            # Length first: it is cheap.
+            for name, _ in headers:
+                if len(name) == size and name.lower() == lower:
+                    return start_response(status, headers, exc_info)
+            # A new list: the application may reuse its own for every response.
+            return start_response(status, [*headers, pair], exc_info)
 
         ctx = copy_context()
         # The session is set in the request's own context, which is dropped
@@ -179,14 +201,14 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             else [request_sid, make_context(request_sid, environ)]
         )
         tracked: _TrackedStartResponse | None = None
+        app: WSGIApplication = self.app
+        ctx.run(_set_session, session)
         if not self._handle_errors:
-            body = ctx.run(
-                _call_in_session, session, self.app, environ, start_response_with_session
-            )
+            body = ctx.run(app, environ, start_response_with_session)
         else:
             tracked = _TrackedStartResponse(start_response_with_session)
             try:
-                body = ctx.run(_call_in_session, session, self.app, environ, tracked)
+                body = ctx.run(app, environ, tracked)
             except Exception as exc:
                 if tracked.called:
                     raise
@@ -213,17 +235,6 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         body = self._policy.reject_body(state)
         start_response("400 Bad Request", [_TEXT_PLAIN, ("Content-Length", str(len(body)))])
         return [body]
-
-
-def _call_in_session(
-    session: _Active,
-    app: WSGIApplication,
-    environ: WSGIEnvironment,
-    start_response: StartResponse,
-) -> Iterable[bytes]:
-    """Set the session and call the application: one ``Context.run`` for both."""
-    _set_session(session)
-    return app(environ, start_response)
 
 
 class _TrackedStartResponse:
