@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sessionctx-installed
+BENCH_STAMP := $(VENV)/.sessionctx-bench-installed
 LINTED := src tests benchmarks examples
 
 .PHONY: help install test lint typecheck pytest demo bench stress clean
@@ -22,6 +23,10 @@ $(STAMP): pyproject.toml | $(PY)
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	@touch $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(LINTED)
@@ -43,7 +48,7 @@ demo: $(STAMP)
 
 # The end-to-end part needs wrk: installed from Debian packages when missing and
 # run as root, otherwise that part is skipped with a note in the table.
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing wrk (apt-get install -y wrk)"; \

@@ -2,8 +2,10 @@
 
 The bare apps do as little as an app can: answer ``200`` with a two-byte body.
 Everything measured on top of them is the middleware's cost. The servers in
-:mod:`benchmarks.end_to_end` load ``asgi_app`` / ``wsgi_app`` and the
-factories below, which wrap the same apps in ``sessionctx``.
+:mod:`benchmarks.end_to_end` load ``asgi_app`` / ``wsgi_app``, the same apps
+sending the session header themselves (``*_with_header``: what the server
+pays for one more response header, with no middleware), and the factories
+below, which wrap the bare apps in the hand-written floor or in ``sessionctx``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ __all__ = [
     "BODY",
     "VALID_ID",
     "asgi_app",
+    "asgi_with_floor",
+    "asgi_with_header",
     "asgi_with_sessionctx",
     "wsgi_app",
+    "wsgi_with_floor",
+    "wsgi_with_header",
     "wsgi_with_sessionctx",
 ]
 
@@ -46,6 +52,46 @@ def wsgi_app(environ: WSGIEnvironment, start_response: StartResponse) -> list[by
     """WSGI returning a list, so the server does no generator work."""
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return [BODY]
+
+
+async def asgi_with_header(scope: Scope, receive: Receive, send: Send) -> None:
+    """``asgi_app`` that sends the session header itself, as a middleware would add it."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", b"2"),
+                (b"x-session-id", VALID_ID.encode("latin-1")),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def wsgi_with_header(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """``wsgi_app`` that sends the session header itself, as a middleware would add it."""
+    start_response(
+        "200 OK",
+        [("Content-Type", "text/plain"), ("Content-Length", "2"), ("X-Session-Id", VALID_ID)],
+    )
+    return [BODY]
+
+
+def asgi_with_floor() -> ASGIApp:
+    """``asgi_app`` inside the hand-written floor middleware (a server factory)."""
+    from benchmarks.floor import AsgiFloorMiddleware
+
+    return AsgiFloorMiddleware(asgi_app)
+
+
+def wsgi_with_floor() -> WSGIApplication:
+    """``wsgi_app`` inside the hand-written floor middleware (a server factory)."""
+    from benchmarks.floor import WsgiFloorMiddleware
+
+    app: WSGIApplication = WsgiFloorMiddleware(wsgi_app)
+    return app
 
 
 def asgi_with_sessionctx() -> ASGIApp:

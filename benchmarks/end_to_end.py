@@ -1,13 +1,21 @@
-"""End to end: real servers on 127.0.0.1 loaded by ``wrk``, with and without sessionctx.
+"""End to end: real servers on 127.0.0.1 loaded by ``wrk``, side by side.
 
-Each server runs one worker pinned to one CPU and ``wrk`` runs pinned to
-another, so the load generator does not steal the server's CPU (``taskset``;
-without it or with a single CPU both run unpinned, which the row notes). The
-bare and the wrapped server run side by side and are loaded in turn, ``A B B A``
-per pair, so slow phases of the machine hit both alike. The figure is
-throughput (requests per second) and the change of the wrapped server against
-the bare one: the median over pairs of the pair's wrapped over bare throughput,
-so one slow phase of a shared machine moves one pair, not the result.
+For each server, one worker of it serves each candidate app: the bare app, the
+bare app again, the bare app sending the session header itself, the
+hand-written floor middleware and sessionctx. All of them run at the same time,
+pinned to one CPU, each loaded by its own ``wrk`` pinned to another CPU
+(``taskset``; without it or with a single CPU everything runs unpinned, which
+the row notes), so a slow phase of a shared machine slows all of them alike
+instead of whichever ran then. Each server is a session of its own, which the
+kernel gives an even share of the CPU; what each one got is read from Linux's
+per-thread run time (``/proc/<pid>/task/<tid>/schedstat``, time on the CPU,
+without time the hypervisor stole), and the figure is requests served per
+second of that CPU time: the throughput of one worker with a CPU to itself.
+The change is each candidate's figure over the bare app's in the same round,
+median over rounds. The second bare app shows the method's own noise (ideally
+1.00x); the app sending the header itself shows what the server pays for one
+more response header, which every session middleware adds. Without ``/proc``
+the figure is plain requests per second, which assumes the even share.
 """
 
 from __future__ import annotations
@@ -31,11 +39,48 @@ from tests.support import HOST, free_port, server_process
 from benchmarks.apps import BODY, VALID_ID
 from benchmarks.report import Row, Verdict
 
-__all__ = ["FULL", "QUICK", "Load", "run"]
+__all__ = ["CANDIDATES", "FULL", "QUICK", "Load", "run"]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: SPEC.md section 7: uvicorn throughput loss at most this many percent.
 MAX_LOSS = 5.0
+
+BARE = "bare app"
+OURS = "sessionctx"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One app every server serves: its row name and where the server finds it."""
+
+    name: str
+    #: ``module:attribute`` of the ASGI and of the WSGI app; ``()``: call it, a factory.
+    asgi: str
+    wsgi: str
+    #: Whether the app sends the session header.
+    echoes: bool
+
+
+#: In the order of the table.
+CANDIDATES = (
+    Candidate(BARE, "benchmarks.apps:asgi_app", "benchmarks.apps:wsgi_app", echoes=False),
+    Candidate("bare app again", "benchmarks.apps:asgi_app", "benchmarks.apps:wsgi_app", False),
+    Candidate(
+        "app sends header",
+        "benchmarks.apps:asgi_with_header",
+        "benchmarks.apps:wsgi_with_header",
+        True,
+    ),
+    Candidate(
+        "floor", "benchmarks.apps:asgi_with_floor()", "benchmarks.apps:wsgi_with_floor()", True
+    ),
+    Candidate(
+        OURS,
+        "benchmarks.apps:asgi_with_sessionctx()",
+        "benchmarks.apps:wsgi_with_sessionctx()",
+        True,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -44,79 +89,119 @@ class Load:
 
     seconds: int
     warmup_seconds: int
-    pairs: int
+    rounds: int
     connections: int = 16
 
 
-QUICK = Load(seconds=1, warmup_seconds=0, pairs=1)
-FULL = Load(seconds=2, warmup_seconds=1, pairs=8)
+QUICK = Load(seconds=1, warmup_seconds=0, rounds=1)
+FULL = Load(seconds=3, warmup_seconds=2, rounds=9)
 
 
 @dataclass(frozen=True)
 class Server:
-    """A server command line for the bare app and for the app inside sessionctx."""
+    """How to start one worker of a server for a candidate."""
 
     name: str
-    bare: tuple[str, ...]
-    wrapped: tuple[str, ...]
+    command: tuple[str, ...]
+    wsgi: bool
     #: The throughput loss the spec allows, in percent; ``None``: reported, not judged.
     max_loss: float | None = None
 
-    def argv(self, wrapped: bool) -> list[str]:
+    def argv(self, candidate: Candidate) -> list[str]:
         """The command line, with ``{port}`` where the port goes."""
-        return list(self.wrapped if wrapped else self.bare)
+        if self.wsgi:
+            return [*self.command, candidate.wsgi]
+        target = candidate.asgi
+        if target.endswith("()"):
+            return [*self.command, "--factory", target[:-2]]
+        return [*self.command, target]
 
 
-def _uvicorn() -> Server:
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    common = (
-        *(sys.executable, "-m", "uvicorn", "--host", HOST, "--port", "{port}"),
-        *("--no-access-log", "--loop", "asyncio", "--http", http, "--lifespan", "off"),
-        *("--log-level", "warning"),
-    )
+def _uvicorn(http: str) -> Server:
     return Server(
         name=f"uvicorn ({http})",
-        bare=(*common, "benchmarks.apps:asgi_app"),
-        wrapped=(*common, "--factory", "benchmarks.apps:asgi_with_sessionctx"),
+        command=(
+            *(sys.executable, "-m", "uvicorn", "--host", HOST, "--port", "{port}"),
+            *("--no-access-log", "--loop", "asyncio", "--http", http, "--lifespan", "off"),
+            *("--log-level", "warning"),
+        ),
+        wsgi=False,
         max_loss=MAX_LOSS,
     )
 
 
 def _gunicorn() -> Server:
-    common = (
-        *(sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread"),
-        *("--threads", "4", "--bind", f"{HOST}:{{port}}", "--log-level", "warning"),
-    )
     return Server(
         name="gunicorn (gthread)",
-        bare=(*common, "benchmarks.apps:wsgi_app"),
-        wrapped=(*common, "benchmarks.apps:wsgi_with_sessionctx()"),
+        command=(
+            *(sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread"),
+            *("--threads", "4", "--bind", f"{HOST}:{{port}}", "--log-level", "warning"),
+        ),
+        wsgi=True,
     )
+
+
+def servers() -> list[Server]:
+    """uvicorn with its pure-Python HTTP parser (h11), with httptools (what
+    ``uvicorn[standard]`` runs) when installed, and gunicorn."""
+    found = [_uvicorn("h11")]
+    if importlib.util.find_spec("httptools") is not None:
+        found.append(_uvicorn("httptools"))
+    return [*found, _gunicorn()]
 
 
 def _pinning() -> tuple[list[str], list[str], str]:
-    """``taskset`` prefixes for the server and for ``wrk``, and a note when unpinned."""
+    """``taskset`` prefixes for the servers and for ``wrk``, and a note when unpinned."""
     taskset = shutil.which("taskset")
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if taskset is None or len(cpus) < 2:
-        return [], [], "server and wrk unpinned (needs taskset and 2 CPUs)"
+        return [], [], "servers and wrk unpinned (needs taskset and 2 CPUs)"
     return [taskset, "-c", str(cpus[0])], [taskset, "-c", str(cpus[1])], ""
 
 
 @contextmanager
-def _serving(argv: list[str], name: str) -> Iterator[int]:
-    """Run ``argv`` (with ``{port}`` filled in) until the block ends; yield the port."""
+def _serving(argv: list[str]) -> Iterator[tuple[int, int]]:
+    """Run ``argv`` (with ``{port}`` filled in) until the block ends; yield the port
+    and the process group of the server and its workers."""
     port = free_port()
     path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     with tempfile.TemporaryDirectory() as tmp:
-        output = Path(tmp) / f"{name}.out"
-        with server_process([a.replace("{port}", str(port)) for a in argv], port, output, env=env):
-            yield port
+        output = Path(tmp) / "server.out"
+        argv = [a.replace("{port}", str(port)) for a in argv]
+        with server_process(argv, port, output, env=env) as proc:
+            yield port, proc.pid  # a session of its own: the group id is its pid
 
 
-def _check(port: int, name: str, wrapped: bool) -> None:
-    """One request: 200 with the body; the wrapped server echoes the session id."""
+_PROC = Path("/proc")
+
+
+def _cpu_ns(group: int) -> int | None:
+    """Time on the CPU so far of every thread of process group ``group``, in ns
+    (Linux schedstat); ``None`` where ``/proc`` does not tell."""
+    total = 0
+    found = False
+    for stat in _PROC.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # The fields after the command name (which may hold spaces) in parentheses:
+        # state, ppid, pgrp, ...
+        if int(text[text.rindex(")") + 2 :].split()[2]) != group:
+            continue
+        for sched in stat.parent.glob("task/*/schedstat"):
+            try:
+                total += int(sched.read_text().split()[0])
+                found = True
+            except (OSError, ValueError, IndexError):
+                continue
+    return total if found else None
+
+
+def _check(port: int, server: str, candidate: Candidate) -> None:
+    """One request: 200 with the body, and the session id echoed by exactly the
+    candidates that send it."""
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         conn.request("GET", "/", headers={"X-Session-Id": VALID_ID})
@@ -125,107 +210,152 @@ def _check(port: int, name: str, wrapped: bool) -> None:
         echoed = response.getheader("x-session-id")
     finally:
         conn.close()
+    where = f"{server}, {candidate.name}"
     if response.status != 200 or body != BODY:
-        raise RuntimeError(f"{name}: unexpected response {response.status} {body!r}")
-    if wrapped and echoed != VALID_ID:
-        raise RuntimeError(f"{name}: session id not echoed, got {echoed!r}")
-    if not wrapped and echoed is not None:
-        raise RuntimeError(f"{name}: the bare app sent a session header")
+        raise RuntimeError(f"{where}: unexpected response {response.status} {body!r}")
+    if echoed != (VALID_ID if candidate.echoes else None):
+        raise RuntimeError(f"{where}: X-Session-Id {echoed!r} in the response")
 
 
-_RPS = re.compile(r"^Requests/sec:\s+([0-9.]+)", re.MULTILINE)
+_REQUESTS = re.compile(r"^\s*([0-9]+) requests in ", re.MULTILINE)
 _ERRORS = re.compile(r"^\s*(Non-2xx or 3xx responses|Socket errors):.*$", re.MULTILINE)
 
 
-def _wrk(wrk: list[str], port: int, seconds: int, connections: int) -> float:
-    """Requests per second ``wrk`` reached against ``port``."""
-    argv = [
-        *wrk,
-        *("--threads", "1", "--connections", str(connections), "--duration", f"{seconds}s"),
-        *("--timeout", "5s", "--header", f"X-Session-Id: {VALID_ID}", f"http://{HOST}:{port}/"),
+def _wrk_all(wrk: list[str], ports: list[int], seconds: int, connections: int) -> list[int]:
+    """Requests answered by each port, all loaded at once by a ``wrk`` of their own."""
+    procs = [
+        subprocess.Popen(
+            [
+                *wrk,
+                *("--threads", "1", "--connections", str(connections)),
+                *("--duration", f"{seconds}s", "--timeout", "5s"),
+                *("--header", f"X-Session-Id: {VALID_ID}", f"http://{HOST}:{port}/"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for port in ports
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    found = _RPS.search(done.stdout)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
-    errors = _ERRORS.search(done.stdout)
-    if errors is not None:
-        raise RuntimeError(f"wrk saw errors: {errors.group(0).strip()}")
-    return float(found.group(1))
+    outputs: list[tuple[int, str]] = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=seconds + 60)
+            outputs.append((proc.returncode, out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    counts: list[int] = []
+    for code, out in outputs:
+        found = _REQUESTS.search(out)
+        if code != 0 or found is None:
+            raise RuntimeError(f"wrk failed ({code}): {out}")
+        errors = _ERRORS.search(out)
+        if errors is not None:
+            raise RuntimeError(f"wrk saw errors: {errors.group(0).strip()}")
+        counts.append(int(found.group(1)))
+    return counts
 
 
 def _measure(
     server: Server, load: Load, wrk: list[str], pin: list[str]
-) -> tuple[list[float], list[float]]:
-    """Requests per second of each run of the bare and the wrapped server, loaded A B B A."""
+) -> tuple[list[list[float]], bool]:
+    """Requests per second of CPU time of every candidate in every round (in
+    ``CANDIDATES`` order), all loaded at the same time; and whether the CPU time
+    was known (otherwise: requests per second of the round)."""
     with ExitStack() as stack:
-        ports = {
-            wrapped: stack.enter_context(_serving(pin + server.argv(wrapped), server.name))
-            for wrapped in (False, True)
-        }
-        for wrapped, port in ports.items():
-            _check(port, server.name, wrapped)
-            if load.warmup_seconds:
-                _wrk(wrk, port, load.warmup_seconds, load.connections)
-        rates: dict[bool, list[float]] = {False: [], True: []}
-        for _ in range(load.pairs):
-            for wrapped in (False, True, True, False):
-                rates[wrapped].append(_wrk(wrk, ports[wrapped], load.seconds, load.connections))
-    return rates[False], rates[True]
+        served = [
+            stack.enter_context(_serving(pin + server.argv(candidate))) for candidate in CANDIDATES
+        ]
+        ports = [port for port, _ in served]
+        for port, candidate in zip(ports, CANDIDATES, strict=True):
+            _check(port, server.name, candidate)
+        if load.warmup_seconds:
+            _wrk_all(wrk, ports, load.warmup_seconds, load.connections)
+        rounds: list[list[float]] = []
+        by_cpu = True
+        for _ in range(load.rounds):
+            before = [_cpu_ns(group) for _, group in served]
+            counts = _wrk_all(wrk, ports, load.seconds, load.connections)
+            after = [_cpu_ns(group) for _, group in served]
+            cpu = [
+                None if a is None or b is None or b <= a else (b - a) / 1e9
+                for a, b in zip(before, after, strict=True)
+            ]
+            if any(c is None for c in cpu):
+                by_cpu = False
+            rounds.append(
+                [
+                    n / c if by_cpu and c else n / load.seconds
+                    for n, c in zip(counts, cpu, strict=True)
+                ]
+            )
+        return rounds, by_cpu
 
 
 def run(load: Load, wrk_path: str | None = None) -> list[Row]:
-    """Rows for uvicorn and, when ``sessionctx.wsgi`` exists, gunicorn."""
+    """One row per candidate for uvicorn (h11, and httptools when installed) and gunicorn."""
     if wrk_path is None:
         return [
             Row(
                 "e2e",
                 "-",
-                "sessionctx",
+                OURS,
                 note="skipped: wrk not found (make bench installs it with apt-get as root)",
             )
         ]
     server_pin, wrk_pin, pin_note = _pinning()
     wrk = [*wrk_pin, wrk_path]
-    servers = [_uvicorn(), _gunicorn()]
     rows: list[Row] = []
-    for server in servers:
-        bare_runs, our_runs = _measure(server, load, wrk, server_pin)
-        bare = statistics.median(bare_runs)
-        ours = statistics.median(our_runs)
-        # Each A B B A pair gave two runs of each server.
-        pair_ratios = [
-            sum(our_runs[i : i + 2]) / sum(bare_runs[i : i + 2]) for i in range(0, len(our_runs), 2)
-        ]
-        ratio = statistics.median(pair_ratios)
-        change = (ratio - 1) * 100
-        verdict = None
-        if server.max_loss is not None:
-            verdict = Verdict(
-                f"<= {server.max_loss:.0f} % loss", -change <= server.max_loss, f"{-change:.1f} %"
+    for server in servers():
+        rounds, by_cpu = _measure(server, load, wrk, server_pin)
+        unit = "req/CPU-s" if by_cpu else "req/s"
+        for i, candidate in enumerate(CANDIDATES):
+            runs = [rates[i] for rates in rounds]
+            absolute = statistics.median(runs)
+            if i == 0:
+                rows.append(Row("e2e", server.name, BARE, absolute, unit, extra={"runs": runs}))
+                continue
+            ratio = statistics.median(rates[i] / rates[0] for rates in rounds)
+            change = (ratio - 1) * 100
+            verdict = None
+            if candidate.name == OURS and server.max_loss is not None:
+                verdict = Verdict(
+                    f"<= {server.max_loss:.0f} % loss",
+                    -change <= server.max_loss,
+                    f"{-change:.1f} %",
+                )
+            note = ""
+            if candidate.name == OURS:
+                measure = (
+                    "requests per second of each server's CPU time"
+                    if by_cpu
+                    else "requests per second (no /proc: CPU time unknown)"
+                )
+                note = (
+                    f"{len(CANDIDATES)} servers sharing one CPU, each loaded by its own wrk"
+                    f" ({load.connections} connections), {load.rounds} rounds of {load.seconds} s;"
+                    f" {measure}; change = median of the rounds' ratios to the bare app;"
+                    f" per round: bare {' '.join(f'{r[0]:,.0f}' for r in rounds)},"
+                    f" sessionctx {' '.join(f'{r[i]:,.0f}' for r in rounds)}"
+                    + (f"; {pin_note}" if pin_note else "")
+                )
+            rows.append(
+                Row(
+                    part="e2e",
+                    case=server.name,
+                    candidate=candidate.name,
+                    absolute=absolute,
+                    unit=unit,
+                    added=change,
+                    added_unit="%",
+                    ratio=ratio,
+                    ratio_of="bare",
+                    verdict=verdict,
+                    note=note,
+                    extra={"runs": runs},
+                )
             )
-        # The spread of single runs shows how much of the change is noise.
-        note = (
-            f"{load.connections} connections, {len(our_runs)} runs of {load.seconds} s per server"
-            f" ({load.pairs} A B B A pairs; change = median of the pairs' ratios);"
-            f" req/s per run: bare {' '.join(f'{r:,.0f}' for r in bare_runs)},"
-            f" sessionctx {' '.join(f'{r:,.0f}' for r in our_runs)}"
-        )
-        rows.append(Row("e2e", server.name, "bare app", bare, "req/s", extra={"runs": bare_runs}))
-        rows.append(
-            Row(
-                part="e2e",
-                case=server.name,
-                candidate="sessionctx",
-                absolute=ours,
-                unit="req/s",
-                added=change,
-                added_unit="%",
-                ratio=ratio,
-                ratio_of="bare",
-                verdict=verdict,
-                note=note + (f"; {pin_note}" if pin_note else ""),
-                extra={"runs": our_runs},
-            )
-        )
     return rows

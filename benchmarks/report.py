@@ -37,8 +37,9 @@ class Row:
     """One line of the table.
 
     ``absolute`` is the candidate's own figure in ``unit`` (ns per request,
-    requests per second, bytes of growth). ``added`` is what it costs over the
-    bare app of the same part: ns per request in-process, the change in
+    requests per second, or per second of the server's CPU time, bytes of
+    growth). ``added`` is what it costs over the bare app of the same part: ns
+    per request in-process, the change in
     throughput in percent end to end (negative is a loss). ``ratio`` compares
     it with ``ratio_of``: added time over the floor's added time in-process,
     throughput over the bare app's end to end, time over ``uuid4``'s for the
@@ -160,8 +161,8 @@ def _figure(value: float | None, unit: str) -> str:
         return _duration(value)
     if unit == "ns added":
         return ("+" if value >= 0 else "") + _duration(value)
-    if unit == "req/s":
-        return f"{value:,.0f} req/s"
+    if unit in ("req/s", "req/CPU-s"):
+        return f"{value:,.0f} {unit}"
     if unit == "requests":
         return f"{value:,.0f} req"
     if unit == "bytes":

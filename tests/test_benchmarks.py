@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from contextvars import copy_context
 from pathlib import Path
@@ -241,14 +243,39 @@ def test_end_to_end_part_skips_without_wrk() -> None:
 def test_end_to_end_part_loads_real_servers() -> None:
     rows = end_to_end.run(end_to_end.QUICK, wrk_path=shutil.which("wrk"))
 
-    measured = [row for row in rows if row.absolute is not None]
-    assert sorted(row.case.split()[0] for row in measured) == ["gunicorn"] * 2 + ["uvicorn"] * 2
-    for row in measured:
-        assert row.unit == "req/s"
+    servers = end_to_end.servers()
+    assert [row.case for row in rows] == [
+        server.name for server in servers for _ in end_to_end.CANDIDATES
+    ]
+    assert [row.candidate for row in rows] == [
+        candidate.name for _ in servers for candidate in end_to_end.CANDIDATES
+    ]
+    for row in rows:
+        # Linux: requests per second of the server's CPU time, read from /proc.
+        assert row.unit == "req/CPU-s"
         assert row.absolute is not None
         assert row.absolute > 0
-    uvicorn = [row for row in measured if row.candidate == "sessionctx" and row.verdict]
-    assert len(uvicorn) == 1
+        if row.candidate != "bare app":
+            assert row.ratio is not None
+            assert row.ratio > 0
+            assert row.added == pytest.approx((row.ratio - 1) * 100)
+    judged = [(row.case, row.candidate) for row in rows if row.verdict]
+    assert judged == [(s.name, "sessionctx") for s in servers if s.name.startswith("uvicorn")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="needs Linux /proc")
+def test_end_to_end_cpu_time_of_a_process_group_grows_while_it_works() -> None:
+    group = os.getpgrp()
+    before = end_to_end._cpu_ns(group)
+    deadline = time.thread_time_ns() + 20_000_000
+    while time.thread_time_ns() < deadline:
+        pass
+    after = end_to_end._cpu_ns(group)
+
+    assert before is not None
+    assert after is not None
+    assert after - before >= 15_000_000
+    assert end_to_end._cpu_ns(2**22 + 12345) is None  # no such group
 
 
 def test_profile_prints_pieces_and_both_profiles(capsys: pytest.CaptureFixture[str]) -> None:
