@@ -32,8 +32,9 @@ _BAD_CHAR = re.compile(f"[^{_ALLOWED}]")
 #: ``_match_id(value)`` is truthy exactly when ``value`` (a str) follows the rule.
 _match_id = _ID_PATTERN.fullmatch
 
-#: The rule for raw (latin-1) header bytes, as a ``bytes.translate`` table that
-#: maps every byte the rule allows to a non-zero byte and every other byte to 0.
+#: The rule for raw (latin-1) header bytes, and for ASCII str once encoded, as a
+#: ``bytes.translate`` table that maps every byte the rule allows to a non-zero
+#: byte and every other byte to 0.
 _RAW_ID_TABLE = bytes(c if 0x21 <= c <= 0x7E and c not in b'",;\\' else 0 for c in range(256))
 
 

@@ -75,6 +75,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         "_expose",
         "_handle_errors",
         "_header",
+        "_header_size",
         "_lookup_raw",
         "_watched",
     )
@@ -85,6 +86,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         # Everything __call__ needs, bound once so a request pays no lookups.
         # Lower-case on the wire: HTTP/2 forbids upper-case field names.
         self._header = policy.header_name_lower.encode("latin-1")
+        self._header_size = len(self._header)
         self._lookup_raw = policy.lookup.lookup_raw
         names = frozenset(n.encode("latin-1") for n in policy.lookup.names)
         self._watched = names | {b"baggage"}
@@ -145,7 +147,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             send: Send = send,
             pair: tuple[bytes, bytes] = pair,
             header: bytes = header,
-            size: int = len(header),
+            size: int = self._header_size,
         ) -> Awaitable[None]:
             if message["type"] in _STARTS:
                 headers = message.get("headers")

@@ -125,6 +125,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         "_handle_errors",
         "_header",
         "_header_lower",
+        "_header_size",
         "_lookup_environ",
     )
 
@@ -133,6 +134,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     def _bind(self, policy: SessionPolicy) -> None:
         self._header = policy.header_name
         self._header_lower = policy.header_name_lower
+        self._header_size = len(policy.header_name_lower)
         self._environ_key = environ_key(policy.header_name)
         self._expose_name = self._header_lower.encode("latin-1") if policy.expose_header else None
         # Bound once, so that a request pays no attribute lookups for them.
@@ -181,7 +183,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             start_response: StartResponse = start_response,
             pair: tuple[str, str] = pair,
             lower: str = self._header_lower,
-            size: int = len(self._header_lower),
+            size: int = self._header_size,
         ) -> Callable[[bytes], object]:
             # The application's own session header, in any letter case, wins.
             # Length first: it is cheap.
