@@ -39,7 +39,7 @@ from tests.support import HOST, free_port, server_process
 from benchmarks.apps import BODY, VALID_ID
 from benchmarks.report import Row, Verdict
 
-__all__ = ["CANDIDATES", "FULL", "QUICK", "Load", "run"]
+__all__ = ["CANDIDATES", "FULL", "QUICK", "Load", "run", "servers"]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: SPEC.md section 7: uvicorn throughput loss at most this many percent.
@@ -274,24 +274,23 @@ def _measure(
             _check(port, server.name, candidate)
         if load.warmup_seconds:
             _wrk_all(wrk, ports, load.warmup_seconds, load.connections)
+        groups = [group for _, group in served]
+        # Decided once, so that every round is in the same unit.
+        by_cpu = all(_cpu_ns(group) is not None for group in groups)
         rounds: list[list[float]] = []
-        by_cpu = True
         for _ in range(load.rounds):
-            before = [_cpu_ns(group) for _, group in served]
+            before = [_cpu_ns(group) for group in groups] if by_cpu else []
             counts = _wrk_all(wrk, ports, load.seconds, load.connections)
-            after = [_cpu_ns(group) for _, group in served]
-            cpu = [
-                None if a is None or b is None or b <= a else (b - a) / 1e9
-                for a, b in zip(before, after, strict=True)
-            ]
-            if any(c is None for c in cpu):
-                by_cpu = False
-            rounds.append(
-                [
-                    n / c if by_cpu and c else n / load.seconds
-                    for n, c in zip(counts, cpu, strict=True)
-                ]
-            )
+            if not by_cpu:
+                rounds.append([n / load.seconds for n in counts])
+                continue
+            after = [_cpu_ns(group) for group in groups]
+            rates: list[float] = []
+            for n, a, b in zip(counts, before, after, strict=True):
+                if a is None or b is None or b <= a:
+                    raise RuntimeError(f"{server.name}: a server's CPU time could not be read")
+                rates.append(n * 1e9 / (b - a))
+            rounds.append(rates)
         return rounds, by_cpu
 
 

@@ -263,6 +263,48 @@ def test_end_to_end_part_loads_real_servers() -> None:
     assert judged == [(s.name, "sessionctx") for s in servers if s.name.startswith("uvicorn")]
 
 
+@pytest.mark.server
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_end_to_end_part_without_cpu_times_reports_plain_throughput(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = end_to_end.servers()[:1]
+    monkeypatch.setattr(end_to_end, "servers", lambda: first)
+    monkeypatch.setattr(end_to_end, "_cpu_ns", lambda group: None)
+
+    rows = end_to_end.run(end_to_end.QUICK, wrk_path=shutil.which("wrk"))
+
+    assert [row.candidate for row in rows] == [c.name for c in end_to_end.CANDIDATES]
+    assert {row.unit for row in rows} == {"req/s"}
+    assert "CPU time unknown" in rows[-1].note
+
+
+@pytest.mark.server
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="needs Linux /proc")
+def test_end_to_end_part_fails_when_cpu_time_is_lost_mid_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = end_to_end.servers()[:1]
+    monkeypatch.setattr(end_to_end, "servers", lambda: first)
+    read = end_to_end._cpu_ns
+    calls = 0
+
+    def lost_after_the_first_readings(group: int) -> int | None:
+        # One reading per server to decide the unit, one before the round; then lost.
+        nonlocal calls
+        calls += 1
+        return read(group) if calls <= 2 * len(end_to_end.CANDIDATES) else None
+
+    monkeypatch.setattr(end_to_end, "_cpu_ns", lost_after_the_first_readings)
+
+    # Not a round half in CPU time and half in wall time.
+    with pytest.raises(RuntimeError, match="CPU time could not be read"):
+        end_to_end.run(end_to_end.QUICK, wrk_path=shutil.which("wrk"))
+
+
 @pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="needs Linux /proc")
 def test_end_to_end_cpu_time_of_a_process_group_grows_while_it_works() -> None:
     group = os.getpgrp()
