@@ -904,14 +904,22 @@ def file_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
         pytest.param(function_file_wrapper, False, ["abc"], id="function-wrapped"),
     ],
 )
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({}, id="no-options"),
+        pytest.param({"handle_errors": True}, id="handle-errors"),
+        pytest.param({"attributes": lambda environ: {"path": "/"}}, id="attributes"),
+    ],
+)
 def test_file_wrapper_bodies_stay_recognisable(
-    file_wrapper: Any, same_object: bool, closed_in: list[str | None]
+    file_wrapper: Any, same_object: bool, closed_in: list[str | None], options: dict[str, Any]
 ) -> None:
     environ = make_environ({"X-Session-Id": "abc"})
     environ["wsgi.file_wrapper"] = file_wrapper
     server = Server()
 
-    body = SessionIdMiddleware(file_app)(environ, server.start_response)
+    body = SessionIdMiddleware(file_app, **options)(environ, server.start_response)
     is_wrapper_instance = isinstance(file_wrapper, type) and isinstance(body, file_wrapper)
     assert is_wrapper_instance is same_object
     content = b"".join(body)

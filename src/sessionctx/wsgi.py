@@ -57,6 +57,8 @@ _TEXT_PLAIN: Final = ("Content-Type", "text/plain; charset=utf-8")
 _ERROR_STATUS: Final = "500 Internal Server Error"
 _ERROR_BODY: Final = b"Internal Server Error"
 _ERROR_LENGTH: Final = ("Content-Length", str(len(_ERROR_BODY)))
+# A key no environ holds: the fast path's key when every id needs decide().
+_NO_FAST_PATH: Final = "sessionctx.no_fast_path"
 
 
 class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
@@ -118,15 +120,16 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     """
 
     __slots__ = (
-        "_continues_valid",
         "_environ_key",
         "_expose_name",
         "_first_key",
         "_handle_errors",
         "_header",
+        "_header_initials",
         "_header_lower",
         "_header_size",
         "_lookup_environ",
+        "_plain",
     )
 
     _kind = "a WSGI"
@@ -135,13 +138,22 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         self._header = policy.header_name
         self._header_lower = policy.header_name_lower
         self._header_size = len(policy.header_name_lower)
+        # Its first letter in both cases: tested before lower(), which makes
+        # a new string, for names of its length (Content-Type has that of
+        # X-Session-Id).
+        first = policy.header_name_lower[0]
+        self._header_initials = frozenset((first, first.upper()))
         self._environ_key = environ_key(policy.header_name)
         self._expose_name = self._header_lower.encode("latin-1") if policy.expose_header else None
         # Bound once, so that a request pays no attribute lookups for them.
         self._lookup_environ = policy.lookup.lookup_environ
-        self._first_key = policy.lookup.environ_keys[0]
-        self._continues_valid = policy.continues_valid
+        # The first accepted name settles the usual request alone, unless a
+        # validator or trust_incoming=False must see every id: then the fast
+        # path reads a key no environ holds and always falls through.
+        self._first_key = policy.lookup.environ_keys[0] if policy.continues_valid else _NO_FAST_PATH
         self._handle_errors = policy.handle_errors
+        # Neither attributes nor handle_errors: the request needs its id only.
+        self._plain = self._make_context is None and not policy.handle_errors
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if SCOPE_KEY in environ:
@@ -155,7 +167,6 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         value = environ.get(self._first_key)
         if (
             value
-            and self._continues_valid
             and value.isascii()
             and len(value) <= MAX_SESSION_ID_LENGTH
             and 0 not in value.encode().translate(_RAW_ID_TABLE)
@@ -184,11 +195,12 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             pair: tuple[str, str] = pair,
             lower: str = self._header_lower,
             size: int = self._header_size,
+            initials: frozenset[str] = self._header_initials,
         ) -> Callable[[bytes], object]:
             # The application's own session header, in any letter case, wins.
-            # Length first: it is cheap.
+            # Length and first letter before lower(), which makes a string.
             for name, _ in headers:
-                if len(name) == size and name.lower() == lower:
+                if len(name) == size and name[0] in initials and name.lower() == lower:
                     return start_response(status, headers, exc_info)
             # A new list: the application may reuse its own for every response.
             return start_response(status, [*headers, pair], exc_info)
@@ -196,6 +208,13 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         ctx = copy_context()
         # The session is set in the request's own context, which is dropped
         # with the request: no token to reset in the server thread.
+        if self._plain:
+            ctx.run(_set_session, [request_sid, None])
+            body = ctx.run(self.app, environ, start_response_with_session)
+            body_type = type(body)
+            if body_type is list or body_type is tuple:
+                return body
+            return self._in_context(ctx, body, environ)
         make_context = self._make_context
         session = (
             [request_sid, None]
@@ -221,17 +240,20 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         body_type = type(body)
         if body_type is list or body_type is tuple:
             return body
-        if body_type is environ.get("wsgi.file_wrapper"):
-            close = getattr(body, "close", None)
-            if close is not None:
-                try:
-                    cast(Any, body).close = partial(ctx.run, close)
-                except AttributeError:
-                    pass  # slotted wrapper: sendfile() wins, close() runs outside the context
-            return body
         if tracked is None:
-            return _ContextBody(ctx, body)
+            return self._in_context(ctx, body, environ)
+        if body_type is environ.get("wsgi.file_wrapper"):
+            return _file_in_context(ctx, body)
         return _GuardedBody(ctx, body, tracked, start_response, pair)
+
+    @staticmethod
+    def _in_context(
+        ctx: Context, body: Iterable[bytes], environ: WSGIEnvironment
+    ) -> Iterable[bytes]:
+        """``body`` made to run the application's code in ``ctx``."""
+        if type(body) is environ.get("wsgi.file_wrapper"):
+            return _file_in_context(ctx, body)
+        return _ContextBody(ctx, body)
 
     def _reject(self, start_response: StartResponse, state: int) -> list[bytes]:
         body = self._policy.reject_body(state)
@@ -345,6 +367,18 @@ class _GuardedBody(_ContextBody):
             if error is not None:
                 self._error = None
                 raise error
+
+
+def _file_in_context(ctx: Context, body: Iterable[bytes]) -> Iterable[bytes]:
+    """A ``wsgi.file_wrapper`` body, left for the server to send, its ``close()``
+    run in ``ctx`` when the wrapper lets it be set."""
+    close = getattr(body, "close", None)
+    if close is not None:
+        try:
+            cast(Any, body).close = partial(ctx.run, close)
+        except AttributeError:
+            pass  # slotted wrapper: sendfile() wins, close() runs outside the context
+    return body
 
 
 def _exposing(start_response: StartResponse, name: bytes) -> StartResponse:
