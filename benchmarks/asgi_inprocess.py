@@ -4,6 +4,11 @@ No server and no sockets: one asyncio task awaits the app in a tight loop with
 a fresh copy of a precomputed ``scope``, a ``receive`` that returns the request
 and a ``send`` that drops every message. What remains is the middleware's own
 Python work, the part a server cannot hide.
+
+Each request gets header names of its own, as from a server (h11 and
+httptools lower-case every name into a new ``bytes``): a middleware that
+looks names up in a set hashes them on every request, and with names reused
+across the run it would hash each only once.
 """
 
 from __future__ import annotations
@@ -113,11 +118,16 @@ async def discard(message: Message) -> None:
 def runner(
     app: ASGIApp, scope: Scope, loop: asyncio.AbstractEventLoop, clock: Callable[[], int]
 ) -> Runner:
+    names = tuple(name for name, _ in scope["headers"])
+    values = tuple(value for _, value in scope["headers"])
+
     async def many(n: int) -> int:
-        receive, send = receive_request, discard
+        receive, send, lower = receive_request, discard, bytes.lower
         start = clock()
         for _ in range(n):
-            await app(dict(scope), receive, send)
+            request = dict(scope)
+            request["headers"] = list(zip(map(lower, names), values))
+            await app(request, receive, send)
         return clock() - start
 
     def run(n: int) -> int:
