@@ -50,8 +50,12 @@ class Budget:
 
 #: Smoke runs: a handful of iterations, two rounds, no calibration.
 QUICK = Budget(rounds=2, chunk_ns=0, min_iterations=20, max_iterations=20)
-#: ``make bench``: nine rounds of ~50 ms per candidate.
-FULL = Budget(rounds=9, chunk_ns=50_000_000, min_iterations=500, max_iterations=1_000_000)
+#: ``make bench``: ninety rounds of ~5 ms per candidate. Short chunks keep the
+#: candidates compared within milliseconds of each other, so a slow phase of
+#: the machine hits them alike: with nine rounds of 50 ms, the ratio of the
+#: same two middlewares moved by 0.3 from run to run here, with ninety of 5 ms
+#: by 0.05.
+FULL = Budget(rounds=90, chunk_ns=5_000_000, min_iterations=50, max_iterations=100_000)
 
 
 def _iterations(run: Runner, budget: Budget) -> int:
