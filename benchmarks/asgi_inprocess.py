@@ -126,7 +126,7 @@ def runner(
         start = clock()
         for _ in range(n):
             request = dict(scope)
-            request["headers"] = list(zip(map(lower, names), values))
+            request["headers"] = list(zip(map(lower, names), values, strict=True))
             await app(request, receive, send)
         return clock() - start
 
