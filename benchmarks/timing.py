@@ -53,8 +53,8 @@ QUICK = Budget(rounds=2, chunk_ns=0, min_iterations=20, max_iterations=20)
 #: ``make bench``: ninety rounds of ~5 ms per candidate. Short chunks keep the
 #: candidates compared within milliseconds of each other, so a slow phase of
 #: the machine hits them alike: with nine rounds of 50 ms, the ratio of the
-#: same two middlewares moved by 0.3 from run to run here, with ninety of 5 ms
-#: by 0.05.
+#: same two middlewares moved by 0.3 from run to run here (0.86x-1.14x in six
+#: runs), with ninety of 5 ms by 0.1 (1.06x-1.16x).
 FULL = Budget(rounds=90, chunk_ns=5_000_000, min_iterations=50, max_iterations=100_000)
 
 
