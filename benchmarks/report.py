@@ -39,11 +39,10 @@ class Row:
     ``absolute`` is the candidate's own figure in ``unit`` (ns per request,
     requests per second, or per second of the server's CPU time, bytes of
     growth). ``added`` is what it costs over the bare app of the same part: ns
-    per request in-process, the change in
-    throughput in percent end to end (negative is a loss). ``ratio`` compares
-    it with ``ratio_of``: added time over the floor's added time in-process,
-    throughput over the bare app's end to end, time over ``uuid4``'s for the
-    generator.
+    per request in-process, the change in throughput in percent end to end
+    (negative is a loss). ``ratio`` compares it with ``ratio_of``: added time
+    over the floor's added time in-process, throughput over the bare app's end
+    to end, time over ``uuid4``'s for the generator.
     """
 
     part: str

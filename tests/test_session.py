@@ -13,9 +13,9 @@ import pickle
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import Context
+from contextvars import Context, copy_context
 from typing import Any, cast
 
 import httpx
@@ -477,6 +477,30 @@ def test_a_context_set_by_id_alone_is_made_once_for_every_thread() -> None:
     assert seen[0] == SessionContext("abc")
     assert all(ctx is seen[0] for ctx in seen)
     assert current_session() is None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: session("abc").__enter__(), id="session"),
+        pytest.param(lambda: (set_session_id("abc"), current_session())[1], id="set_session_id"),
+        pytest.param(lambda: (_current.set(["abc", None]), current_session())[1], id="made-on-use"),
+    ],
+)
+def test_contexts_without_attributes_are_whole_session_contexts(
+    make: Callable[[], SessionContext | None],
+) -> None:
+    ctx = copy_context().run(make)
+
+    assert type(ctx) is SessionContext
+    assert ctx == SessionContext("abc")
+    assert (ctx.id, ctx.attributes, ctx.attributes_json) == ("abc", None, None)
+    assert hash(ctx) == hash(SessionContext("abc"))
+    assert copy.deepcopy(ctx) == ctx
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        ctx.nope  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.id = "other"  # type: ignore[misc]
 
 
 def test_session_takes_the_id_positionally_or_by_keyword() -> None:

@@ -174,13 +174,6 @@ class SessionContext:
         attributes = None if self.attributes is None else _thaw(self.attributes)
         return SessionContext, (self.id, attributes)
 
-    def __getattr__(self, name: str) -> Any:
-        # Contexts made by ``_plain_context`` (for the id a middleware set) leave
-        # the ``attributes_json`` slot unset: it can only be None there.
-        if name == "attributes_json":
-            return None
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
 
 class _Unfrozen:
     """:class:`SessionContext`'s slot layout without its frozen ``__setattr__``.
@@ -195,10 +188,13 @@ class _Unfrozen:
 
 def _plain_context(sid: str) -> SessionContext:
     """A :class:`SessionContext` without attributes, for an id already known to be
-    valid. This is on every request's path, so it skips ``__init__``."""
+    valid: made for most requests (on the first :func:`current_session` call) and
+    by ``session()`` / ``set_session_id()``, so it skips ``__init__`` and its
+    second check of the id."""
     ctx: Any = _Unfrozen()
     ctx.id = sid
     ctx.attributes = None
+    ctx.attributes_json = None
     ctx.__class__ = SessionContext
     return cast(SessionContext, ctx)
 
