@@ -5,10 +5,10 @@ a fresh copy of a precomputed ``scope``, a ``receive`` that returns the request
 and a ``send`` that drops every message. What remains is the middleware's own
 Python work, the part a server cannot hide.
 
-Each request gets header names of its own, as from a server (h11 and
-httptools lower-case every name into a new ``bytes``): a middleware that
-looks names up in a set hashes them on every request, and with names reused
-across the run it would hash each only once.
+Each request gets header names and values of its own, as from a server (h11
+and httptools make a new ``bytes`` of every name and value): a middleware
+that looks them up in a set or dict hashes them on every request, and with
+objects reused across the run it would hash each only once.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import cycle, islice
 
 from starlette.types import ASGIApp, Message, Scope
 
@@ -73,15 +74,23 @@ CANDIDATES: dict[str, Callable[[ASGIApp], ASGIApp]] = {
 
 @dataclass(frozen=True)
 class Case:
-    """One kind of request: its ``X-Session-Id`` value, or none."""
+    """One kind of request: its ``X-Session-Id`` value, or none.
+
+    With ``session_headers``, request ``i`` sends ``session_headers[i % n]``
+    instead (``session_header`` is the first of them).
+    """
 
     name: str
     session_header: bytes | None
+    session_headers: tuple[bytes, ...] = ()
 
-    def scope(self) -> Scope:
+    def scope(self, session_header: bytes | None = None) -> Scope:
+        """The request's scope, with ``session_header`` if given."""
         headers = list(COMMON_HEADERS)
-        if self.session_header is not None:
-            headers.append((b"x-session-id", self.session_header))
+        if session_header is None:
+            session_header = self.session_header
+        if session_header is not None:
+            headers.append((b"x-session-id", session_header))
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -99,9 +108,11 @@ class Case:
 
 
 VALID = Case("header valid", VALID_ID)
+_NEW_IDS = tuple(sid.encode("latin-1") for sid in apps.NEW_IDS)
+NEW_ID = Case("header valid, new id", _NEW_IDS[0], _NEW_IDS)
 ABSENT = Case("header absent", None)
 INVALID = Case("header invalid", INVALID_ID)
-CASES = (VALID, ABSENT, INVALID)
+CASES = (VALID, NEW_ID, ABSENT, INVALID)
 
 _REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
 
@@ -116,17 +127,23 @@ async def discard(message: Message) -> None:
 
 
 def runner(
-    app: ASGIApp, scope: Scope, loop: asyncio.AbstractEventLoop, clock: Callable[[], int]
+    app: ASGIApp, case: Case, loop: asyncio.AbstractEventLoop, clock: Callable[[], int]
 ) -> Runner:
+    """Time ``n`` requests of ``case`` through ``app``."""
+    scope = case.scope()
     names = tuple(name for name, _ in scope["headers"])
-    values = tuple(value for _, value in scope["headers"])
+    # Each request's values, as bytearrays: bytes() of one is a new object.
+    rows = [
+        tuple(bytearray(value) for _, value in case.scope(header)["headers"])
+        for header in case.session_headers or (case.session_header,)
+    ]
 
     async def many(n: int) -> int:
         receive, send, lower = receive_request, discard, bytes.lower
         start = clock()
-        for _ in range(n):
+        for values in islice(cycle(rows), n):
             request = dict(scope)
-            request["headers"] = list(zip(map(lower, names), values, strict=True))
+            request["headers"] = list(zip(map(lower, names), map(bytes, values), strict=True))
             await app(request, receive, send)
         return clock() - start
 
@@ -163,8 +180,8 @@ def check_response(name: str, case: Case, messages: list[Message]) -> None:
     if len(ids) != 1:
         raise RuntimeError(f"{name} ({case.name}): expected one X-Session-Id, got {ids!r}")
     sent = ids[0]
-    if case.session_header == VALID_ID:
-        ok = sent == VALID_ID
+    if case.session_header is not None and matches_id_rule(case.session_header.decode()):
+        ok = sent == case.session_header
     else:
         ok = sent != case.session_header and matches_id_rule(sent.decode("latin-1"))
     if not ok:
@@ -173,7 +190,7 @@ def check_response(name: str, case: Case, messages: list[Message]) -> None:
 
 def _rows(case: Case, samples: dict[str, list[float]]) -> list[Row]:
     def verdict(name: str, added: dict[str, float]) -> Verdict | None:
-        if name == OURS and case is VALID:
+        if name == OURS and case in (VALID, NEW_ID):
             ratio = added[OURS] / added[FLOOR]
             return Verdict("<= 1.20x floor", ratio <= 1.2, f"{ratio:.2f}x")
         if name == OURS and case is ABSENT:
@@ -197,7 +214,7 @@ def run(budget: Budget) -> list[Row]:
             apps = {BARE: asgi_app} | {name: wrap(asgi_app) for name, wrap in CANDIDATES.items()}
             for name, app in apps.items():
                 check_response(name, case, loop.run_until_complete(collect_response(app, scope)))
-            runners = {name: runner(app, scope, loop, budget.clock) for name, app in apps.items()}
+            runners = {name: runner(app, case, loop, budget.clock) for name, app in apps.items()}
             rows += _rows(case, interleave(runners, budget))
     finally:
         loop.close()

@@ -2,7 +2,9 @@
 
 ``tracemalloc`` traces every allocation while the middleware serves ``N``
 requests in-process, cycling through the cases of the in-process benchmarks
-(valid, missing and, for ASGI, invalid inbound id). Growth is the traced size
+(a valid inbound id, valid ids new to the middleware, none and, for ASGI, an
+invalid one), so the ids sessionctx remembers are replaced all along. Growth
+is the traced size
 after the run minus the traced size after a warm-up, both taken after a full
 collection: anything a request leaves behind shows up ``N`` times. The app
 checks on every request that it sees that request's session; afterwards no
@@ -16,7 +18,7 @@ import asyncio
 import gc
 import tracemalloc
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,6 +39,7 @@ __all__ = ["FLAT_BYTES", "WARMUP", "asgi_growth", "run", "wsgi_growth"]
 #: Growth below this counts as flat, whatever ``N``: a single byte per
 #: request left behind crosses it after 65,536 requests.
 FLAT_BYTES = 64 * 1024
+_Request = TypeVar("_Request")
 #: Requests served before the first measurement (caches, lazily built objects).
 WARMUP = 1000
 
@@ -94,6 +97,13 @@ def _traced(serve: Callable[[int], None], requests: int) -> tuple[int, list[str]
     return after - before, grew
 
 
+def _in_turn(requests: list[list[_Request]]) -> list[_Request]:
+    """One request of each case in turn, each case's requests in order, until
+    the case with the most has sent all of them."""
+    longest = max(map(len, requests))
+    return [each[i % len(each)] for i in range(longest) for each in requests]
+
+
 def _row(interface: str, requests: int, growth: int, grew: list[str], app: _Observer) -> Row:
     if app.seen != app.requests:
         raise RuntimeError(
@@ -121,7 +131,12 @@ def asgi_growth(
     """The memory row for ``middleware`` (default sessionctx's) serving ASGI requests."""
     observer = _Observer()
     app = middleware(observer.asgi)
-    scopes = [case.scope() for case in asgi_inprocess.CASES]
+    scopes = _in_turn(
+        [
+            [case.scope(header) for header in case.session_headers or (case.session_header,)]
+            for case in asgi_inprocess.CASES
+        ]
+    )
     receive, send = asgi_inprocess.receive_request, asgi_inprocess.discard
 
     async def many(n: int) -> None:
@@ -146,7 +161,7 @@ def wsgi_growth(
     """The memory row for ``middleware`` (default sessionctx's) serving WSGI requests."""
     observer = _Observer()
     app = middleware(observer.wsgi)
-    environs = [case.environ() for case in wsgi_inprocess.CASES]
+    environs = _in_turn([case.environs() for case in wsgi_inprocess.CASES])
     start_response = wsgi_inprocess.discard_start
 
     def many(n: int) -> None:

@@ -76,7 +76,6 @@ def pieces(budget: Budget) -> dict[str, float]:
 
 def profiles(requests: int, top: int = 12) -> str:
     """``cProfile`` of ``requests`` valid-header requests through the floor and sessionctx."""
-    scope = asgi_inprocess.VALID.scope()
     out = io.StringIO()
     loop = asyncio.new_event_loop()
     try:
@@ -85,7 +84,7 @@ def profiles(requests: int, top: int = 12) -> str:
             "sessionctx": SessionIdMiddleware(asgi_app),
         }
         for name, app in apps.items():
-            run = asgi_inprocess.runner(app, scope, loop, time.perf_counter_ns)
+            run = asgi_inprocess.runner(app, asgi_inprocess.VALID, loop, time.perf_counter_ns)
             run(min(requests, 1000))
             profiler = cProfile.Profile()
             profiler.enable()

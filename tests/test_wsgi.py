@@ -7,6 +7,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ from sessionctx import (
     SessionContext,
     current_session,
     current_session_id,
+    is_valid_session_id,
     session,
 )
+from sessionctx._validation import KNOWN_IDS_MAX, known_ids
 from sessionctx.wsgi import SessionIdMiddleware
 from tests.support import VisitLog, assert_session, is_generated
 
@@ -211,6 +214,95 @@ def test_inbound_header_decides_the_session(headers: Headers, expected: str | No
     assert_session(sid, expected)
     assert app.only.environ[SCOPE_KEY] == sid
     assert response.headers.getlist("X-Session-Id") == [sid]
+
+
+@pytest.mark.usefixtures("forget_known_ids")
+@pytest.mark.parametrize(("headers", "expected"), INBOUND_CASES)
+def test_a_value_seen_before_decides_as_the_first_time(
+    headers: Headers, expected: str | None
+) -> None:
+    app = RecordingApp()
+    client = Client(SessionIdMiddleware(app))
+
+    for _ in range(3):
+        response = client.get("/", headers=headers)
+        assert_session(app.visits[-1].environ[SCOPE_KEY], expected)
+        assert response.headers.getlist("X-Session-Id") == [app.visits[-1].environ[SCOPE_KEY]]
+
+    # Only a value that is the session as it came in is remembered.
+    assert known_ids <= {value for _, value in headers if value == expected}
+
+
+@pytest.mark.usefixtures("forget_known_ids")
+def test_only_values_that_follow_the_rule_are_remembered() -> None:
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app)
+
+    for char in map(chr, range(0x100)):
+        for value in (char, f"a{char}b", "x" * 199 + char, "x" * 200 + char):
+            valid = is_valid_session_id(value)
+            for _ in range(2):
+                Server().run(middleware, make_environ({"X-Session-Id": value}))
+                sid = app.visits[-1].environ[SCOPE_KEY]
+                assert sid == value if valid else is_generated(sid), value
+            assert (value in known_ids) is valid, value
+
+
+@pytest.mark.usefixtures("forget_known_ids")
+def test_remembered_ids_stay_bounded_and_keep_the_newest() -> None:
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app)
+    ids = [f"id-{i}" for i in range(KNOWN_IDS_MAX * 3 + 5)]
+
+    for value in ids:
+        Server().run(middleware, make_environ({"X-Session-Id": value}))
+        assert value in known_ids
+        assert len(known_ids) <= KNOWN_IDS_MAX
+
+    # Emptied when full: what came since is all there.
+    assert known_ids == set(ids[-5:])
+    assert [visit.environ[SCOPE_KEY] for visit in app.visits] == ids
+
+
+@pytest.mark.usefixtures("forget_known_ids")
+def test_remembering_from_many_threads_at_once() -> None:
+    middleware = SessionIdMiddleware(RecordingApp())
+
+    def serve(worker: int) -> list[str]:
+        sent = []
+        for i in range(300):
+            server = Server()
+            server.run(middleware, make_environ({"X-Session-Id": f"t{worker}-{i % 150}"}))
+            sent += server.session_header()
+        return sent
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(serve, range(8)))
+
+    for worker, sent in enumerate(results):
+        assert sent == [f"t{worker}-{i % 150}" for i in range(300)]
+    assert len(known_ids) <= KNOWN_IDS_MAX
+
+
+@pytest.mark.usefixtures("forget_known_ids")
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"validator": lambda sid: False}, id="validator"),
+        pytest.param({"trust_incoming": False}, id="trust-incoming-false"),
+        pytest.param({"accept_headers": ["X-Other"]}, id="name-not-accepted"),
+    ],
+)
+def test_a_known_id_is_still_judged_by_the_options(options: dict[str, Any]) -> None:
+    app = RecordingApp()
+    environ = {"X-Session-Id": VALID_ID}
+    Server().run(SessionIdMiddleware(app), make_environ(environ))
+    assert VALID_ID in known_ids
+
+    Server().run(SessionIdMiddleware(app, **options), make_environ(environ))
+
+    assert app.visits[0].environ[SCOPE_KEY] == VALID_ID
+    assert is_generated(app.visits[1].environ[SCOPE_KEY])
 
 
 @pytest.mark.parametrize(

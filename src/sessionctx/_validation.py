@@ -47,6 +47,18 @@ def _raw_id_ok(value: bytes) -> bool:
     return 0 < len(value) <= MAX_SESSION_ID_LENGTH and 0 not in value.translate(_RAW_ID_TABLE)
 
 
+#: Most requests continue a session this process has seen lately, so both
+#: middlewares look the value they received up here before checking it: a
+#: lookup costs less than the check (and, for ASGI, than decoding). A value
+#: that passes the check is stored: raw ASGI bytes mapped to the decoded id,
+#: WSGI str as they are (apart, since equal ASCII bytes and str hash alike).
+#: Each holds at most ``KNOWN_IDS_MAX`` and is emptied when full, so memory
+#: stays bounded and the sessions seen since are known again.
+KNOWN_IDS_MAX = 128
+known_raw_ids: dict[bytes, str] = {}
+known_ids: set[str] = set()
+
+
 def is_valid_session_id(value: object) -> bool:
     """Return whether ``value`` is a valid session id.
 

@@ -25,7 +25,12 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from sessionctx._policy import MISSING, SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
-from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
+from sessionctx._validation import (
+    _RAW_ID_TABLE,
+    KNOWN_IDS_MAX,
+    MAX_SESSION_ID_LENGTH,
+    known_raw_ids,
+)
 from sessionctx.session import _current
 
 __all__ = ["SessionIdMiddleware"]
@@ -48,6 +53,7 @@ _SEVERAL = (b"", b"")
 # Bound once: attribute lookups and bound-method objects cost per request.
 _set_session = _current.set
 _reset_session = _current.reset
+_known_raw_get = known_raw_ids.get
 
 
 class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
@@ -114,15 +120,23 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                     hit = _SEVERAL
                     break
                 hit = item
-        if (
-            hit is not None
-            and hit[0] in self._accepted
-            # The id rule of _raw_id_ok(), written out: the call would cost
-            # more than the check.
-            and 0 < len(value := hit[1]) <= MAX_SESSION_ID_LENGTH
-            and 0 not in value.translate(_RAW_ID_TABLE)
-        ):
-            request_sid: str = value.decode()  # ASCII, by the id rule
+        # An id seen lately is known to follow the rule, and decoded already.
+        # Any other is checked here, the rule of _raw_id_ok() written out (the
+        # call would cost more than the check), and remembered.
+        known = None
+        if hit is not None and hit[0] in self._accepted:
+            value = hit[1]
+            known = _known_raw_get(value)
+            if (
+                known is None
+                and 0 < len(value) <= MAX_SESSION_ID_LENGTH
+                and 0 not in value.translate(_RAW_ID_TABLE)
+            ):
+                if len(known_raw_ids) >= KNOWN_IDS_MAX:
+                    known_raw_ids.clear()
+                known = known_raw_ids[value] = value.decode()  # ASCII, by the id rule
+        if known is not None:
+            request_sid: str = known
         else:
             state, sid = _NO_HEADERS if hit is None else self._lookup_raw(raw)
             sid, state = self._policy.decide(state, sid)
