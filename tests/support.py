@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
+import pytest
 
 from sessionctx import SessionContext
 
@@ -137,6 +138,14 @@ def asgi_client(app: ASGIApp) -> httpx.AsyncClient:
     # the response is what these tests look at.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+#: Options under which a valid id the middleware remembers is still not continued.
+REFUSING_A_KNOWN_ID = [
+    pytest.param({"validator": lambda sid: False}, id="validator"),
+    pytest.param({"trust_incoming": False}, id="trust-incoming-false"),
+    pytest.param({"accept_headers": ["X-Other"]}, id="name-not-accepted"),
+]
 
 
 def is_generated(sid: str | None) -> bool:

@@ -19,7 +19,16 @@ from sessionctx import (
 from sessionctx._policy import INVALID, MISSING, VALID, SessionPolicy
 from sessionctx._validation import KNOWN_IDS_MAX, known_raw_ids
 from sessionctx.asgi import SessionIdMiddleware
-from tests.support import Message, Receive, Scope, Send, VisitLog, assert_session, is_generated
+from tests.support import (
+    REFUSING_A_KNOWN_ID,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    VisitLog,
+    assert_session,
+    is_generated,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -222,14 +231,7 @@ async def test_remembered_ids_stay_bounded_and_keep_the_newest() -> None:
 
 
 @pytest.mark.usefixtures("forget_known_ids")
-@pytest.mark.parametrize(
-    "options",
-    [
-        pytest.param({"validator": lambda sid: False}, id="validator"),
-        pytest.param({"trust_incoming": False}, id="trust-incoming-false"),
-        pytest.param({"accept_headers": ["X-Other"]}, id="name-not-accepted"),
-    ],
-)
+@pytest.mark.parametrize("options", REFUSING_A_KNOWN_ID)
 async def test_a_known_id_is_still_judged_by_the_options(options: dict[str, Any]) -> None:
     app = RecordingApp()
     await call(SessionIdMiddleware(app), http_scope([(HEADER, VALID_ID.encode())]))

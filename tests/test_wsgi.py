@@ -28,7 +28,7 @@ from sessionctx import (
 )
 from sessionctx._validation import KNOWN_IDS_MAX, known_ids
 from sessionctx.wsgi import SessionIdMiddleware
-from tests.support import VisitLog, assert_session, is_generated
+from tests.support import REFUSING_A_KNOWN_ID, VisitLog, assert_session, is_generated
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -285,14 +285,7 @@ def test_remembering_from_many_threads_at_once() -> None:
 
 
 @pytest.mark.usefixtures("forget_known_ids")
-@pytest.mark.parametrize(
-    "options",
-    [
-        pytest.param({"validator": lambda sid: False}, id="validator"),
-        pytest.param({"trust_incoming": False}, id="trust-incoming-false"),
-        pytest.param({"accept_headers": ["X-Other"]}, id="name-not-accepted"),
-    ],
-)
+@pytest.mark.parametrize("options", REFUSING_A_KNOWN_ID)
 def test_a_known_id_is_still_judged_by_the_options(options: dict[str, Any]) -> None:
     app = RecordingApp()
     environ = {"X-Session-Id": VALID_ID}
