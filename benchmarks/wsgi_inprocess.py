@@ -2,9 +2,9 @@
 
 Like a server would, the loop calls the app with a fresh copy of a
 precomputed ``environ`` and a ``start_response`` that keeps nothing, iterates
-the body and closes it when it has ``close()``. As from a server, the header
-values are new ``str`` objects on every request, so a middleware that looks
-one up in a set or dict hashes it every time.
+the body and closes it when it has ``close()``. As from a server, the session
+header's value is a new ``str`` on every request, so a middleware that looks
+it up in a set or dict hashes it every time.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = ["CASES", "Case", "check_response", "discard_start", "run", "serve_onc
 BARE = "bare app"
 FLOOR = "floor"
 OURS = "sessionctx"
+SESSION_KEY = "HTTP_X_SESSION_ID"
 #: SPEC.md section 7: WSGI, header present, at most this many ns added.
 BUDGET_NS = 1500
 
@@ -81,7 +82,7 @@ class Case:
         if session_header is None:
             session_header = self.session_header
         if session_header is not None:
-            environ["HTTP_X_SESSION_ID"] = session_header
+            environ[SESSION_KEY] = session_header
         return environ
 
     def environs(self) -> list[WSGIEnvironment]:
@@ -119,8 +120,9 @@ def serve_once(
 
 def _runner(app: WSGIApplication, case: Case, clock: Callable[[], int]) -> Runner:
     environ = case.environ()
-    keys = tuple(key for key in environ if key.startswith("HTTP_"))
-    # Each request's header values as bytes, decoded anew per request (all ASCII).
+    # The session header's value is decoded anew per request, as a server
+    # decodes every value: the one value a candidate hashes (all ASCII).
+    keys = tuple(key for key in environ if key == SESSION_KEY)
     rows = [tuple(each[key].encode("latin-1") for key in keys) for each in case.environs()]
 
     def run(n: int) -> int:
