@@ -106,6 +106,10 @@ class Case:
             "headers": headers,
         }
 
+    def scopes(self) -> list[Scope]:
+        """One scope per request in turn."""
+        return [self.scope(header) for header in self.session_headers or (self.session_header,)]
+
 
 VALID = Case("header valid", VALID_ID)
 _NEW_IDS = tuple(sid.encode("latin-1") for sid in apps.NEW_IDS)
@@ -133,10 +137,7 @@ def runner(
     scope = case.scope()
     names = tuple(name for name, _ in scope["headers"])
     # Each request's values, as bytearrays: bytes() of one is a new object.
-    rows = [
-        tuple(bytearray(value) for _, value in case.scope(header)["headers"])
-        for header in case.session_headers or (case.session_header,)
-    ]
+    rows = [tuple(bytearray(value) for _, value in each["headers"]) for each in case.scopes()]
 
     async def many(n: int) -> int:
         receive, send, lower = receive_request, discard, bytes.lower

@@ -4,9 +4,9 @@
 requests in-process, cycling through the cases of the in-process benchmarks
 (a valid inbound id, valid ids new to the middleware, none and, for ASGI, an
 invalid one), so the ids sessionctx remembers are replaced all along. Growth
-is the traced size
-after the run minus the traced size after a warm-up, both taken after a full
-collection: anything a request leaves behind shows up ``N`` times. The app
+is the traced size after the run minus the traced size after a warm-up, both
+taken after a full collection: anything a request leaves behind shows up
+``N`` times. The app
 checks on every request that it sees that request's session; afterwards no
 ``SessionContext`` may be alive, and the code that called the middleware must
 see no session.
@@ -39,9 +39,10 @@ __all__ = ["FLAT_BYTES", "WARMUP", "asgi_growth", "run", "wsgi_growth"]
 #: Growth below this counts as flat, whatever ``N``: a single byte per
 #: request left behind crosses it after 65,536 requests.
 FLAT_BYTES = 64 * 1024
-_Request = TypeVar("_Request")
 #: Requests served before the first measurement (caches, lazily built objects).
 WARMUP = 1000
+
+_Request = TypeVar("_Request")
 
 
 class _Observer:
@@ -131,12 +132,7 @@ def asgi_growth(
     """The memory row for ``middleware`` (default sessionctx's) serving ASGI requests."""
     observer = _Observer()
     app = middleware(observer.asgi)
-    scopes = _in_turn(
-        [
-            [case.scope(header) for header in case.session_headers or (case.session_header,)]
-            for case in asgi_inprocess.CASES
-        ]
-    )
+    scopes = _in_turn([case.scopes() for case in asgi_inprocess.CASES])
     receive, send = asgi_inprocess.receive_request, asgi_inprocess.discard
 
     async def many(n: int) -> None:

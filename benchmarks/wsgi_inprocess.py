@@ -122,7 +122,7 @@ def _runner(app: WSGIApplication, case: Case, clock: Callable[[], int]) -> Runne
     environ = case.environ()
     # The session header's value is decoded anew per request, as a server
     # decodes every value: the one value a candidate hashes (all ASCII).
-    keys = tuple(key for key in environ if key == SESSION_KEY)
+    keys = (SESSION_KEY,) if SESSION_KEY in environ else ()
     rows = [tuple(each[key].encode("latin-1") for key in keys) for each in case.environs()]
 
     def run(n: int) -> int:

@@ -250,6 +250,9 @@ async def test_a_known_id_is_still_judged_by_the_options(options: dict[str, Any]
         pytest.param(http_scope(()), None, id="empty-tuple"),
         pytest.param(http_scope(((b"x-session-id", b"abc"),)), "abc", id="tuple-of-tuples"),
         pytest.param(http_scope([[b"x-session-id", b"abc"]]), "abc", id="list-of-lists"),
+        pytest.param(
+            http_scope([(b"x-session-id", bytearray(b"abc"))]), "abc", id="bytearray-value"
+        ),
     ],
 )
 async def test_scope_headers_in_any_allowed_shape(scope: Scope, expected: str | None) -> None:

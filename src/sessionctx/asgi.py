@@ -126,15 +126,19 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         known = None
         if hit is not None and hit[0] in self._accepted:
             value = hit[1]
-            known = _known_raw_get(value)
-            if (
-                known is None
-                and 0 < len(value) <= MAX_SESSION_ID_LENGTH
-                and 0 not in value.translate(_RAW_ID_TABLE)
-            ):
-                if len(known_raw_ids) >= KNOWN_IDS_MAX:
-                    known_raw_ids.clear()
-                known = known_raw_ids[value] = value.decode()  # ASCII, by the id rule
+            try:
+                known = _known_raw_get(value)
+            except TypeError:
+                pass  # unhashable (a bytearray): the full lookup decides
+            else:
+                if (
+                    known is None
+                    and 0 < len(value) <= MAX_SESSION_ID_LENGTH
+                    and 0 not in value.translate(_RAW_ID_TABLE)
+                ):
+                    if len(known_raw_ids) >= KNOWN_IDS_MAX:
+                        known_raw_ids.clear()
+                    known = known_raw_ids[value] = value.decode()  # ASCII, by the id rule
         if known is not None:
             request_sid: str = known
         else:
