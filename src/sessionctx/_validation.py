@@ -1,7 +1,9 @@
 """The session id rule, and the default id generator.
 
-This module is the only place that knows what a valid session id is. Everything
-else (the core API, header extraction, both middlewares) calls into it.
+This module is the only place that defines what a valid session id is. The core
+API and header extraction call into it; the middlewares' fast paths write the
+rule out with its table and length bound (a call would cost more than the
+check), and keep the ids they have seen lately in its ``known_*`` containers.
 
 The rule: a ``str`` of 1-200 characters, each printable ASCII (0x21-0x7E) except
 ``"`` ``,`` ``;`` and ``\\``. Values are never stripped.
