@@ -2,14 +2,12 @@
 
 ``tracemalloc`` traces every allocation while the middleware serves ``N``
 requests in-process, cycling through the cases of the in-process benchmarks
-(a valid inbound id, valid ids new to the middleware, none and, for ASGI, an
-invalid one), so the ids sessionctx remembers are replaced all along. Growth
-is the traced size after the run minus the traced size after a warm-up, both
-taken after a full collection: anything a request leaves behind shows up
-``N`` times. The app
-checks on every request that it sees that request's session; afterwards no
-``SessionContext`` may be alive, and the code that called the middleware must
-see no session.
+(a valid inbound id, a different valid id per request, none and, for ASGI, an
+invalid one). Growth is the traced size after the run minus the traced size
+after a warm-up, both taken after a full collection: anything a request leaves
+behind shows up ``N`` times. The app checks on every request that it sees that
+request's session; afterwards no ``SessionContext`` may be alive, and the code
+that called the middleware must see no session.
 """
 
 from __future__ import annotations
@@ -47,12 +45,17 @@ _Request = TypeVar("_Request")
 
 class _Observer:
     """The app's view: in how many requests it saw the middleware's session,
-    and what the calling code sees once the middleware has returned."""
+    and what the calling code sees once the middleware has returned.
+
+    Sessions the process held before (its caller's) are counted at the start,
+    so only those the requests leave alive count against the middleware.
+    """
 
     def __init__(self) -> None:
         self.requests = 0
         self.seen = 0
         self.left_over: SessionContext | None = None
+        self.alive_before = _alive_sessions()
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.requests += 1
@@ -110,7 +113,7 @@ def _row(interface: str, requests: int, growth: int, grew: list[str], app: _Obse
         raise RuntimeError(
             f"{interface}: the app saw its session in {app.seen} of {app.requests} requests"
         )
-    alive = _alive_sessions()
+    alive = _alive_sessions() - app.alive_before
     flat = growth < FLAT_BYTES and alive == 0 and app.left_over is None
     measured = f"{growth:+,} B, {alive} alive"
     if app.left_over is not None:

@@ -5,7 +5,6 @@ from collections.abc import Iterator
 import pytest
 
 from sessionctx import current_session
-from sessionctx._validation import known_ids, known_raw_ids
 
 
 @pytest.fixture
@@ -19,13 +18,3 @@ def _no_session_leaks() -> Iterator[None]:
     assert current_session() is None, "a previous test leaked a session"
     yield
     assert current_session() is None, "this test leaked a session into its context"
-
-
-@pytest.fixture
-def forget_known_ids() -> Iterator[None]:
-    """The middlewares' sets of ids seen lately start (and are left) empty."""
-    known_ids.clear()
-    known_raw_ids.clear()
-    yield
-    known_ids.clear()
-    known_raw_ids.clear()

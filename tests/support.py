@@ -140,8 +140,8 @@ def asgi_client(app: ASGIApp) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
-#: Options under which a valid id the middleware remembers is still not continued.
-REFUSING_A_KNOWN_ID = [
+#: Options under which a valid id the defaults continue is not continued.
+REFUSING_A_VALID_ID = [
     pytest.param({"validator": lambda sid: False}, id="validator"),
     pytest.param({"trust_incoming": False}, id="trust-incoming-false"),
     pytest.param({"accept_headers": ["X-Other"]}, id="name-not-accepted"),

@@ -3,7 +3,7 @@
 This module is the only place that defines what a valid session id is. The core
 API and header extraction call into it; the middlewares' fast paths write the
 rule out with its table and length bound (a call would cost more than the
-check), and keep the ids they have seen lately in its ``known_*`` containers.
+check).
 
 The rule: a ``str`` of 1-200 characters, each printable ASCII (0x21-0x7E) except
 ``"`` ``,`` ``;`` and ``\\``. Values are never stripped.
@@ -47,18 +47,6 @@ def _raw_id_ok(value: bytes) -> bool:
     does not allow.
     """
     return 0 < len(value) <= MAX_SESSION_ID_LENGTH and 0 not in value.translate(_RAW_ID_TABLE)
-
-
-#: Most requests continue a session this process has seen lately, so both
-#: middlewares look the value they received up here before checking it: a
-#: lookup costs less than the check (and, for ASGI, than decoding). A value
-#: that passes the check is stored: raw ASGI bytes mapped to the decoded id,
-#: WSGI str as they are (apart, since equal ASCII bytes and str hash alike).
-#: Each holds at most ``KNOWN_IDS_MAX`` and is emptied when full, so memory
-#: stays bounded and the sessions seen since are known again.
-KNOWN_IDS_MAX = 128
-known_raw_ids: dict[bytes, str] = {}
-known_ids: set[str] = set()
 
 
 def is_valid_session_id(value: object) -> bool:

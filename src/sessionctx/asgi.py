@@ -21,16 +21,11 @@ the header on 500s)::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from sessionctx._policy import MISSING, SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
-from sessionctx._validation import (
-    _RAW_ID_TABLE,
-    KNOWN_IDS_MAX,
-    MAX_SESSION_ID_LENGTH,
-    known_raw_ids,
-)
+from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
 from sessionctx.session import _current
 
 __all__ = ["SessionIdMiddleware"]
@@ -53,7 +48,6 @@ _SEVERAL = (b"", b"")
 # Bound once: attribute lookups and bound-method objects cost per request.
 _set_session = _current.set
 _reset_session = _current.reset
-_known_raw_get = known_raw_ids.get
 
 
 class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
@@ -120,27 +114,15 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                     hit = _SEVERAL
                     break
                 hit = item
-        # An id seen lately is known to follow the rule, and decoded already.
-        # Any other is checked here, the rule of _raw_id_ok() written out (the
-        # call would cost more than the check), and remembered.
-        known = None
-        if hit is not None and hit[0] in self._accepted:
-            value = hit[1]
-            try:
-                known = _known_raw_get(value)
-            except TypeError:
-                pass  # unhashable (a bytearray): the full lookup decides
-            else:
-                if (
-                    known is None
-                    and 0 < len(value) <= MAX_SESSION_ID_LENGTH
-                    and 0 not in value.translate(_RAW_ID_TABLE)
-                ):
-                    if len(known_raw_ids) >= KNOWN_IDS_MAX:
-                        known_raw_ids.clear()
-                    known = known_raw_ids[value] = value.decode()  # ASCII, by the id rule
-        if known is not None:
-            request_sid: str = known
+        if (
+            hit is not None
+            and hit[0] in self._accepted
+            # The id rule of _raw_id_ok(), written out: the call would cost
+            # more than the check.
+            and 0 < len(value := hit[1]) <= MAX_SESSION_ID_LENGTH
+            and 0 not in value.translate(_RAW_ID_TABLE)
+        ):
+            request_sid: str = value.decode()  # ASCII, by the id rule
         else:
             state, sid = _NO_HEADERS if hit is None else self._lookup_raw(raw)
             sid, state = self._policy.decide(state, sid)
@@ -149,8 +131,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             request_sid = sid
             value = sid.encode()
             if state != VALID and self._policy.update_request_header:
-                scope["headers"] = [h for h in raw if h[0] != header]
-                scope["headers"].append((header, value))
+                scope["headers"] = _with_header(raw, header, value)
         scope[SCOPE_KEY] = request_sid
         pair = (header, value)
         if self._expose:
@@ -243,6 +224,19 @@ async def _app_or_500(app: ASGIApp, scope: Scope, receive: Receive, send: Send) 
                 # 500 (say, the client is gone) must not replace it.
                 pass
         raise
+
+
+def _with_header(
+    raw: Iterable[tuple[bytes, bytes]], header: bytes, value: bytes
+) -> list[tuple[bytes, bytes]]:
+    """``raw`` with ``header`` set to ``value`` alone (for ``update_request_header``).
+
+    A function of its own: a comprehension in ``__call__`` would make
+    ``header`` a cell there, read through on every request.
+    """
+    headers = [h for h in raw if h[0] != header]
+    headers.append((header, value))
+    return headers
 
 
 def _exposing(send: Send, name: bytes) -> Send:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from sessionctx._headers import environ_key
 from sessionctx._policy import SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
-from sessionctx._validation import _RAW_ID_TABLE, KNOWN_IDS_MAX, MAX_SESSION_ID_LENGTH, known_ids
+from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
 from sessionctx.asgi import _expose_header
 from sessionctx.session import _current
 
@@ -161,23 +161,17 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
 
         # The first accepted name, when present, decides alone: the usual
         # request is settled with one lookup; everything else by the full one.
-        # An id seen lately is known to follow the rule. Any other is checked
-        # here, the rule written out (ASCII, then one table pass in C, cheaper
-        # than the regex), and remembered; a value it turns down goes to the
-        # full lookup, which applies the rule again.
+        # The id rule is written out here (ASCII, then one table pass in C,
+        # cheaper than the regex); a value it turns down goes to the full
+        # lookup, which applies the rule again.
         value = environ.get(self._first_key)
-        if value in known_ids:
-            request_sid: str = value
-        elif (
-            value is not None
+        if (
+            value
             and value.isascii()
-            and 0 < len(value) <= MAX_SESSION_ID_LENGTH
+            and len(value) <= MAX_SESSION_ID_LENGTH
             and 0 not in value.encode().translate(_RAW_ID_TABLE)
         ):
-            if len(known_ids) >= KNOWN_IDS_MAX:
-                known_ids.clear()
-            known_ids.add(value)
-            request_sid = value
+            request_sid: str = value
         else:
             state, sid = self._lookup_environ(environ)
             sid, state = self._policy.decide(state, sid)
