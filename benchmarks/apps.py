@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BODY",
-    "NEW_IDS",
+    "MANY_IDS",
     "VALID_ID",
     "asgi_app",
     "asgi_with_floor",
@@ -36,12 +36,12 @@ __all__ = [
 BODY = b"ok"
 #: The inbound session id of the "header valid" cases.
 VALID_ID = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
-#: The inbound ids of the "header valid, new id" cases, one per request in
+#: The inbound ids of the "header valid, many ids" cases, one per request in
 #: turn: valid v4 UUIDs (so every peer continues them too), as a busy service
 #: sees them, the requests of many sessions interleaved. A middleware whose
 #: cost hangs on one id coming again (a cache of ids) shows it here.
 _random = random.Random(8)
-NEW_IDS = tuple(str(uuid.UUID(int=_random.getrandbits(128), version=4)) for _ in range(1024))
+MANY_IDS = tuple(str(uuid.UUID(int=_random.getrandbits(128), version=4)) for _ in range(1024))
 
 
 async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -112,11 +112,11 @@ class Case:
 
 
 VALID = Case("header valid", VALID_ID)
-_NEW_IDS = tuple(sid.encode("latin-1") for sid in apps.NEW_IDS)
-NEW_ID = Case("header valid, new id", _NEW_IDS[0], _NEW_IDS)
+_MANY_IDS = tuple(sid.encode("latin-1") for sid in apps.MANY_IDS)
+VARIED = Case("header valid, many ids", _MANY_IDS[0], _MANY_IDS)
 ABSENT = Case("header absent", None)
 INVALID = Case("header invalid", INVALID_ID)
-CASES = (VALID, NEW_ID, ABSENT, INVALID)
+CASES = (VALID, VARIED, ABSENT, INVALID)
 
 _REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
 
@@ -191,7 +191,7 @@ def check_response(name: str, case: Case, messages: list[Message]) -> None:
 
 def _rows(case: Case, samples: dict[str, list[float]]) -> list[Row]:
     def verdict(name: str, added: dict[str, float]) -> Verdict | None:
-        if name == OURS and case in (VALID, NEW_ID):
+        if name == OURS and case in (VALID, VARIED):
             ratio = added[OURS] / added[FLOOR]
             return Verdict("<= 1.20x floor", ratio <= 1.2, f"{ratio:.2f}x")
         if name == OURS and case is ABSENT:
