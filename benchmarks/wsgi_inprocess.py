@@ -3,8 +3,8 @@
 Like a server would, the loop calls the app with a fresh copy of a
 precomputed ``environ`` and a ``start_response`` that keeps nothing, iterates
 the body and closes it when it has ``close()``. As from a server, the session
-header's value is a new ``str`` on every request, so a middleware that looks
-it up in a set or dict hashes it every time.
+header's value is a new ``str`` on every request, so nothing a middleware
+works out from it (a hash, a cached lookup) carries over to the next request.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def serve_once(
 def _runner(app: WSGIApplication, case: Case, clock: Callable[[], int]) -> Runner:
     environ = case.environ()
     # The session header's value is decoded anew per request, as a server
-    # decodes every value: the one value a candidate hashes (all ASCII).
+    # decodes every value: the one value every candidate reads (all ASCII).
     keys = (SESSION_KEY,) if SESSION_KEY in environ else ()
     rows = [tuple(each[key].encode("latin-1") for key in keys) for each in case.environs()]
 
