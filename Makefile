@@ -46,17 +46,18 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(PY) -m examples.two_agents
 
-# The end-to-end part needs wrk: installed from Debian packages when missing and
-# run as root, otherwise that part is skipped with a note in the table.
+# The end-to-end part needs wrk, the instruction counts valgrind: each is
+# installed from Debian packages when missing and run as root, otherwise that
+# part is skipped with a note in the table.
 bench: $(BENCH_STAMP)
-	@command -v wrk >/dev/null 2>&1 || { \
+	@for tool in wrk valgrind; do command -v $$tool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing wrk (apt-get install -y wrk)"; \
-	    apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; } \
-	      || echo "could not install wrk: the end-to-end part will be skipped"; \
+	    echo "installing $$tool (apt-get install -y $$tool)"; \
+	    apt-get install -y -qq $$tool >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $$tool; } \
+	      || echo "could not install $$tool: the part needing it will be skipped"; \
 	  else \
-	    echo "wrk not found (apt-get install wrk, as root): the end-to-end part will be skipped"; \
-	  fi; }
+	    echo "$$tool not found (apt-get install $$tool, as root): the part needing it will be skipped"; \
+	  fi; }; done
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 stress: $(STAMP)

@@ -7,8 +7,9 @@
     python -m benchmarks --cpu-time           # CPU time instead of wall time, on a busy machine
 
 The memory part serves ``--requests`` requests (default 1,000,000, or
-``$SESSIONCTX_BENCH_REQUESTS``). The end-to-end part needs ``wrk`` on the PATH
-and is skipped with a note otherwise. ``--strict`` exits 1 when a target of
+``$SESSIONCTX_BENCH_REQUESTS``). The end-to-end part needs ``wrk`` on the PATH,
+the instruction counts (``instr``) ``valgrind``; each is skipped with a note
+otherwise. ``--strict`` exits 1 when a target of
 SPEC.md section 7 is missed; a part that fails to run always exits 1.
 """
 
@@ -23,13 +24,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import asgi_inprocess, end_to_end, generator, memory, wsgi_inprocess
+from benchmarks import asgi_inprocess, end_to_end, generator, instructions, memory, wsgi_inprocess
 from benchmarks.report import Row, machine, render, write_json
 from benchmarks.timing import FULL, QUICK
 
 __all__ = ["PARTS", "main"]
 
-PARTS = ("generator", "asgi", "wsgi", "e2e", "memory")
+PARTS = ("generator", "asgi", "wsgi", "instr", "e2e", "memory")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 REQUESTS_ENV_VAR = "SESSIONCTX_BENCH_REQUESTS"
 FULL_REQUESTS = 1_000_000
@@ -118,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "generator": lambda: generator.run(budget),
         "asgi": lambda: asgi_inprocess.run(budget),
         "wsgi": lambda: wsgi_inprocess.run(budget),
+        "instr": lambda: instructions.run(
+            instructions.QUICK if args.quick else instructions.FULL, shutil.which("valgrind")
+        ),
         "e2e": lambda: end_to_end.run(
             end_to_end.QUICK if args.quick else end_to_end.FULL, shutil.which("wrk")
         ),

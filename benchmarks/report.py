@@ -36,13 +36,14 @@ class Verdict:
 class Row:
     """One line of the table.
 
-    ``absolute`` is the candidate's own figure in ``unit`` (ns per request,
-    requests per second, or per second of the server's CPU time, bytes of
-    growth). ``added`` is what it costs over the bare app of the same part: ns
-    per request in-process, the change in throughput in percent end to end
-    (negative is a loss). ``ratio`` compares it with ``ratio_of``: added time
-    over the floor's added time in-process, throughput over the bare app's end
-    to end, time over ``uuid4``'s for the generator.
+    ``absolute`` is the candidate's own figure in ``unit`` (ns or instructions
+    per request, requests per second, or per second of the server's CPU time,
+    bytes of growth). ``added`` is what it costs over the bare app of the same
+    part: ns or instructions per request in-process, the change in throughput
+    in percent end to end (negative is a loss). ``ratio`` compares it with
+    ``ratio_of``: added time (or instructions) over the floor's in-process,
+    throughput over the bare app's end to end, time over ``uuid4``'s for the
+    generator.
     """
 
     part: str
@@ -168,6 +169,10 @@ def _figure(value: float | None, unit: str) -> str:
         return _bytes(value)
     if unit == "%":
         return f"{value:+.1f} %"
+    if unit == "instr":
+        return f"{value:,.0f} instr"
+    if unit == "instr added":
+        return f"{value:+,.0f} instr"
     return f"{value:g} {unit}".strip()
 
 

@@ -26,7 +26,16 @@ from sessionctx.wsgi import SessionIdMiddleware
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["CASES", "Case", "check_response", "discard_start", "run", "serve_once"]
+__all__ = [
+    "CANDIDATES",
+    "CASES",
+    "Case",
+    "check_response",
+    "discard_start",
+    "run",
+    "runner",
+    "serve_once",
+]
 
 BARE = "bare app"
 FLOOR = "floor"
@@ -34,6 +43,12 @@ OURS = "sessionctx"
 SESSION_KEY = "HTTP_X_SESSION_ID"
 #: SPEC.md section 7: WSGI, header present, at most this many ns added.
 BUDGET_NS = 1500
+
+#: The middleware compared, each wrapping the bare app.
+CANDIDATES: dict[str, Callable[[WSGIApplication], WSGIApplication]] = {
+    FLOOR: WsgiFloorMiddleware,
+    OURS: SessionIdMiddleware,
+}
 
 
 @dataclass(frozen=True)
@@ -118,7 +133,8 @@ def serve_once(
             close()
 
 
-def _runner(app: WSGIApplication, case: Case, clock: Callable[[], int]) -> Runner:
+def runner(app: WSGIApplication, case: Case, clock: Callable[[], int]) -> Runner:
+    """Time ``n`` requests of ``case`` through ``app``."""
     environ = case.environ()
     # The session header's value is decoded anew per request, as a server
     # decodes every value: the one value every candidate reads (all ASCII).
@@ -174,14 +190,10 @@ def run(budget: Budget) -> list[Row]:
     """Rows for every case: bare app, floor and sessionctx."""
     rows: list[Row] = []
     for case in CASES:
-        apps: dict[str, WSGIApplication] = {
-            BARE: wsgi_app,
-            FLOOR: WsgiFloorMiddleware(wsgi_app),
-            OURS: SessionIdMiddleware(wsgi_app),
-        }
+        apps = {BARE: wsgi_app} | {name: wrap(wsgi_app) for name, wrap in CANDIDATES.items()}
         for name, app in apps.items():
             check_response(name, case, app)
-        runners = {name: _runner(app, case, budget.clock) for name, app in apps.items()}
+        runners = {name: runner(app, case, budget.clock) for name, app in apps.items()}
         samples = interleave(runners, budget)
         rows += inprocess_rows(
             "wsgi", case.name, samples, bare=BARE, floor=FLOOR, verdict=partial(_verdict, case)

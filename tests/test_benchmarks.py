@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from benchmarks import asgi_inprocess, end_to_end, generator, memory, profile_asgi, wsgi_inprocess
+from benchmarks import (
+    asgi_inprocess,
+    end_to_end,
+    generator,
+    instructions,
+    memory,
+    profile_asgi,
+    wsgi_inprocess,
+)
 from benchmarks.__main__ import main
 from benchmarks.apps import asgi_app
 from benchmarks.report import Row, Verdict, machine, render
@@ -460,3 +468,88 @@ def test_main_names_the_clock_it_timed_with(
 
     assert f"clock {clock}" in capsys.readouterr().out.splitlines()[0]
     assert json.loads(saved.read_text(encoding="utf-8"))["machine"]["clock"] == clock
+
+
+def test_instruction_part_skips_without_valgrind() -> None:
+    rows = instructions.run(instructions.QUICK, valgrind=None)
+
+    assert len(rows) == 1
+    assert rows[0].note.startswith("skipped: valgrind not found")
+    assert rows[0].result == "skip"
+
+
+def test_instruction_part_reports_per_request_counts_of_every_candidate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Whole runs cost a fixed start-up plus a per-request price of each candidate.
+    price = {"bare app": 1_000, "floor": 3_000, "sessionctx": 3_400, "asgi-correlation-id": 6_000}
+    runs: list[tuple[str, str, str, int]] = []
+
+    def fake_count(valgrind: str, part: str, case: str, name: str, requests: int) -> int:
+        runs.append((part, case, name, requests))
+        return 5_000_000 + price[name] * (2 if part == "asgi" else 1) * requests
+
+    monkeypatch.setattr(instructions, "count", fake_count)
+    rows = _by_key(instructions.run(instructions.QUICK, valgrind="valgrind"))
+
+    sizes = {instructions.QUICK.small, instructions.QUICK.large}
+    assert {requests for *_, requests in runs} == sizes
+    assert len(runs) == 2 * (2 * 4 + 2 * 3)
+    for part, factor in (("asgi", 2), ("wsgi", 1)):
+        for case in ("header valid", "header valid, many ids"):
+            label = f"{part}, {case}"
+            assert rows[label, "bare app"].absolute == 1_000 * factor
+            assert rows[label, "floor"].added == 2_000 * factor
+            assert rows[label, "floor"].ratio == 1.0
+            ours = rows[label, "sessionctx"]
+            assert (ours.absolute, ours.added, ours.unit) == (
+                3_400 * factor,
+                2_400 * factor,
+                "instr",
+            )
+            assert ours.ratio == pytest.approx(1.2)
+    assert rows["asgi, header valid", "asgi-correlation-id"].ratio == pytest.approx(2.5)
+    assert ("wsgi, header valid", "asgi-correlation-id") not in rows
+    assert "PYTHONHASHSEED=0" in rows["asgi, header valid", "bare app"].note
+    assert "+4,800 instr" in render(list(rows.values()), machine())
+
+
+@pytest.mark.parametrize("part", ["asgi", "wsgi"])
+def test_instruction_child_serves_requests_through_a_checked_candidate(part: str) -> None:
+    # What each valgrind child runs, here in-process: the candidate's response
+    # is checked, then N requests are served.
+    instructions.child([part, "header valid, many ids", "sessionctx", "50"])
+
+    with pytest.raises(SystemExit, match="usage"):
+        instructions.child([part, "header valid"])
+    with pytest.raises(ValueError, match="unknown part 'http'"):
+        instructions.child(["http", "header valid", "sessionctx", "1"])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counts_show_what_the_middleware_adds() -> None:
+    valgrind = shutil.which("valgrind")
+    assert valgrind is not None
+    sizes = instructions.Sizes(small=32, large=96)
+
+    bare = instructions.per_request(valgrind, "wsgi", "header valid", "bare app", sizes)
+    ours = instructions.per_request(valgrind, "wsgi", "header valid", "sessionctx", sizes)
+
+    # Counted, not timed: the middleware's own work is thousands of
+    # instructions per request on top of the bare app's, whatever the load.
+    assert 1_000 < bare < ours
+    assert ours - bare > 2_000
+
+
+def test_instruction_count_names_a_failing_child(tmp_path: Path) -> None:
+    fake = tmp_path / "valgrind"
+    fake.write_text("#!/bin/sh\necho 'valgrind: cannot start' >&2\nexit 3\n")
+    fake.chmod(0o755)
+
+    with pytest.raises(RuntimeError, match="wsgi header valid floor: valgrind exited 3"):
+        instructions.count(str(fake), "wsgi", "header valid", "floor", 10)
+
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    with pytest.raises(RuntimeError, match="valgrind wrote no instruction count"):
+        instructions.count(str(fake), "wsgi", "header valid", "floor", 10)
