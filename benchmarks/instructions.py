@@ -9,6 +9,10 @@ Each candidate's in-process loop (the very runners of the ``asgi`` and
 number of requests. The difference of the two totals over the difference of
 the counts is what one request costs, with start-up, imports and warm-up
 cancelled out; ``PYTHONHASHSEED`` is fixed so that both runs hash alike.
+cachegrind counts per C function too, so the instructions a middleware adds
+over the bare app are also split by kind of work (``WHERE``): the interpreter
+loop running its Python code, its id check, contextvars, memory, calls,
+coroutines, dicts and sets, and the rest.
 
 The counts do not move with the load of a shared machine, so they tell a ratio
 that moved because the host did from one that moved because the code did.
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +40,31 @@ from benchmarks.apps import asgi_app, wsgi_app
 from benchmarks.report import Row
 from benchmarks.timing import Runner
 
-__all__ = ["FULL", "QUICK", "Sizes", "child", "count", "per_request", "run"]
+__all__ = ["FULL", "QUICK", "WHERE", "Sizes", "child", "count", "per_request", "run", "where"]
 
 _ROOT = Path(__file__).resolve().parent.parent
-_SUMMARY = re.compile(rb"^summary:\s+(\d+)\s*$", re.MULTILINE)
+_SUMMARY = re.compile(r"^summary:\s+(\d+)\s*$", re.MULTILINE)
+
+#: Kinds of work, by the names of CPython's (3.11) C functions that do it; the
+#: first that matches wins. What a candidate runs as Python code is the
+#: interpreter loop's work; what it calls in C shows under the C function.
+WHERE: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern, re.IGNORECASE))
+    for kind, pattern in (
+        ("bytecodes", r"^_PyEval_EvalFrameDefault$"),
+        ("id check", r"sre_|translate|isascii|encode|utf8"),
+        ("contextvars", r"hamt|context"),
+        ("memory", r"alloc|free|gc_|newreference|memset|memcpy|memmove|trash|unlink_chunk"),
+        (
+            "calls",
+            r"frame|initialize_locals|_PyEval_Vector|PyFunction_|^func_|vectorcall|"
+            r"cfunction|MakeTpCall|CheckFunctionResult",
+        ),
+        ("coroutines", r"gen_|coro|PyGen"),
+        ("dicts and sets", r"dict|keys_lookup|^set_|hash"),
+    )
+)
+_REST = "the rest"
 
 #: What is counted: the cases with a valid header (those the budget is about)
 #: and the candidates of each part that do the same work.
@@ -107,8 +133,8 @@ def child(argv: list[str]) -> None:
     _runner(part, case_name, name)(int(n))
 
 
-def count(valgrind: str, part: str, case: str, name: str, requests: int) -> int:
-    """Instructions of a whole child run serving ``requests`` requests."""
+def count(valgrind: str, part: str, case: str, name: str, requests: int) -> Counter[str]:
+    """Instructions of a whole child run serving ``requests`` requests, by C function."""
     with tempfile.TemporaryDirectory(prefix="sessionctx-instr-") as tmp:
         out = Path(tmp) / "cachegrind.out"
         env = os.environ | {"PYTHONHASHSEED": "0", "PYTHONPATH": str(_ROOT)}
@@ -129,43 +155,83 @@ def count(valgrind: str, part: str, case: str, name: str, requests: int) -> int:
         if done.returncode != 0:
             tail = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"{part} {case} {name}: valgrind exited {done.returncode}: {tail}")
-        found = _SUMMARY.search(out.read_bytes() if out.exists() else b"")
-        if found is None:
+        text = out.read_text(encoding="utf-8", errors="replace") if out.exists() else ""
+        by_function = _by_function(text)
+        found = _SUMMARY.search(text)
+        if found is None or int(found.group(1)) != by_function.total():
             raise RuntimeError(f"{part} {case} {name}: valgrind wrote no instruction count")
-        return int(found.group(1))
+        return by_function
 
 
-def per_request(valgrind: str, part: str, case: str, name: str, sizes: Sizes) -> float:
-    """Instructions one request costs: the large run minus the small, per request."""
+def _by_function(text: str) -> Counter[str]:
+    """Instructions per function of a cachegrind output file (``fn=`` blocks of
+    ``line count`` lines)."""
+    counts: Counter[str] = Counter()
+    function = ""
+    for line in text.splitlines():
+        if line.startswith("fn="):
+            function = line[3:]
+        elif line[:1].isdigit():
+            counts[function] += int(line.split()[1])
+    return counts
+
+
+def per_request(valgrind: str, part: str, case: str, name: str, sizes: Sizes) -> dict[str, float]:
+    """Instructions one request costs in each C function: the large run minus the small,
+    per request. Their sum is what the request costs."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         small, large = pool.map(
             lambda n: count(valgrind, part, case, name, n), (sizes.small, sizes.large)
         )
-    return (large - small) / (sizes.large - sizes.small)
+    requests = sizes.large - sizes.small
+    return {fn: (large[fn] - small[fn]) / requests for fn in large.keys() | small.keys()}
 
 
-def _rows(part: str, case: str, counts: dict[str, float]) -> list[Row]:
-    """The bare app's row, then each candidate's: instructions added and the ratio to the floor."""
+def where(profile: dict[str, float], bare: dict[str, float]) -> dict[str, float]:
+    """Instructions a candidate adds over the bare app, by kind of work (``WHERE``)."""
+    added = dict.fromkeys([kind for kind, _ in WHERE] + [_REST], 0.0)
+    for fn in profile.keys() | bare.keys():
+        kind = next((kind for kind, pattern in WHERE if pattern.search(fn)), _REST)
+        added[kind] += profile.get(fn, 0.0) - bare.get(fn, 0.0)
+    return added
+
+
+def _rows(part: str, case: str, profiles: dict[str, dict[str, float]]) -> list[Row]:
+    """The bare app's row, then each candidate's: instructions added, the ratio to the
+    floor, and (in ``extra``) where they go; the note on sessionctx's row sets that
+    side by side with the floor's."""
     module = asgi_inprocess if part == "asgi" else wsgi_inprocess
+    bare_profile = profiles[module.BARE]
+    counts = {name: sum(profile.values()) for name, profile in profiles.items()}
     bare, floor = counts[module.BARE], counts[module.FLOOR]
+    kinds = {name: where(profile, bare_profile) for name, profile in profiles.items()}
     label = f"{part}, {case}"
     rows = [Row("instr", label, module.BARE, bare, "instr")]
     for name, value in counts.items():
-        if name != module.BARE:
-            added = value - bare
-            rows.append(
-                Row(
-                    part="instr",
-                    case=label,
-                    candidate=name,
-                    absolute=value,
-                    unit="instr",
-                    added=added,
-                    added_unit="instr added",
-                    ratio=added / (floor - bare),
-                    ratio_of="floor",
-                )
+        if name == module.BARE:
+            continue
+        note = ""
+        if name == module.OURS and case == module.VALID.name:
+            note = "added instructions by kind of work, floor / sessionctx: " + "; ".join(
+                f"{kind} {kinds[module.FLOOR][kind]:,.0f} / {added:,.0f}"
+                for kind, added in kinds[name].items()
             )
+        added = value - bare
+        rows.append(
+            Row(
+                part="instr",
+                case=label,
+                candidate=name,
+                absolute=value,
+                unit="instr",
+                added=added,
+                added_unit="instr added",
+                ratio=added / (floor - bare),
+                ratio_of="floor",
+                note=note,
+                extra={"added_by_kind": kinds[name]},
+            )
+        )
     return rows
 
 
@@ -183,10 +249,8 @@ def run(sizes: Sizes, valgrind: str | None) -> list[Row]:
     rows: list[Row] = []
     for part, (cases, names) in _PLAN.items():
         for case in cases:
-            counts: dict[str, float] = {}
-            for name in names:
-                counts[name] = per_request(valgrind, part, case, name, sizes)
-            rows += _rows(part, case, counts)
+            profiles = {name: per_request(valgrind, part, case, name, sizes) for name in names}
+            rows += _rows(part, case, profiles)
     method = (
         f"valgrind --tool=cachegrind; (I({sizes.large:,}) - I({sizes.small:,})) / "
         f"{sizes.large - sizes.small:,} requests of the in-process loop, PYTHONHASHSEED=0"
