@@ -32,12 +32,11 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import asgi_inprocess, wsgi_inprocess
 from benchmarks.apps import asgi_app, wsgi_app
-from benchmarks.report import Row
+from benchmarks.report import Row, inprocess_rows
 from benchmarks.timing import Runner
 
 __all__ = ["FULL", "QUICK", "WHERE", "Sizes", "child", "count", "per_request", "run", "where"]
@@ -85,19 +84,17 @@ _PLAN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Sizes:
-    """The two request counts of each candidate: ``small`` and ``large``.
-
-    Multiples of the 1,024 ids of the "many ids" cases make both runs end
-    on the same id.
-    """
+    """The two request counts of each candidate: ``small`` and ``large``."""
 
     small: int
     large: int
 
 
-#: ``make bench``: 10,240 requests apart, a few instructions of rounding.
+#: ``make bench``: 10,240 requests apart, a few instructions of rounding;
+#: multiples of the 1,024 ids of the "many ids" cases, so both runs end on
+#: the same id.
 FULL = Sizes(small=2_048, large=12_288)
 #: Smoke runs: start-up dominates, the figures only need to be sane.
 QUICK = Sizes(small=64, large=192)
@@ -197,41 +194,23 @@ def where(profile: dict[str, float], bare: dict[str, float]) -> dict[str, float]
 
 
 def _rows(part: str, case: str, profiles: dict[str, dict[str, float]]) -> list[Row]:
-    """The bare app's row, then each candidate's: instructions added, the ratio to the
-    floor, and (in ``extra``) where they go; the note on sessionctx's row sets that
-    side by side with the floor's."""
+    """The timed parts' rows, in instructions, with (in ``extra``) where each
+    candidate's added instructions go; the note on sessionctx's row in the
+    header-valid case sets that side by side with the floor's."""
     module = asgi_inprocess if part == "asgi" else wsgi_inprocess
-    bare_profile = profiles[module.BARE]
-    counts = {name: sum(profile.values()) for name, profile in profiles.items()}
-    bare, floor = counts[module.BARE], counts[module.FLOOR]
-    kinds = {name: where(profile, bare_profile) for name, profile in profiles.items()}
-    label = f"{part}, {case}"
-    rows = [Row("instr", label, module.BARE, bare, "instr")]
-    for name, value in counts.items():
-        if name == module.BARE:
-            continue
+    kinds = {name: where(profile, profiles[module.BARE]) for name, profile in profiles.items()}
+    counts = {name: [sum(profile.values())] for name, profile in profiles.items()}
+    rows = inprocess_rows(
+        "instr", f"{part}, {case}", counts, bare=module.BARE, floor=module.FLOOR, unit="instr"
+    )
+    for i, row in enumerate(rows[1:], start=1):
         note = ""
-        if name == module.OURS and case == module.VALID.name:
+        if row.candidate == module.OURS and case == module.VALID.name:
             note = "added instructions by kind of work, floor / sessionctx: " + "; ".join(
                 f"{kind} {kinds[module.FLOOR][kind]:,.0f} / {added:,.0f}"
-                for kind, added in kinds[name].items()
+                for kind, added in kinds[row.candidate].items()
             )
-        added = value - bare
-        rows.append(
-            Row(
-                part="instr",
-                case=label,
-                candidate=name,
-                absolute=value,
-                unit="instr",
-                added=added,
-                added_unit="instr added",
-                ratio=added / (floor - bare),
-                ratio_of="floor",
-                note=note,
-                extra={"added_by_kind": kinds[name]},
-            )
-        )
+        rows[i] = dataclasses.replace(row, note=note, extra={"added_by_kind": kinds[row.candidate]})
     return rows
 
 

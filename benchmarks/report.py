@@ -83,14 +83,16 @@ def inprocess_rows(
     *,
     bare: str,
     floor: str,
-    verdict: Callable[[str, dict[str, float]], Verdict | None],
+    verdict: Callable[[str, dict[str, float]], Verdict | None] = lambda name, added: None,
+    unit: str = "ns",
 ) -> list[Row]:
-    """The bare app's row, then one per other candidate: ns added and the ratio to ``floor``.
+    """The bare app's row, then one per other candidate: ``unit`` added (ns or
+    instructions per request) and the ratio to ``floor``.
 
     ``verdict(name, added)`` gives the target a candidate is judged by in this case, if any.
     """
     added = median_added(samples, bare)
-    rows = [Row(part, case, bare, statistics.median(samples[bare]), "ns")]
+    rows = [Row(part, case, bare, statistics.median(samples[bare]), unit)]
     for name in samples:
         if name == bare:
             continue
@@ -100,13 +102,13 @@ def inprocess_rows(
                 case=case,
                 candidate=name,
                 absolute=statistics.median(samples[name]),
-                unit="ns",
+                unit=unit,
                 added=added[name],
-                added_unit="ns added",
+                added_unit=f"{unit} added",
                 ratio=added[name] / added[floor],
                 ratio_of="floor",
                 verdict=verdict(name, added),
-                extra={"samples_ns": samples[name]},
+                extra={f"samples_{unit}": samples[name]},
             )
         )
     return rows
