@@ -995,6 +995,44 @@ def test_a_body_without_close_is_stepped_and_closed_safely() -> None:
     body.close()  # type: ignore[attr-defined]
 
 
+@dataclass
+class SequenceBody(ClosingBody):
+    """Like Django's ``HttpResponse``: ``__iter__`` hands out a list's (or tuple's) iterator."""
+
+    as_tuple: bool = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.seen.append(("iter", current_session_id()))
+        return iter(self.chunks if self.as_tuple else list(self.chunks))
+
+
+@pytest.mark.parametrize("as_tuple", [False, True], ids=["list", "tuple"])
+@pytest.mark.parametrize("handle_errors", [False, True])
+def test_a_sequences_iterator_is_stepped_by_the_server_directly(
+    as_tuple: bool, handle_errors: bool
+) -> None:
+    """Stepping it runs no application code; ``__iter__`` and ``close()`` still run in context."""
+    inner = SequenceBody(chunks=(b"a", b"b"), as_tuple=as_tuple)
+    middleware = SessionIdMiddleware(body_app(inner), handle_errors=handle_errors)
+    body = middleware(make_environ({"X-Session-Id": "abc"}), Server().start_response)
+
+    iterator = iter(body)
+    # handle_errors keeps every step behind the wrapper, which turns errors into a 500.
+    handed_out = iter(()) if as_tuple else iter([])
+    assert (iterator is body) is handle_errors
+    assert type(iterator) is (type(body) if handle_errors else type(handed_out))
+    assert next(iterator) == b"a"
+    # Stepping the wrapper too goes on with the same iterator.
+    assert next(body) == b"b"  # type: ignore[call-overload]
+    assert list(iterator) == []
+    assert iter(body) is body  # asked again: no second iterator of the application's
+    body.close()  # type: ignore[attr-defined]
+    body.close()  # type: ignore[attr-defined]
+
+    assert inner.seen == [("iter", "abc"), ("close", "abc")]
+    assert inner.closes == 1
+
+
 CLOSE_CASES = [
     pytest.param(0, None, False, id="never-iterated"),
     pytest.param(1, None, False, id="partly-iterated"),

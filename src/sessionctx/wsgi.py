@@ -57,6 +57,8 @@ _TEXT_PLAIN: Final = ("Content-Type", "text/plain; charset=utf-8")
 _ERROR_STATUS: Final = "500 Internal Server Error"
 _ERROR_BODY: Final = b"Internal Server Error"
 _ERROR_LENGTH: Final = ("Content-Length", str(len(_ERROR_BODY)))
+# Iterators whose next() runs no Python code.
+_INERT_ITERATORS: Final[frozenset[type]] = frozenset({type(iter([])), type(iter(()))})
 # A key no environ holds: the fast path's key when every id needs decide().
 _NO_FAST_PATH: Final = "sessionctx.no_fast_path"
 
@@ -93,7 +95,10 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     ``response.close``, firing ``request_finished``) is made to run inside it
     whenever the wrapper allows setting ``close`` on the instance. Any other
     body is wrapped in an iterator whose ``close()`` closes the application's
-    body exactly once, also when iteration never started or raised.
+    body exactly once, also when iteration never started or raised. When the
+    body's ``__iter__`` (run in the request's context) hands out the iterator
+    of a list or tuple, as Django's ``HttpResponse`` does, the server steps
+    that iterator directly: stepping it runs no code of the application.
 
     ``handle_errors=True``: when the application raises before it called
     ``start_response`` (in the call, or in its body when it calls
@@ -208,52 +213,40 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         ctx = copy_context()
         # The session is set in the request's own context, which is dropped
         # with the request: no token to reset in the server thread.
+        tracked: _TrackedStartResponse | None = None
         if self._plain:
             ctx.run(_set_session, [request_sid, None])
             body = ctx.run(self.app, environ, start_response_with_session)
-            body_type = type(body)
-            if body_type is list or body_type is tuple:
-                return body
-            return self._in_context(ctx, body, environ)
-        make_context = self._make_context
-        session = (
-            [request_sid, None]
-            if make_context is None
-            else [request_sid, make_context(request_sid, environ)]
-        )
-        tracked: _TrackedStartResponse | None = None
-        app: WSGIApplication = self.app
-        ctx.run(_set_session, session)
-        if not self._handle_errors:
-            body = ctx.run(app, environ, start_response_with_session)
         else:
-            tracked = _TrackedStartResponse(start_response_with_session)
-            try:
-                body = ctx.run(app, environ, tracked)
-            except Exception as exc:
-                if tracked.called:
-                    raise
-                failed = _GuardedBody(ctx, (), tracked, start_response, pair)
-                failed.fail(exc)
-                return failed
+            make_context = self._make_context
+            session = (
+                [request_sid, None]
+                if make_context is None
+                else [request_sid, make_context(request_sid, environ)]
+            )
+            app: WSGIApplication = self.app
+            ctx.run(_set_session, session)
+            if not self._handle_errors:
+                body = ctx.run(app, environ, start_response_with_session)
+            else:
+                tracked = _TrackedStartResponse(start_response_with_session)
+                try:
+                    body = ctx.run(app, environ, tracked)
+                except Exception as exc:
+                    if tracked.called:
+                        raise
+                    failed = _GuardedBody(ctx, (), tracked, start_response, pair)
+                    failed.fail(exc)
+                    return failed
 
         body_type = type(body)
         if body_type is list or body_type is tuple:
             return body
-        if tracked is None:
-            return self._in_context(ctx, body, environ)
         if body_type is environ.get("wsgi.file_wrapper"):
             return _file_in_context(ctx, body)
+        if tracked is None:
+            return _ContextBody(ctx, body)
         return _GuardedBody(ctx, body, tracked, start_response, pair)
-
-    @staticmethod
-    def _in_context(
-        ctx: Context, body: Iterable[bytes], environ: WSGIEnvironment
-    ) -> Iterable[bytes]:
-        """``body`` made to run the application's code in ``ctx``."""
-        if type(body) is environ.get("wsgi.file_wrapper"):
-            return _file_in_context(ctx, body)
-        return _ContextBody(ctx, body)
 
     def _reject(self, start_response: StartResponse, state: int) -> list[bytes]:
         body = self._policy.reject_body(state)
@@ -289,6 +282,16 @@ class _ContextBody:
         self._close: Callable[[], object] | None = getattr(body, "close", None)
 
     def __iter__(self) -> Iterator[bytes]:
+        if self._next is not None:
+            return self
+        # ``iter()`` may run the application's code too (``__iter__``).
+        inner = self._ctx.run(iter, self._body)
+        self._next = inner.__next__
+        if type(inner) in _INERT_ITERATORS:
+            # Stepping a list or tuple runs no code of the application (a
+            # Django ``HttpResponse`` hands out its list's): the server can
+            # step it directly, and ``close()`` stays with this object.
+            return inner
         return self
 
     def __next__(self) -> bytes:
@@ -330,6 +333,10 @@ class _GuardedBody(_ContextBody):
         self._pair = pair
         self._error: Exception | None = None
         self._error_sent = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Every step goes through __next__, which turns errors into the 500.
+        return self
 
     def fail(self, error: Exception) -> None:
         """Start the 500 for ``error``, the exception being handled; it is raised
