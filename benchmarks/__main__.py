@@ -24,13 +24,21 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import asgi_inprocess, end_to_end, generator, instructions, memory, wsgi_inprocess
+from benchmarks import (
+    asgi_inprocess,
+    django_inprocess,
+    end_to_end,
+    generator,
+    instructions,
+    memory,
+    wsgi_inprocess,
+)
 from benchmarks.report import Row, machine, render, write_json
 from benchmarks.timing import FULL, QUICK
 
 __all__ = ["PARTS", "main"]
 
-PARTS = ("generator", "asgi", "wsgi", "instr", "e2e", "memory")
+PARTS = ("generator", "asgi", "wsgi", "django", "instr", "e2e", "memory")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 REQUESTS_ENV_VAR = "SESSIONCTX_BENCH_REQUESTS"
 FULL_REQUESTS = 1_000_000
@@ -119,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "generator": lambda: generator.run(budget),
         "asgi": lambda: asgi_inprocess.run(budget),
         "wsgi": lambda: wsgi_inprocess.run(budget),
+        "django": lambda: django_inprocess.run(budget),
         "instr": lambda: instructions.run(
             instructions.QUICK if args.quick else instructions.FULL, shutil.which("valgrind")
         ),

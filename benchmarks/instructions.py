@@ -3,8 +3,8 @@
     python -m benchmarks --only instr                     # this part alone, in the table
     python -m benchmarks.instructions PART CASE NAME N    # one child run (what the part starts)
 
-Each candidate's in-process loop (the very runners of the ``asgi`` and
-``wsgi`` parts, bare app included) runs in a child Python under
+Each candidate's in-process loop (the very runners of the ``asgi``, ``wsgi``
+and ``django`` parts, bare app included) runs in a child Python under
 ``valgrind --tool=cachegrind --cache-sim=no`` twice, with a small and a large
 number of requests. The difference of the two totals over the difference of
 the counts is what one request costs, with start-up, imports and warm-up
@@ -34,7 +34,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks import asgi_inprocess, wsgi_inprocess
+from benchmarks import asgi_inprocess, django_inprocess, wsgi_inprocess
 from benchmarks.apps import asgi_app, wsgi_app
 from benchmarks.report import Row, inprocess_rows
 from benchmarks.timing import Runner
@@ -66,7 +66,8 @@ WHERE: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 _REST = "the rest"
 
 #: What is counted: the cases with a valid header (those the budget is about)
-#: and the candidates of each part that do the same work.
+#: and the candidates of each part that do the same work. A Django request
+#: costs some 40 times a bare WSGI one, so that part counts one case only.
 _PLAN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "asgi": (
         (asgi_inprocess.VALID.name, asgi_inprocess.VARIED.name),
@@ -81,7 +82,20 @@ _PLAN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (wsgi_inprocess.VALID.name, wsgi_inprocess.VARIED.name),
         (wsgi_inprocess.BARE, wsgi_inprocess.FLOOR, wsgi_inprocess.OURS),
     ),
+    "django": (
+        (django_inprocess.VALID.name,),
+        (
+            django_inprocess.BARE,
+            django_inprocess.FLOOR,
+            django_inprocess.OURS,
+            django_inprocess.DJANGO_GUID,
+        ),
+    ),
 }
+#: Each part's module: its candidates' names and its header-valid case.
+_MODULES = {"asgi": asgi_inprocess, "wsgi": wsgi_inprocess, "django": django_inprocess}
+#: The Django part serves this many times fewer requests, for the same reason.
+_DJANGO_SHARE = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +126,14 @@ def _runner(part: str, case_name: str, name: str) -> Runner:
         messages = loop.run_until_complete(asgi_inprocess.collect_response(asgi, case.scope()))
         asgi_inprocess.check_response(name, case, messages)
         return asgi_inprocess.runner(asgi, case, loop, clock)
-    if part == "wsgi":
+    if part in ("wsgi", "django"):
         wcase = next(c for c in wsgi_inprocess.CASES if c.name == case_name)
-        wsgi = (
-            wsgi_app if name == wsgi_inprocess.BARE else wsgi_inprocess.CANDIDATES[name](wsgi_app)
-        )
+        if part == "django":
+            wsgi = django_inprocess.apps()[name]
+        elif name == wsgi_inprocess.BARE:
+            wsgi = wsgi_app
+        else:
+            wsgi = wsgi_inprocess.CANDIDATES[name](wsgi_app)
         wsgi_inprocess.check_response(name, wcase, wsgi)
         return wsgi_inprocess.runner(wsgi, wcase, clock)
     raise ValueError(f"unknown part {part!r}: choose from {', '.join(_PLAN)}")
@@ -197,7 +214,7 @@ def _rows(part: str, case: str, profiles: dict[str, dict[str, float]]) -> list[R
     """The timed parts' rows, in instructions, with (in ``extra``) where each
     candidate's added instructions go; the note on sessionctx's row in the
     header-valid case sets that side by side with the floor's."""
-    module = asgi_inprocess if part == "asgi" else wsgi_inprocess
+    module = _MODULES[part]
     kinds = {name: where(profile, profiles[module.BARE]) for name, profile in profiles.items()}
     counts = {name: [sum(profile.values())] for name, profile in profiles.items()}
     rows = inprocess_rows(
@@ -227,15 +244,28 @@ def run(sizes: Sizes, valgrind: str | None) -> list[Row]:
         ]
     rows: list[Row] = []
     for part, (cases, names) in _PLAN.items():
+        part_sizes = _sizes(part, sizes)
+        first = len(rows)
         for case in cases:
-            profiles = {name: per_request(valgrind, part, case, name, sizes) for name in names}
+            profiles = {name: per_request(valgrind, part, case, name, part_sizes) for name in names}
             rows += _rows(part, case, profiles)
-    method = (
+        if first == 0 or part_sizes != sizes:
+            rows[first] = dataclasses.replace(rows[first], note=_method(part_sizes))
+    return rows
+
+
+def _sizes(part: str, sizes: Sizes) -> Sizes:
+    """The request counts of ``part``: fewer for Django."""
+    if part != "django":
+        return sizes
+    return Sizes(small=sizes.small // _DJANGO_SHARE, large=sizes.large // _DJANGO_SHARE)
+
+
+def _method(sizes: Sizes) -> str:
+    return (
         f"valgrind --tool=cachegrind; (I({sizes.large:,}) - I({sizes.small:,})) / "
         f"{sizes.large - sizes.small:,} requests of the in-process loop, PYTHONHASHSEED=0"
     )
-    rows[0] = dataclasses.replace(rows[0], note=method)
-    return rows
 
 
 if __name__ == "__main__":

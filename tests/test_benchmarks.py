@@ -13,6 +13,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 import pytest
 from benchmarks import (
     asgi_inprocess,
+    django_inprocess,
     end_to_end,
     generator,
     instructions,
@@ -33,7 +36,7 @@ from benchmarks import (
 from benchmarks.__main__ import main
 from benchmarks.apps import asgi_app
 from benchmarks.report import Row, Verdict, machine, render
-from benchmarks.timing import QUICK, interleave
+from benchmarks.timing import QUICK, Budget, interleave
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionctx import set_session_id
@@ -171,6 +174,40 @@ def test_wsgi_part_covers_every_case() -> None:
     judged = {key: row.verdict for key, row in rows.items() if row.verdict is not None}
     assert set(judged) == {("header valid", "sessionctx"), ("header valid, many ids", "sessionctx")}
     assert {verdict.target for verdict in judged.values()} == {"<= 1500 ns added"}
+
+
+def test_django_part_covers_every_case_and_candidate() -> None:
+    # In a child Python: the part configures Django with django-guid installed,
+    # and checks every candidate's response before timing it.
+    rows = _by_key(django_inprocess.run(QUICK))
+
+    assert set(rows) == {
+        (case.name, name)
+        for case in django_inprocess.CASES
+        for name in ("bare app", "floor", "sessionctx", "django-guid")
+    }
+    for row in rows.values():
+        _assert_timed(row)
+        assert row.part == "django"
+        assert row.verdict is None
+    for case in django_inprocess.CASES:
+        ours = rows[case.name, "sessionctx"].added
+        guid = rows[case.name, "django-guid"]
+        assert ours is not None
+        assert guid.added is not None
+        if ours > 0:  # tiny counts: the added time may come out below zero
+            assert guid.note == f"{guid.added / ours:.1f}x sessionctx's added time"
+
+
+def test_django_part_names_a_failing_child() -> None:
+    # No iterations at all: the child fails dividing by the count.
+    empty = Budget(rounds=1, chunk_ns=0, min_iterations=0, max_iterations=0)
+    with pytest.raises(RuntimeError, match=r"the Django child exited 1: .*ZeroDivisionError"):
+        django_inprocess.run(empty)
+    with pytest.raises(ValueError, match="not monotonic_ns"):
+        django_inprocess.run(Budget(1, 0, 1, 1, clock=time.monotonic_ns))
+    with pytest.raises(SystemExit, match=r"usage: .* CLOCK"):
+        django_inprocess.child(["1", "0", "1", "1", "monotonic_ns"])
 
 
 def test_memory_part_is_flat_for_sessionctx() -> None:
@@ -479,18 +516,27 @@ def test_instruction_part_skips_without_valgrind() -> None:
     assert rows[0].result == "skip"
 
 
+FACTORS = {"asgi": 2, "wsgi": 1, "django": 3}
+
+
 def test_instruction_part_reports_per_request_counts_of_every_candidate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Whole runs cost a fixed start-up plus a per-request price of each
     # candidate, spent in the interpreter loop and in one C function of its own.
-    price = {"bare app": 1_000, "floor": 3_000, "sessionctx": 3_400, "asgi-correlation-id": 6_000}
+    price = {
+        "bare app": 1_000,
+        "floor": 3_000,
+        "sessionctx": 3_400,
+        "asgi-correlation-id": 6_000,
+        "django-guid": 21_000,
+    }
     in_c = {"floor": ("sre_ucs1_match", 800), "sessionctx": ("bytes_translate_impl", 300)}
     runs: list[tuple[str, str, str, int]] = []
 
     def fake_count(valgrind: str, part: str, case: str, name: str, requests: int) -> Counter[str]:
         runs.append((part, case, name, requests))
-        factor = 2 if part == "asgi" else 1
+        factor = FACTORS[part]
         fn, cost = in_c.get(name, ("PyDict_GetItem", 0))
         return Counter(
             {
@@ -503,11 +549,15 @@ def test_instruction_part_reports_per_request_counts_of_every_candidate(
     monkeypatch.setattr(instructions, "count", fake_count)
     rows = _by_key(instructions.run(instructions.QUICK, valgrind="valgrind"))
 
-    sizes = {instructions.QUICK.small, instructions.QUICK.large}
-    assert {requests for *_, requests in runs} == sizes
-    assert len(runs) == 2 * (2 * 4 + 2 * 3)
-    for part, factor in (("asgi", 2), ("wsgi", 1)):
-        for case in ("header valid", "header valid, many ids"):
+    small, large = instructions.QUICK.small, instructions.QUICK.large
+    assert {requests for part, *_, requests in runs if part != "django"} == {small, large}
+    assert {requests for part, *_, requests in runs if part == "django"} == {small // 8, large // 8}
+    assert len(runs) == 2 * (2 * 4 + 2 * 3 + 4)
+    for part, factor in FACTORS.items():
+        cases = (
+            ("header valid",) if part == "django" else ("header valid", "header valid, many ids")
+        )
+        for case in cases:
             label = f"{part}, {case}"
             assert rows[label, "bare app"].absolute == 1_000 * factor
             assert rows[label, "floor"].added == 2_000 * factor
@@ -526,10 +576,16 @@ def test_instruction_part_reports_per_request_counts_of_every_candidate(
         note = rows[f"{part}, header valid", "sessionctx"].note
         assert f"bytecodes {1_200 * factor:,} / {2_100 * factor:,}" in note
         assert f"id check {800 * factor:,} / {300 * factor:,}" in note
-        assert not rows[f"{part}, header valid, many ids", "sessionctx"].note
+        many = rows.get((f"{part}, header valid, many ids", "sessionctx"))
+        assert many is None or not many.note
     assert rows["asgi, header valid", "asgi-correlation-id"].ratio == pytest.approx(2.5)
+    assert rows["django, header valid", "django-guid"].added == 20_000 * 3
     assert ("wsgi, header valid", "asgi-correlation-id") not in rows
+    assert ("django, header valid, many ids", "bare app") not in rows
+    assert "(I(192) - I(64)) / 128 requests" in rows["asgi, header valid", "bare app"].note
     assert "PYTHONHASHSEED=0" in rows["asgi, header valid", "bare app"].note
+    assert "(I(24) - I(8)) / 16 requests" in rows["django, header valid", "bare app"].note
+    assert not rows["wsgi, header valid", "bare app"].note
     assert "+4,800 instr" in render(list(rows.values()), machine())
 
 
@@ -543,6 +599,29 @@ def test_instruction_child_serves_requests_through_a_checked_candidate(part: str
         instructions.child([part, "header valid"])
     with pytest.raises(ValueError, match="unknown part 'http'"):
         instructions.child(["http", "header valid", "sessionctx", "1"])
+
+
+def test_instruction_child_serves_django_in_a_python_of_its_own() -> None:
+    # Django is configured once per process (this one's settings belong to
+    # the tests): the child the part starts under valgrind, without valgrind.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.instructions",
+            "django",
+            "header valid",
+            "django-guid",
+            "5",
+        ],
+        cwd=Path(instructions.__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 @pytest.mark.timeout(120)
