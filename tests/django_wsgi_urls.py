@@ -73,6 +73,18 @@ def own_header_view(request: HttpRequest) -> HttpResponse:
     return response
 
 
+#: What ``resources_view`` saw on each call: Django's cache backend and database connection.
+RESOURCES: list[tuple[object, object]] = []
+
+
+def resources_view(request: HttpRequest) -> HttpResponse:
+    from django.core.cache import caches
+    from django.db import connections
+
+    RESOURCES.append((caches["default"], connections["default"]))
+    return HttpResponse("ok")
+
+
 urlpatterns = [
     path("function/", function_view),
     path("class/", ClassView.as_view()),
@@ -80,4 +92,5 @@ urlpatterns = [
     path("file/", file_view),
     path("own-header/", own_header_view),
     path("error/", error_view),
+    path("resources/", resources_view),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from wsgiref.util import FileWrapper
@@ -289,6 +290,32 @@ def test_django_file_response_keeps_the_servers_file_wrapper(
     assert content == django_wsgi_urls.FILE_CONTENT
     assert ("X-Session-Id", "dj-4") in started[0][1]
     assert finished_in == ["dj-4"]
+
+
+def test_django_context_locals_are_made_per_request_and_connections_per_thread(
+    django_app: WSGIApplication,
+) -> None:
+    """What the README says of Django's state in a fresh ``Context`` per request.
+
+    Objects Django keeps in context-locals (``asgiref.local.Local``), the cache
+    backends among them, are made anew for each request, as under Django's
+    ASGI handler; database connections are thread-local and stay the thread's.
+    """
+    django_wsgi_urls.RESOURCES.clear()
+
+    def serve_two() -> None:
+        # A new thread starts with an empty context, as a server's worker does.
+        client = Client(django_app)
+        for _ in range(2):
+            assert client.get("/resources/").status_code == 200
+
+    worker = threading.Thread(target=serve_two)
+    worker.start()
+    worker.join(timeout=30)
+
+    (cache_1, connection_1), (cache_2, connection_2) = django_wsgi_urls.RESOURCES
+    assert cache_1 is not cache_2
+    assert connection_1 is connection_2
 
 
 def test_django_views_own_header_wins(django_app: WSGIApplication) -> None:
