@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -103,8 +104,6 @@ def _configure() -> None:
     django.setup()
     # An invalid or missing id makes django-guid log; a NullHandler keeps that
     # cost (building the record) without writing to stderr.
-    import logging
-
     logger = logging.getLogger("django_guid")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
