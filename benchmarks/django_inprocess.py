@@ -43,7 +43,7 @@ from benchmarks import wsgi_inprocess
 from benchmarks.apps import BODY
 from benchmarks.floor import WsgiFloorMiddleware
 from benchmarks.report import Row, inprocess_rows
-from benchmarks.timing import Budget, interleave
+from benchmarks.timing import Budget
 from sessionctx.wsgi import SessionIdMiddleware
 
 if TYPE_CHECKING:
@@ -140,12 +140,7 @@ def child(argv: list[str]) -> None:
     candidates = apps()
     samples: dict[str, dict[str, list[float]]] = {}
     for case in CASES:
-        for name, app in candidates.items():
-            wsgi_inprocess.check_response(name, case, app)
-        runners = {
-            name: wsgi_inprocess.runner(app, case, budget.clock) for name, app in candidates.items()
-        }
-        samples[case.name] = interleave(runners, budget)
+        samples[case.name] = wsgi_inprocess.measure(candidates, case, budget)
     json.dump(samples, sys.stdout)
 
 

@@ -33,6 +33,8 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
+from typing import NamedTuple
 
 from benchmarks import asgi_inprocess, django_inprocess, wsgi_inprocess
 from benchmarks.apps import asgi_app, wsgi_app
@@ -65,11 +67,24 @@ WHERE: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 _REST = "the rest"
 
-#: What is counted: the cases with a valid header (those the budget is about)
-#: and the candidates of each part that do the same work. A Django request
-#: costs some 40 times a bare WSGI one, so that part counts one case only.
-_PLAN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "asgi": (
+
+class _Part(NamedTuple):
+    """What is counted of one in-process part."""
+
+    #: The part's module: its candidates' names and its header-valid case.
+    module: ModuleType
+    cases: tuple[str, ...]
+    names: tuple[str, ...]
+    #: The part serves this many times fewer requests than ``Sizes`` say.
+    share: int = 1
+
+
+#: The cases with a valid header (those the budget is about) and the
+#: candidates of each part that do the same work. A Django request costs some
+#: 40 times a bare WSGI one, so that part counts one case, with fewer requests.
+_PLAN: dict[str, _Part] = {
+    "asgi": _Part(
+        asgi_inprocess,
         (asgi_inprocess.VALID.name, asgi_inprocess.VARIED.name),
         (
             asgi_inprocess.BARE,
@@ -78,11 +93,13 @@ _PLAN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             asgi_inprocess.CORRELATION_ID,
         ),
     ),
-    "wsgi": (
+    "wsgi": _Part(
+        wsgi_inprocess,
         (wsgi_inprocess.VALID.name, wsgi_inprocess.VARIED.name),
         (wsgi_inprocess.BARE, wsgi_inprocess.FLOOR, wsgi_inprocess.OURS),
     ),
-    "django": (
+    "django": _Part(
+        django_inprocess,
         (django_inprocess.VALID.name,),
         (
             django_inprocess.BARE,
@@ -90,12 +107,9 @@ _PLAN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             django_inprocess.OURS,
             django_inprocess.DJANGO_GUID,
         ),
+        share=8,
     ),
 }
-#: Each part's module: its candidates' names and its header-valid case.
-_MODULES = {"asgi": asgi_inprocess, "wsgi": wsgi_inprocess, "django": django_inprocess}
-#: The Django part serves this many times fewer requests, for the same reason.
-_DJANGO_SHARE = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +130,12 @@ QUICK = Sizes(small=64, large=192)
 
 def _runner(part: str, case_name: str, name: str) -> Runner:
     """The timed part's runner for ``name`` in ``case_name``, its response checked first."""
+    plan = _PLAN.get(part)
+    if plan is None:
+        raise ValueError(f"unknown part {part!r}: choose from {', '.join(_PLAN)}")
+    case = next(c for c in plan.module.CASES if c.name == case_name)
     clock = time.perf_counter_ns
     if part == "asgi":
-        case = next(c for c in asgi_inprocess.CASES if c.name == case_name)
         asgi = (
             asgi_app if name == asgi_inprocess.BARE else asgi_inprocess.CANDIDATES[name](asgi_app)
         )
@@ -126,17 +143,14 @@ def _runner(part: str, case_name: str, name: str) -> Runner:
         messages = loop.run_until_complete(asgi_inprocess.collect_response(asgi, case.scope()))
         asgi_inprocess.check_response(name, case, messages)
         return asgi_inprocess.runner(asgi, case, loop, clock)
-    if part in ("wsgi", "django"):
-        wcase = next(c for c in wsgi_inprocess.CASES if c.name == case_name)
-        if part == "django":
-            wsgi = django_inprocess.apps()[name]
-        elif name == wsgi_inprocess.BARE:
-            wsgi = wsgi_app
-        else:
-            wsgi = wsgi_inprocess.CANDIDATES[name](wsgi_app)
-        wsgi_inprocess.check_response(name, wcase, wsgi)
-        return wsgi_inprocess.runner(wsgi, wcase, clock)
-    raise ValueError(f"unknown part {part!r}: choose from {', '.join(_PLAN)}")
+    if part == "django":
+        wsgi = django_inprocess.apps()[name]
+    elif name == wsgi_inprocess.BARE:
+        wsgi = wsgi_app
+    else:
+        wsgi = wsgi_inprocess.CANDIDATES[name](wsgi_app)
+    wsgi_inprocess.check_response(name, case, wsgi)
+    return wsgi_inprocess.runner(wsgi, case, clock)
 
 
 def child(argv: list[str]) -> None:
@@ -214,7 +228,7 @@ def _rows(part: str, case: str, profiles: dict[str, dict[str, float]]) -> list[R
     """The timed parts' rows, in instructions, with (in ``extra``) where each
     candidate's added instructions go; the note on sessionctx's row in the
     header-valid case sets that side by side with the floor's."""
-    module = _MODULES[part]
+    module = _PLAN[part].module
     kinds = {name: where(profile, profiles[module.BARE]) for name, profile in profiles.items()}
     counts = {name: [sum(profile.values())] for name, profile in profiles.items()}
     rows = inprocess_rows(
@@ -243,22 +257,17 @@ def run(sizes: Sizes, valgrind: str | None) -> list[Row]:
             )
         ]
     rows: list[Row] = []
-    for part, (cases, names) in _PLAN.items():
-        part_sizes = _sizes(part, sizes)
+    for part, plan in _PLAN.items():
+        part_sizes = Sizes(small=sizes.small // plan.share, large=sizes.large // plan.share)
         first = len(rows)
-        for case in cases:
-            profiles = {name: per_request(valgrind, part, case, name, part_sizes) for name in names}
+        for case in plan.cases:
+            profiles = {
+                name: per_request(valgrind, part, case, name, part_sizes) for name in plan.names
+            }
             rows += _rows(part, case, profiles)
         if first == 0 or part_sizes != sizes:
             rows[first] = dataclasses.replace(rows[first], note=_method(part_sizes))
     return rows
-
-
-def _sizes(part: str, sizes: Sizes) -> Sizes:
-    """The request counts of ``part``: fewer for Django."""
-    if part != "django":
-        return sizes
-    return Sizes(small=sizes.small // _DJANGO_SHARE, large=sizes.large // _DJANGO_SHARE)
 
 
 def _method(sizes: Sizes) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "Case",
     "check_response",
     "discard_start",
+    "measure",
     "run",
     "runner",
     "serve_once",
@@ -158,6 +159,13 @@ def runner(app: WSGIApplication, case: Case, clock: Callable[[], int]) -> Runner
     return run
 
 
+def measure(apps: dict[str, WSGIApplication], case: Case, budget: Budget) -> dict[str, list[float]]:
+    """Check each app's response to ``case``, then time them interleaved: ns per request."""
+    for name, app in apps.items():
+        check_response(name, case, app)
+    return interleave({name: runner(app, case, budget.clock) for name, app in apps.items()}, budget)
+
+
 def check_response(name: str, case: Case, app: WSGIApplication) -> None:
     """Raise unless ``app`` answers the bare app's body with one valid session header."""
     started: list[tuple[str, list[tuple[str, str]]]] = []
@@ -191,10 +199,7 @@ def run(budget: Budget) -> list[Row]:
     rows: list[Row] = []
     for case in CASES:
         apps = {BARE: wsgi_app} | {name: wrap(wsgi_app) for name, wrap in CANDIDATES.items()}
-        for name, app in apps.items():
-            check_response(name, case, app)
-        runners = {name: runner(app, case, budget.clock) for name, app in apps.items()}
-        samples = interleave(runners, budget)
+        samples = measure(apps, case, budget)
         rows += inprocess_rows(
             "wsgi", case.name, samples, bare=BARE, floor=FLOOR, verdict=partial(_verdict, case)
         )
