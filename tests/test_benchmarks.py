@@ -432,7 +432,13 @@ def test_main_prints_the_table_and_saves_json(
     payload = json.loads(saved.read_text(encoding="utf-8"))
     assert set(payload["machine"]) >= {"python", "cpu", "date"}
     assert [row["part"] for row in payload["rows"]] == ["generator"] * 2 + ["memory"] * 2
-    assert all(row["result"].startswith("pass") for row in payload["rows"] if row["verdict"])
+    judged = [row for row in payload["rows"] if row["verdict"]]
+    assert [row["part"] for row in judged] == ["generator", "memory", "memory"]
+    # Tiny counts time nothing reliably (one preemption in 20 calls flips the
+    # generator's verdict): it is only checked to be reported. The memory part's
+    # leak check holds at any size.
+    assert all(row["result"].startswith(("pass (", "FAIL (")) for row in judged)
+    assert all(row["result"].startswith("pass (") for row in judged if row["part"] == "memory")
 
 
 def test_main_reads_the_request_count_from_the_environment(
