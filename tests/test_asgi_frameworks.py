@@ -421,6 +421,81 @@ async def test_fastapi_unhandled_exception_500(
     assert response.headers.get_list("x-session-id") == ([header] if header else [])
 
 
+class OutOfStock(Exception):
+    """An application error with a handler of its own."""
+
+
+def fastapi_app_with_error_handlers() -> FastAPI:
+    """Handlers for a class of its own (run by ``ExceptionMiddleware``, inside the
+    ``add_middleware`` ones) and for ``Exception`` (run by ``ServerErrorMiddleware``,
+    outside them)."""
+    api = FastAPI()
+
+    @api.exception_handler(OutOfStock)
+    async def out_of_stock(request: FastAPIRequest, exc: OutOfStock) -> JSONResponse:
+        return JSONResponse(
+            {"sid": current_session_id(), "scope": request.scope.get(SCOPE_KEY)}, status_code=409
+        )
+
+    @api.exception_handler(Exception)
+    async def any_error(request: FastAPIRequest, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"sid": current_session_id(), "scope": request.scope.get(SCOPE_KEY)}, status_code=500
+        )
+
+    @api.get("/out-of-stock")
+    async def sold_out() -> None:
+        raise OutOfStock
+
+    @api.get("/error")
+    async def error() -> None:
+        raise RuntimeError("unhandled")
+
+    return api
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_fastapi_handler_of_an_exception_class_sees_the_session(placement: Placement) -> None:
+    async with asgi_client(placement(fastapi_app_with_error_handlers())) as http:
+        response = await http.get("/out-of-stock", headers={"X-Session-Id": "h-1"})
+
+    assert response.status_code == 409
+    assert response.json() == {"sid": "h-1", "scope": "h-1"}
+    assert response.headers.get_list("x-session-id") == ["h-1"]
+
+
+@pytest.mark.parametrize(
+    ("placement", "options", "header", "body"),
+    [
+        # Outermost, ServerErrorMiddleware and its handler run inside the middleware.
+        pytest.param(outermost, {}, "h-2", {"sid": "h-2", "scope": "h-2"}, id="outermost"),
+        # Added, the handler runs after the middleware returned: the session is
+        # gone (the scope key stays), and the handler's response has no header.
+        pytest.param(added, {}, None, {"sid": None, "scope": "h-2"}, id="add_middleware"),
+        # With handle_errors the middleware's plain 500 is sent first, and
+        # Starlette drops the handler's response: a response has started.
+        pytest.param(
+            added, {"handle_errors": True}, "h-2", None, id="add_middleware-handle-errors"
+        ),
+    ],
+)
+async def test_fastapi_handler_of_exception_runs_outside_added_middleware(
+    placement: Placement,
+    options: dict[str, Any],
+    header: str | None,
+    body: dict[str, str | None] | None,
+) -> None:
+    async with asgi_client(placement(fastapi_app_with_error_handlers(), **options)) as http:
+        response = await http.get("/error", headers={"X-Session-Id": "h-2"})
+
+    assert response.status_code == 500
+    assert response.headers.get_list("x-session-id") == ([header] if header else [])
+    if body is None:
+        assert response.text == "Internal Server Error"
+    else:
+        assert response.json() == body
+
+
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_fastapi_websocket_sees_the_session(placement: Placement) -> None:
     with (
