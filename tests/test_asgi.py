@@ -361,6 +361,58 @@ async def test_the_apps_header_list_is_not_mutated() -> None:
     assert session_header(second) == [b"two"]
 
 
+@pytest.mark.parametrize(
+    "start",
+    [
+        pytest.param({"type": "http.response.start", "status": 200}, id="no-headers"),
+        pytest.param(
+            {"type": "http.response.start", "status": 200, "headers": ((b"a", b"1"),)},
+            id="tuple",
+        ),
+        pytest.param(
+            {"type": "http.response.start", "status": 200, "headers": [(b"a", b"1")]}, id="list"
+        ),
+        pytest.param(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"access-control-allow-origin", b"*")],
+            },
+            id="cors",
+        ),
+        pytest.param({"type": "websocket.accept"}, id="websocket-accept"),
+    ],
+)
+async def test_a_start_message_sent_to_every_client_keeps_no_clients_id(
+    start: dict[str, Any],
+) -> None:
+    # An app may send one constant dict to every client: what the middleware
+    # adds for one client must not stay in it for the next.
+    original = dict(start)
+    is_websocket = start["type"] == "websocket.accept"
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send(start)
+
+    middleware = SessionIdMiddleware(app, expose_header=True)
+    sent_ids = []
+    for sid in (b"alice", b"bob", None):
+        inbound = [] if sid is None else [(HEADER, sid)]
+        if is_websocket:
+            messages = await call(
+                middleware, websocket_scope(inbound), [{"type": "websocket.connect"}]
+            )
+        else:
+            messages = await call(middleware, http_scope(inbound))
+        sent_ids.append(session_header(messages))
+        assert start == original
+
+    assert sent_ids[:2] == [[b"alice"], [b"bob"]]
+    assert len(sent_ids[2]) == 1
+    assert is_generated(sent_ids[2][0].decode())
+
+
 @pytest.mark.parametrize("name", [b"x-session-id", b"X-Session-Id", b"X-SESSION-ID"])
 async def test_the_apps_own_header_wins(name: bytes) -> None:
     app = RecordingApp(response_headers=[(name, b"set-by-app"), (b"content-type", b"text/plain")])

@@ -22,7 +22,7 @@ the header on 500s)::
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 from sessionctx._policy import MISSING, SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
@@ -36,6 +36,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# ASGI messages are dicts: ``dict.copy`` is the cheapest shallow copy.
+_copy = cast("Callable[[Message], Message]", dict.copy)
 # Messages that start a response, and so carry the session header.
 _STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
 _ALLOW_ORIGIN = b"access-control-allow-origin"
@@ -149,20 +151,20 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             size: int = self._header_size,
         ) -> Awaitable[None]:
             if message["type"] in _STARTS:
+                # The app's message is never changed: it may send the same
+                # dict (a module-level constant) to every client, and one
+                # client's id must not stay in it for the next.
                 headers = message.get("headers")
-                if headers is None:
-                    message["headers"] = [pair]
-                    return send(message)
                 if type(headers) is not list:
-                    # A tuple or any other iterable: read it only once.
-                    headers = message["headers"] = list(headers)
+                    message, headers = _with_header_list(message, headers)
                 # The app's own session header, in any letter case, wins
                 # (Django sends names as the app spelled them). Length first:
                 # it is cheap.
                 for name, _ in headers:
                     if len(name) == size and name.lower() == header:
                         return send(message)
-                # A new list: the app may reuse its own for every response.
+                # A new list too: the app may reuse its own for every response.
+                message = _copy(message)
                 message["headers"] = [*headers, pair]
             return send(message)
 
@@ -226,6 +228,17 @@ async def _app_or_500(app: ASGIApp, scope: Scope, receive: Receive, send: Send) 
         raise
 
 
+def _with_header_list(
+    message: Message, headers: Iterable[tuple[bytes, bytes]] | None
+) -> tuple[Message, list[tuple[bytes, bytes]]]:
+    """A copy of ``message`` whose ``headers`` (none, a tuple or any other
+    iterable, read once) is a list, and that list."""
+    listed = [] if headers is None else list(headers)
+    message = dict(message)
+    message["headers"] = listed
+    return message, listed
+
+
 def _with_header(
     raw: Iterable[tuple[bytes, bytes]], header: bytes, value: bytes
 ) -> list[tuple[bytes, bytes]]:
@@ -244,7 +257,8 @@ def _exposing(send: Send, name: bytes) -> Send:
 
     def send_exposed(message: Message) -> Awaitable[None]:
         if message["type"] in _STARTS and "headers" in message:
-            message["headers"] = _expose_header(list(message["headers"]), name)
+            # A copy: the app's message is never changed (see send_with_session).
+            message = {**message, "headers": _expose_header(list(message["headers"]), name)}
         return send(message)
 
     return send_exposed
