@@ -90,7 +90,11 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     they are: a ``list`` or ``tuple`` keeps its ``len()`` (some servers use it
     to set ``Content-Length``), and an instance of the server's
     ``wsgi.file_wrapper`` stays recognisable, so the server can still send the
-    file with ``sendfile()``. Reading such a file is the server's work and
+    file with ``sendfile()``. When the server's ``wsgi.file_wrapper`` is a
+    function, as uWSGI's is (it returns the file it is given, and sends it
+    with ``sendfile()`` only when the application returns that very object), a
+    body with a ``read()`` method is taken for that file and returned as it is.
+    Reading such a file is the server's work and
     runs outside the request's context; its ``close()`` (which Django points at
     ``response.close``, firing ``request_finished``) is made to run inside it
     whenever the wrapper allows setting ``close`` on the instance. Any other
@@ -242,7 +246,15 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         body_type = type(body)
         if body_type is list or body_type is tuple:
             return body
-        if body_type is environ.get("wsgi.file_wrapper"):
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if body_type is file_wrapper or (
+            # A wrapper that is a function: uWSGI's returns the file it is
+            # given, and sends it with sendfile() only when the app returns
+            # that very object. A file is read by the server either way.
+            file_wrapper is not None
+            and not isinstance(file_wrapper, type)
+            and hasattr(body, "read")
+        ):
             return _file_in_context(ctx, body)
         if tracked is None:
             return _ContextBody(ctx, body)
