@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import inspect
@@ -13,7 +14,7 @@ import pickle
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context, copy_context
 from typing import Any, cast
@@ -285,6 +286,44 @@ def test_session_context_survives_copy_and_pickle() -> None:
         assert clone.attributes_json == ctx.attributes_json
     plain = SessionContext("abc")
     assert pickle.loads(pickle.dumps(plain)) == plain
+
+
+def test_attributes_copy_deep_copy_and_pickle_on_their_own() -> None:
+    # What MappingProxyType offered too: copy(), | and reversed().
+    attributes: Any = SessionContext("abc", {"k": [1, {"z": 2}], "s": "v"}).attributes
+    assert copy.copy(attributes) is attributes
+    assert copy.deepcopy(attributes) is attributes  # read-only all the way down
+    assert pickle.loads(pickle.dumps(attributes)) == attributes
+    assert attributes.copy() == {"k": (1, {"z": 2}), "s": "v"}
+    assert type(attributes.copy()) is dict
+    assert attributes | {"s": "w"} == {"k": (1, {"z": 2}), "s": "w"}
+    assert {"s": "w", "t": 1} | attributes == {"k": (1, {"z": 2}), "s": "v", "t": 1}
+    assert list(reversed(attributes)) == ["s", "k"]
+    assert "k" in attributes
+    assert "x" not in attributes
+    assert repr(attributes) == "{'k': (1, {'z': 2}), 's': 'v'}"
+
+
+def test_a_session_context_with_attributes_converts_to_a_dict() -> None:
+    # dataclasses.asdict deep-copies field values; FastAPI's jsonable_encoder
+    # calls it, so an endpoint can return current_session().
+    from fastapi.encoders import jsonable_encoder
+
+    ctx = SessionContext("abc", {"user": "u1", "roles": ["a"]})
+
+    as_dict = dataclasses.asdict(ctx)
+    encoded = jsonable_encoder(ctx)
+
+    assert as_dict == {
+        "id": "abc",
+        "attributes": {"user": "u1", "roles": ("a",)},
+        "attributes_json": '{"user":"u1","roles":["a"]}',
+    }
+    assert encoded == {
+        "id": "abc",
+        "attributes": {"user": "u1", "roles": ["a"]},
+        "attributes_json": '{"user":"u1","roles":["a"]}',
+    }
 
 
 # --------------------------------------------------------------------------- #
@@ -756,6 +795,143 @@ async def test_async_decorator_restores_the_outer_session_on_exception() -> None
         assert current_session_id() == "outer"
 
 
+def test_generator_decorator_runs_each_step_in_the_calls_session() -> None:
+    @session("gen")
+    def numbers(n: int) -> Generator[Any, Any, str]:
+        """Numbers docstring."""
+        received = yield current_session_id()
+        try:
+            yield (current_session_id(), received)
+        except KeyError as exc:
+            yield ("caught", current_session_id(), exc.args[0])
+        yield from range(n)
+        return f"done in {current_session_id()}"
+
+    assert inspect.isgeneratorfunction(numbers)
+    assert numbers.__name__ == "numbers"
+    assert numbers.__doc__ == "Numbers docstring."
+    with session("outer"):
+        steps = numbers(2)
+        assert current_session_id() == "outer"
+        assert next(steps) == "gen"
+        assert current_session_id() == "outer"  # not between steps
+        assert steps.send(5) == ("gen", 5)
+        assert steps.throw(KeyError("k")) == ("caught", "gen", "k")
+        assert current_session_id() == "outer"
+        assert [next(steps), next(steps)] == [0, 1]
+        with pytest.raises(StopIteration) as stop:
+            next(steps)
+        assert stop.value.value == "done in gen"
+        assert current_session_id() == "outer"
+
+
+def test_generator_decorator_closes_in_the_session_and_gives_each_call_one() -> None:
+    closed_in: list[str | None] = []
+
+    @session()
+    def endless() -> Generator[str | None, None, None]:
+        try:
+            while True:
+                yield current_session_id()
+        finally:
+            closed_in.append(current_session_id())
+
+    first, second = endless(), endless()
+    a = [next(first), next(second), next(first), next(second)]
+    first.close()
+    with pytest.raises(ValueError, match="thrown"):
+        second.throw(ValueError("thrown"))
+
+    assert a[0] == a[2] != a[1] == a[3]
+    assert all(is_generated(sid) for sid in a)
+    assert closed_in == [a[0], a[1]]
+    assert current_session_id() is None
+
+
+@pytest.mark.anyio
+async def test_async_generator_decorator_runs_each_step_in_the_calls_session() -> None:
+    closed_in: list[str | None] = []
+
+    @session("agen")
+    async def events() -> Any:
+        """Events docstring."""
+        try:
+            received = yield current_session_id()
+            await asyncio.sleep(0)
+            try:
+                yield (current_session_id(), received)
+            except KeyError as exc:
+                yield ("caught", current_session_id(), exc.args[0])
+            yield "last"
+        finally:
+            await asyncio.sleep(0)
+            closed_in.append(current_session_id())
+
+    assert inspect.isasyncgenfunction(events)
+    assert events.__name__ == "events"
+    assert events.__doc__ == "Events docstring."
+    async with session("outer"):
+        steps = events()
+        assert await steps.asend(None) == "agen"
+        assert current_session_id() == "outer"
+        assert await steps.asend(7) == ("agen", 7)
+        assert await steps.athrow(KeyError("k")) == ("caught", "agen", "k")
+        await steps.aclose()
+        assert closed_in == ["agen"]
+        assert [item async for item in events()] == ["agen", ("agen", None), "last"]
+        assert closed_in == ["agen", "agen"]
+        assert current_session_id() == "outer"
+
+
+@pytest.mark.anyio
+async def test_decorator_on_a_method_that_is_an_async_generator() -> None:
+    class Feed:
+        @session("feed")
+        async def items(self, n: int) -> Any:
+            for i in range(n):
+                await asyncio.sleep(0)
+                yield i, current_session_id()
+
+    assert [item async for item in Feed().items(2)] == [(0, "feed"), (1, "feed")]
+
+
+@pytest.mark.anyio
+async def test_decorator_on_plain_callables_whose_work_runs_later() -> None:
+    async def fetch() -> str | None:
+        await asyncio.sleep(0)
+        return current_session_id()
+
+    class Handler:
+        async def __call__(self) -> str | None:
+            return await fetch()
+
+    def numbers() -> Iterator[str | None]:
+        yield current_session_id()
+
+    async def events() -> AsyncIterator[str | None]:
+        yield current_session_id()
+
+    def returns_coroutine() -> Awaitable[str | None]:
+        return fetch()
+
+    def returns_generator() -> Iterator[str | None]:
+        return numbers()
+
+    def returns_async_generator() -> AsyncIterator[str | None]:
+        return events()
+
+    returns_coroutine = session("coro")(returns_coroutine)
+    handler = session("object")(Handler())
+    returns_generator = session("gen")(returns_generator)
+    returns_async_generator = session("agen")(returns_async_generator)
+
+    assert await returns_coroutine() == "coro"
+    assert await handler() == "object"
+    assert list(returns_generator()) == ["gen"]
+    assert [item async for item in returns_async_generator()] == ["agen"]
+    assert current_session_id() is None
+
+
 # --------------------------------------------------------------------------- #
 # inject_session_headers
 # --------------------------------------------------------------------------- #
@@ -806,6 +982,32 @@ def test_inject_replaces_other_spellings_in_a_plain_dict() -> None:
         inject_session_headers(headers)
     assert headers == {"Accept": "*/*", "X-Session-Id": "abc"}
     assert extract_session_id(headers) == "abc"
+
+
+@pytest.mark.parametrize(
+    ("header_name", "error"),
+    [
+        (5, TypeError),
+        (b"X-Session-Id", TypeError),
+        ("", ValueError),
+        ("X Session", ValueError),
+        ("X-A\r\nSet-Cookie: x=1", ValueError),
+    ],
+)
+@pytest.mark.parametrize("active", [True, False], ids=["in-a-session", "no-session"])
+def test_inject_rejects_a_bad_header_name(header_name: Any, error: type, active: bool) -> None:
+    scope = session("abc") if active else contextlib.nullcontext()
+    with scope, pytest.raises(error, match=re.escape(repr(header_name))):
+        inject_session_headers({}, header_name=header_name)
+
+
+@pytest.mark.parametrize("headers", [[("x-session-id", "a")], "X-Session-Id: a", 5])
+@pytest.mark.parametrize("active", [True, False], ids=["in-a-session", "no-session"])
+def test_inject_rejects_headers_that_are_not_a_mapping(headers: Any, active: bool) -> None:
+    scope = session("abc") if active else contextlib.nullcontext()
+    expected = "headers must be a mutable mapping.*" + type(headers).__name__
+    with scope, pytest.raises(TypeError, match=expected):
+        inject_session_headers(headers)
 
 
 def test_inject_into_httpx_headers() -> None:

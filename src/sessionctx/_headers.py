@@ -13,6 +13,7 @@ no accepted name is present at all does the W3C ``baggage`` member
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import unquote
@@ -25,6 +26,7 @@ __all__ = [
     "SESSION_HEADER_NAME",
     "HeaderLookup",
     "baggage_session_id",
+    "check_header_name",
     "environ_key",
     "extract_session_id",
 ]
@@ -32,6 +34,9 @@ __all__ = [
 SESSION_HEADER_NAME: Final = "X-Session-Id"
 ACCEPTED_HEADER_NAMES: Final = ("X-Session-Id", "X-TraceCtrl-Session", "Mirascope-Session-Id")
 BAGGAGE_SESSION_KEY: Final = "session.id"
+
+# RFC 9110 token characters.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 # Outcomes of a header lookup, before any policy applies.
 MISSING: Final = 0
@@ -63,6 +68,15 @@ def baggage_session_id(values: Sequence[str]) -> tuple[int, str | None]:
     if _match_id(found) is None:
         return INVALID, None
     return VALID, found
+
+
+def check_header_name(name: object) -> str:
+    """``name`` if it is a valid HTTP header name, else ``TypeError``/``ValueError``."""
+    if not isinstance(name, str):
+        raise TypeError(f"header names must be str, not {type(name).__name__}: {name!r}")
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"invalid header name: {name!r}")
+    return name
 
 
 def environ_key(name: str) -> str:

@@ -8,7 +8,6 @@ the request.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
@@ -20,6 +19,7 @@ from sessionctx._headers import (
     SESSION_HEADER_NAME,
     VALID,
     HeaderLookup,
+    check_header_name,
 )
 from sessionctx._validation import _match_id, generate_session_id
 from sessionctx.session import SessionContext, _plain_context
@@ -40,8 +40,6 @@ SCOPE_KEY: Final = "sessionctx.session_id"
 OnMissing = Literal["new", "reject"]
 AppT = TypeVar("AppT")
 _ACTIONS = ("new", "reject")
-# RFC 9110 token characters.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _check_callable(name: str, value: object) -> None:
@@ -52,14 +50,6 @@ def _check_callable(name: str, value: object) -> None:
 def _check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, not {type(value).__name__}: {value!r}")
-
-
-def _check_header_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"header names must be str, not {type(name).__name__}: {name!r}")
-    if not _TOKEN.fullmatch(name):
-        raise ValueError(f"invalid header name: {name!r}")
-    return name
 
 
 class SessionPolicy:
@@ -110,7 +100,7 @@ class SessionPolicy:
         expose_header: bool = False,
         handle_errors: bool = False,
     ) -> None:
-        self.header_name = _check_header_name(header_name)
+        self.header_name = check_header_name(header_name)
         self.header_name_lower = header_name.lower()
         if accept_headers is None:
             names: tuple[str, ...] = (header_name, *ACCEPTED_HEADER_NAMES)
@@ -124,7 +114,7 @@ class SessionPolicy:
                     "accept_headers must be a sequence of header names or None, "
                     f"not {type(accept_headers).__name__}: {accept_headers!r}"
                 )
-            names = tuple(_check_header_name(n) for n in accept_headers)
+            names = tuple(check_header_name(n) for n in accept_headers)
             if not names:
                 raise ValueError("accept_headers must name at least one header (or be None)")
         self.accept_headers = names

@@ -27,7 +27,15 @@ import logging
 import math
 import os
 import types
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    MutableMapping,
+)
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar, Token, copy_context
 from dataclasses import dataclass, field
@@ -36,6 +44,7 @@ from typing import Any, Final, TypeVar, cast, overload
 from sessionctx._headers import (
     ACCEPTED_HEADER_NAMES,
     SESSION_HEADER_NAME,
+    check_header_name,
     extract_session_id,
 )
 from sessionctx._validation import (
@@ -77,6 +86,57 @@ _logger = logging.getLogger("sessionctx")
 # --------------------------------------------------------------------------- #
 
 
+class _FrozenMapping(Mapping[str, Any]):
+    """A read-only mapping: what :class:`SessionContext` keeps its attributes in.
+
+    Unlike ``MappingProxyType`` it can be copied, deep-copied (as
+    ``dataclasses.asdict`` does, so FastAPI can return a ``SessionContext``) and
+    pickled. Its values are frozen too, so a copy is the object itself.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: dict[str, Any]) -> None:
+        self._items = items
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self._items)
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+    def copy(self) -> dict[str, Any]:
+        """A shallow ``dict`` copy, as ``MappingProxyType.copy()`` gives."""
+        return dict(self._items)
+
+    def __or__(self, other: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self._items, **other}
+
+    def __ror__(self, other: Mapping[str, Any]) -> dict[str, Any]:
+        return {**other, **self._items}
+
+    def __copy__(self) -> _FrozenMapping:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _FrozenMapping:
+        return self
+
+    def __reduce__(self) -> tuple[type[_FrozenMapping], tuple[dict[str, Any]]]:
+        return _FrozenMapping, (self._items,)
+
+
 def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
     """Deep, read-only copy of a JSON-able value; raise naming ``where`` if not JSON-able.
 
@@ -102,7 +162,7 @@ def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
                         f"session attribute keys must be str: {key!r} in {where or 'attributes'}"
                     )
                 items[key] = _freeze(item, f"{where}[{key!r}]", open_containers)
-            frozen = types.MappingProxyType(items)
+            frozen = _FrozenMapping(items)
         else:
             frozen = tuple(
                 _freeze(item, f"{where}[{i}]", open_containers) for i, item in enumerate(value)
@@ -135,9 +195,9 @@ class SessionContext:
 
     ``id`` must follow the session id rule. ``attributes`` is checked when the
     object is made (string keys, values ``json.dumps(..., allow_nan=False)``
-    accepts) and stored as a deep read-only copy (mappings become
-    ``MappingProxyType``, lists become tuples), so later changes to the
-    caller's dict change nothing.
+    accepts) and stored as a deep read-only copy (mappings become read-only
+    mappings, lists become tuples), so later changes to the caller's dict
+    change nothing.
 
     >>> SessionContext("abc", {"user": "u1"}).attributes_json
     '{"user":"u1"}'
@@ -168,9 +228,8 @@ class SessionContext:
         return hash(self.id)
 
     def __reduce__(self) -> tuple[type[SessionContext], tuple[str, Any]]:
-        # ``MappingProxyType`` cannot be pickled or deep-copied; rebuilding from
-        # plain values lets ``copy``, ``pickle`` and ``multiprocessing`` carry a
-        # session, and re-checks it on the way in.
+        # Rebuilt from plain values: ``copy``, ``pickle`` and ``multiprocessing``
+        # carry a session, and it is checked again on the way in.
         attributes = None if self.attributes is None else _thaw(self.attributes)
         return SessionContext, (self.id, attributes)
 
@@ -365,7 +424,14 @@ class _SessionScope:
         self.__exit__()
 
     def __call__(self, fn: F) -> F:
-        """Decorate ``fn`` so that each call runs in its own session."""
+        """Decorate ``fn`` so that each call runs in its own session.
+
+        Coroutine functions get the session while they run, generator and
+        async generator functions while each step runs (the consumer does not
+        see it between steps), and plain functions while they run; when a plain
+        function returns a coroutine, generator or async generator (a wrapper,
+        an object with ``async def __call__``), that gets the same session too.
+        """
         make = self._make
         if inspect.iscoroutinefunction(fn):
             async_fn = cast(Callable[..., Awaitable[Any]], fn)
@@ -380,15 +446,116 @@ class _SessionScope:
 
             return cast(F, run_async)
 
+        if inspect.isasyncgenfunction(fn):
+            run_async_gen = _async_gen_function(lambda *a, **k: (_active(make()), fn(*a, **k)))
+            return cast(F, functools.wraps(fn)(run_async_gen))
+
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def run_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+                return (yield from _gen_in_session(_active(make()), fn(*args, **kwargs)))
+
+            return cast(F, run_gen)
+
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            token = _current.set(_active(make()))
+            active = _active(make())
+            token = _current.set(active)
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             finally:
                 _current.reset(token)
+            # Code that runs later, when awaited or stepped: a wrapper's
+            # coroutine, an object's ``async def __call__``.
+            if isinstance(result, types.CoroutineType):
+                return _await_in_session(active, result)
+            if isinstance(result, types.GeneratorType):
+                return _gen_in_session(active, result)
+            if isinstance(result, types.AsyncGeneratorType):
+                return _async_gen_function(lambda: (active, result))()
+            return result
 
         return cast(F, run)
+
+
+async def _await_in_session(active: _Active, coro: Awaitable[T]) -> T:
+    token = _current.set(active)
+    try:
+        return await coro
+    finally:
+        _current.reset(token)
+
+
+def _gen_in_session(active: _Active, gen: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
+    """Delegate to ``gen`` (``next``, ``send``, ``throw``, ``close`` and its return
+    value), each of its steps run with ``active`` set, reset after the step."""
+    sent: Any = None
+    thrown: BaseException | None = None
+    while True:
+        token = _current.set(active)
+        try:
+            item = gen.send(sent) if thrown is None else gen.throw(thrown)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+        finally:
+            _current.reset(token)
+            thrown = None
+        try:
+            sent = yield item
+        except GeneratorExit:
+            token = _current.set(active)
+            try:
+                gen.close()
+            finally:
+                _current.reset(token)
+            raise
+        except BaseException as exc:
+            # Thrown in by the consumer: passed on to ``gen``.
+            thrown = exc
+            sent = None
+
+
+def _async_gen_function(
+    start: Callable[..., tuple[_Active, AsyncGenerator[Any, Any]]],
+) -> Callable[..., AsyncGenerator[Any, Any]]:
+    """An async generator function that delegates to the async generator
+    ``start(*args, **kwargs)`` returns (``asend``, ``athrow``, ``aclose``), each of
+    its steps run with the session ``start`` returns set, reset after the step.
+
+    An async generator cannot delegate with ``yield from``; a decorated one must
+    stay an async generator function (Starlette's ``lifespan`` and FastAPI's
+    dependencies check), hence a function made here.
+    """
+
+    async def steps(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        active, agen = start(*args, **kwargs)
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            token = _current.set(active)
+            try:
+                item = await (agen.asend(sent) if thrown is None else agen.athrow(thrown))
+            except StopAsyncIteration:
+                return
+            finally:
+                _current.reset(token)
+                thrown = None
+            try:
+                sent = yield item
+            except GeneratorExit:
+                token = _current.set(active)
+                try:
+                    await agen.aclose()
+                finally:
+                    _current.reset(token)
+                raise
+            except BaseException as exc:
+                # Thrown in by the consumer: passed on to ``agen``.
+                thrown = exc
+                sent = None
+
+    return steps
 
 
 def session(
@@ -399,7 +566,8 @@ def session(
 
     ``id=None`` generates a fresh id on each entry (never from the env var).
     Works as ``with``, ``async with`` and as a decorator on sync and async
-    functions (each call gets its own session). Yields the
+    functions, generators and async generators (each call gets its own
+    session; a generator's steps run in it). Yields the
     :class:`SessionContext`; the outer session is restored on exit, also on
     exception. Scopes nest.
 
@@ -435,6 +603,9 @@ def inject_session_headers(
     """Write the active session id into ``headers`` in place and return it.
 
     ``None`` gets a new dict. Nothing is written when no session is active.
+    ``header_name`` must be a valid header name and ``headers`` a mutable
+    mapping (a ``dict``, ``httpx.Headers``, ...), else ``TypeError``/``ValueError``,
+    with or without a session.
     In a plain ``dict`` (case-sensitive keys) other spellings of
     ``header_name`` are removed, so only one such header is sent.
 
@@ -442,8 +613,14 @@ def inject_session_headers(
     ...     inject_session_headers({})
     {'X-Session-Id': 'abc'}
     """
+    check_header_name(header_name)
     if headers is None:
         headers = {}
+    elif not (hasattr(headers, "keys") and hasattr(headers, "__setitem__")):
+        raise TypeError(
+            "headers must be a mutable mapping of header names to values or None, "
+            f"not {type(headers).__name__}: {headers!r:.50}"
+        )
     sid = current_session_id()
     if sid is not None:
         if isinstance(headers, dict):
