@@ -265,6 +265,37 @@ def test_propagated_context_without_a_session_header_keeps_the_outer_session() -
         assert (current_trace_id(), current_session_id()) == (TRACE_ID, "outer")
 
 
+def test_headers_without_a_trace_keep_the_current_span_and_baggage(tracing: Tracing) -> None:
+    # A caller that sends only its session (inject_session_headers, the httpx
+    # transport): spans in the block stay in the server's trace.
+    def service() -> tuple[Context, Context]:
+        with tracing.tracer.start_as_current_span("server"):
+            token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+            try:
+                with propagated_context({"X-Session-Id": "abc"}):
+                    assert baggage.get_baggage("tenant") == "acme"
+                    with tracing.tracer.start_as_current_span("in-block"):
+                        pass
+                extracted = extract_trace_headers({"X-Session-Id": "abc"})
+                with tracing.tracer.start_as_current_span("after-extract"):
+                    pass
+                return extracted, otel_context.get_current()
+            finally:
+                otel_context.detach(token)
+
+    extracted, current = in_fresh_context(service)
+    server = tracing.span("server")
+    assert server.context is not None
+    for name in ("in-block", "after-extract"):
+        child = tracing.span(name)
+        assert child.parent is not None
+        assert child.parent.span_id == server.context.span_id
+        assert child.attributes is not None
+        assert child.attributes["session.id"] == "abc"
+    assert baggage.get_baggage("tenant", extracted) == "acme"
+    assert current == extracted
+
+
 def test_propagated_context_nests() -> None:
     other = f"00-{1:032x}-{2:016x}-01"
     with propagated_context({"traceparent": TRACEPARENT, "X-Session-Id": "a"}):

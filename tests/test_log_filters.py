@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import logging.handlers
+import queue
 import threading
 from collections.abc import Iterator
 
@@ -89,6 +91,47 @@ def test_formats_through_a_handler(logger: logging.Logger) -> None:
         "WARNING session=abc during",
         "INFO session=- after",
     ]
+
+
+def test_keeps_a_session_id_given_with_extra(logger: logging.Logger) -> None:
+    handler = ListHandler()
+    handler.addFilter(SessionIdFilter())
+    logger.addHandler(handler)
+
+    logger.info("outside", extra={"session_id": "job-42"})
+    with session("abc"):
+        logger.info("inside", extra={"session_id": "job-43"})
+        logger.info("plain")
+
+    assert [(r.getMessage(), session_id_of(r)) for r in handler.records] == [
+        ("outside", "job-42"),
+        ("inside", "job-43"),
+        ("plain", "abc"),
+    ]
+
+
+def test_a_queue_keeps_the_id_of_the_thread_that_logged(logger: logging.Logger) -> None:
+    # The filter on both sides of a queue, as dictConfig setups often have it:
+    # the listener's thread has no session, and must not replace the id.
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queue_handler = logging.handlers.QueueHandler(records)
+    queue_handler.addFilter(SessionIdFilter())
+    logger.addHandler(queue_handler)
+    stream = io.StringIO()
+    output = logging.StreamHandler(stream)
+    output.addFilter(SessionIdFilter())
+    output.setFormatter(logging.Formatter("%(session_id)s %(message)s"))
+    listener = logging.handlers.QueueListener(records, output, respect_handler_level=True)
+
+    listener.start()
+    try:
+        with session("abc"):
+            logger.info("queued")
+        logger.info("no session")
+    finally:
+        listener.stop()
+
+    assert stream.getvalue().splitlines() == ["abc queued", "- no session"]
 
 
 def test_never_drops_a_record_whatever_its_name(logger: logging.Logger) -> None:

@@ -98,7 +98,11 @@ def inject_trace_headers(
 
 def _extract(headers: object) -> tuple[Context, str | None]:
     grouped = _group(headers)
-    return propagate.extract(grouped, getter=_GETTER), extract_session_id(grouped)
+    # On top of the current context, as OpenTelemetry's propagators compose:
+    # headers without ``traceparent`` (a caller that sends only its session)
+    # keep the current span, the server's say, instead of starting a new trace.
+    ctx = propagate.extract(grouped, context=otel_context.get_current(), getter=_GETTER)
+    return ctx, extract_session_id(grouped)
 
 
 def _session_differs(sid: str | None) -> bool:

@@ -26,11 +26,13 @@ __all__ = ["SessionIdFilter"]
 
 class SessionIdFilter(logging.Filter):
     """Set ``record.session_id`` to the active session id, or ``default`` when
-    there is none. It never drops a record.
+    there is none, unless the record has one already (given with
+    ``extra={"session_id": ...}``). It never drops a record.
 
     The id is read when the record passes the filter, i.e. in the thread or
     task that logs, so attach it to handlers of loggers called from request
-    code (a ``QueueHandler`` keeps the value set at that point).
+    code. A ``QueueHandler`` with this filter keeps the value set at that
+    point, also when the listener's handlers have the filter too.
     """
 
     def __init__(self, name: str = "", default: str = "-") -> None:
@@ -40,6 +42,9 @@ class SessionIdFilter(logging.Filter):
         self.default = default
 
     def filter(self, record: logging.LogRecord) -> bool:
-        active = _get()  # what current_session_id() reads, one call less per record
-        record.session_id = self.default if active is None else active[0]
+        # A value already there is kept: one given with ``extra=``, or one set
+        # where the record was made, before a ``QueueHandler`` passed it on.
+        if "session_id" not in record.__dict__:
+            active = _get()  # what current_session_id() reads, one call less per record
+            record.session_id = self.default if active is None else active[0]
         return True

@@ -1,9 +1,13 @@
-"""``SessionTransport`` / ``AsyncSessionTransport`` wrapping httpx's ``MockTransport``."""
+"""``SessionTransport`` / ``AsyncSessionTransport`` wrapping httpx's ``MockTransport``, and
+behind a forward proxy on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 
 import httpx
 import pytest
@@ -11,6 +15,7 @@ import pytest
 from sessionctx import session
 from sessionctx.integrations.httpx import AsyncSessionTransport, SessionTransport
 from tests.integrations.outgoing import EXPLICIT_HEADERS, SESSION_NAMES
+from tests.support import HOST, send_json, serving_in_thread
 
 
 def echo(request: httpx.Request) -> httpx.Response:
@@ -157,3 +162,38 @@ async def test_async_lifecycle_reaches_the_wrapped_transport() -> None:
         await client.get("http://svc/")
     await httpx.AsyncClient(transport=AsyncSessionTransport(inner)).aclose()
     assert inner.calls == ["aenter", "aexit", "aclose"]
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    """A forward proxy for plain HTTP that answers itself: with the request target
+    (absolute, as clients send to a proxy) and the session header it received."""
+
+    def do_GET(self) -> None:
+        send_json(self, {"target": self.path, "session": self.headers.get_all("X-Session-Id")})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def proxy_url() -> Iterator[str]:
+    server = ThreadingHTTPServer((HOST, 0), ProxyHandler)
+    server.daemon_threads = True
+    with serving_in_thread(server) as port:
+        yield f"http://{HOST}:{port}"
+
+
+@pytest.mark.server
+def test_a_proxy_is_given_to_the_wrapped_transport(proxy_url: str) -> None:
+    # What the README and the module say: the client's own proxy= goes around
+    # the session transport; the wrapped transport's proxy goes through it.
+    around = httpx.Client(transport=SessionTransport(), proxy=proxy_url, timeout=10)
+    through = httpx.Client(
+        transport=SessionTransport(httpx.HTTPTransport(proxy=proxy_url)), timeout=10
+    )
+    with around, through, session("sess-proxy"):
+        sent_around = around.get("http://service.invalid/a").json()
+        sent_through = through.get("http://service.invalid/b").json()
+
+    assert sent_around == {"target": "http://service.invalid/a", "session": None}
+    assert sent_through == {"target": "http://service.invalid/b", "session": ["sess-proxy"]}

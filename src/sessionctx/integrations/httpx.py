@@ -10,8 +10,13 @@ Each transport wraps another one (httpx's own by default) and adds
     async_client = httpx.AsyncClient(transport=AsyncSessionTransport())
 
 A client given a transport no longer builds its own from ``verify``,
-``cert``, ``http2``, ``limits``, ``proxy`` or ``trust_env``; set those on the
-wrapped transport instead, e.g. ``SessionTransport(httpx.HTTPTransport(retries=2))``.
+``cert``, ``http2``, ``limits`` or ``trust_env`` (proxies from the environment
+are then ignored); set those on the wrapped transport instead, e.g.
+``SessionTransport(httpx.HTTPTransport(retries=2))``. A client's ``proxy=`` and
+``mounts=`` route requests through transports of their own, around this one:
+give the proxy to the wrapped transport,
+``SessionTransport(httpx.HTTPTransport(proxy=...))``, and wrap each mounted
+transport in a session transport of its own.
 """
 
 from __future__ import annotations
