@@ -299,6 +299,7 @@ def test_attributes_copy_deep_copy_and_pickle_on_their_own() -> None:
     assert attributes | {"s": "w"} == {"k": (1, {"z": 2}), "s": "w"}
     assert {"s": "w", "t": 1} | attributes == {"k": (1, {"z": 2}), "s": "v", "t": 1}
     assert list(reversed(attributes)) == ["s", "k"]
+    assert len(attributes) == 2
     assert "k" in attributes
     assert "x" not in attributes
     assert repr(attributes) == "{'k': (1, {'z': 2}), 's': 'v'}"
