@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -120,6 +120,23 @@ def serving_in_thread(server: socketserver.TCPServer) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """An ``http.server`` handler that logs nothing to stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on ``HOST`` (a thread per request) until the block ends;
+    yield the server's ``http://host:port`` URL."""
+    server = ThreadingHTTPServer((HOST, 0), handler)
+    server.daemon_threads = True
+    with serving_in_thread(server) as port:
+        yield f"http://{HOST}:{port}"
 
 
 def send_json(handler: BaseHTTPRequestHandler, value: object) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -34,7 +34,7 @@ from sessionctx import current_session, current_session_id, new_session, session
 from sessionctx.asgi import SessionIdMiddleware
 from sessionctx.context import extract_trace_headers, inject_trace_headers, propagated_context
 from sessionctx.integrations.httpx import AsyncSessionTransport
-from tests.support import HOST, send_json, serving_in_thread
+from tests.support import HOST, QuietHandler, send_json, serving_in_thread
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN_ID = 0xB7AD6B7169203331
@@ -484,7 +484,7 @@ class AgentBServer(ThreadingHTTPServer):
         self.tracing = tracing
 
 
-class AgentBHandler(BaseHTTPRequestHandler):
+class AgentBHandler(QuietHandler):
     server: AgentBServer
 
     def do_POST(self) -> None:
@@ -495,9 +495,6 @@ class AgentBHandler(BaseHTTPRequestHandler):
         with self.server.tracing.tracer.start_as_current_span("agent-b"):
             answer = {"session_id": current_session_id()}
         send_json(self, answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from sessionctx import session
 from sessionctx.integrations.httpx import AsyncSessionTransport, SessionTransport
 from tests.integrations.outgoing import EXPLICIT_HEADERS, SESSION_NAMES
-from tests.support import HOST, send_json, serving_in_thread
+from tests.support import QuietHandler, send_json, serving_http
 
 
 def echo(request: httpx.Request) -> httpx.Response:
@@ -164,23 +162,18 @@ async def test_async_lifecycle_reaches_the_wrapped_transport() -> None:
     assert inner.calls == ["aenter", "aexit", "aclose"]
 
 
-class ProxyHandler(BaseHTTPRequestHandler):
+class ProxyHandler(QuietHandler):
     """A forward proxy for plain HTTP that answers itself: with the request target
     (absolute, as clients send to a proxy) and the session header it received."""
 
     def do_GET(self) -> None:
         send_json(self, {"target": self.path, "session": self.headers.get_all("X-Session-Id")})
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def proxy_url() -> Iterator[str]:
-    server = ThreadingHTTPServer((HOST, 0), ProxyHandler)
-    server.daemon_threads = True
-    with serving_in_thread(server) as port:
-        yield f"http://{HOST}:{port}"
+    with serving_http(ProxyHandler) as url:
+        yield url
 
 
 @pytest.mark.server

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 import requests
@@ -13,12 +11,12 @@ from requests.adapters import HTTPAdapter
 from sessionctx import ContextThreadPoolExecutor, session
 from sessionctx.integrations.requests import SessionIdAdapter, instrument_session
 from tests.integrations.outgoing import EXPLICIT_HEADERS, SESSION_NAMES
-from tests.support import HOST, send_json, serving_in_thread
+from tests.support import QuietHandler, send_json, serving_http
 
 pytestmark = pytest.mark.server
 
 
-class EchoHandler(BaseHTTPRequestHandler):
+class EchoHandler(QuietHandler):
     """Answers with the session headers it received, as a list per lower-case name."""
 
     def do_GET(self) -> None:
@@ -29,16 +27,11 @@ class EchoHandler(BaseHTTPRequestHandler):
         }
         send_json(self, received)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    server = ThreadingHTTPServer((HOST, 0), EchoHandler)
-    server.daemon_threads = True
-    with serving_in_thread(server) as port:
-        yield f"http://{HOST}:{port}/"
+    with serving_http(EchoHandler) as base:
+        yield f"{base}/"
 
 
 @pytest.fixture
