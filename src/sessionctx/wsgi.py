@@ -86,23 +86,23 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     The options are those of :class:`sessionctx.asgi.SessionIdMiddleware`;
     ``attributes`` receives the WSGI ``environ``.
 
-    Response bodies that can run no code of the application are returned as
-    they are: a ``list`` or ``tuple`` keeps its ``len()`` (some servers use it
-    to set ``Content-Length``), and an instance of the server's
-    ``wsgi.file_wrapper`` stays recognisable, so the server can still send the
-    file with ``sendfile()``. When the server's ``wsgi.file_wrapper`` is a
-    function, as uWSGI's is (it returns the file it is given, and sends it
-    with ``sendfile()`` only when the application returns that very object), a
-    body with a ``read()`` method is taken for that file and returned as it is.
-    Reading such a file is the server's work and
-    runs outside the request's context; its ``close()`` (which Django points at
-    ``response.close``, firing ``request_finished``) is made to run inside it
-    whenever the wrapper allows setting ``close`` on the instance. Any other
-    body is wrapped in an iterator whose ``close()`` closes the application's
-    body exactly once, also when iteration never started or raised. When the
-    body's ``__iter__`` (run in the request's context) hands out the iterator
-    of a list or tuple, as Django's ``HttpResponse`` does, the server steps
-    that iterator directly: stepping it runs no code of the application.
+    Response bodies that can run no code of the application are returned as they
+    are: a ``list`` or ``tuple`` keeps its ``len()`` (some servers use it to set
+    ``Content-Length``), and an instance of the server's ``wsgi.file_wrapper``
+    stays recognisable, so the server can still send the file with
+    ``sendfile()``. When the server's ``wsgi.file_wrapper`` is a function, as
+    uWSGI's is (it returns the file it is given, and sends it with
+    ``sendfile()`` only when the application returns that very object), a body
+    with a ``read()`` method is taken for that file and returned as it is.
+    Reading such a file is the server's work and runs outside the request's
+    context; its ``close()`` (which Django points at ``response.close``, firing
+    ``request_finished``) is made to run inside it whenever the wrapper allows
+    setting ``close`` on the instance. Any other body is wrapped in an iterator
+    whose ``close()`` closes the application's body exactly once, also when
+    iteration never started or raised. When the body's ``__iter__`` (run in the
+    request's context) hands out the iterator of a list or tuple, as Django's
+    ``HttpResponse`` does, the server steps that iterator directly: stepping it
+    runs no code of the application.
 
     ``handle_errors=True``: when the application raises before it called
     ``start_response`` (in the call, or in its body when it calls
