@@ -142,7 +142,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                 scope["headers"] = _with_header(raw, header, value)
         scope[SCOPE_KEY] = request_sid
         pair = (header, value)
-        if not self._plain and self._expose:
+        if self._expose:
             send = _exposing(send, header)
 
         # A plain function returning ``send``'s awaitable: one coroutine less

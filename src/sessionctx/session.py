@@ -438,11 +438,7 @@ class _SessionScope:
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                token = _current.set(_active(make()))
-                try:
-                    return await async_fn(*args, **kwargs)
-                finally:
-                    _current.reset(token)
+                return await _await_in_session(_active(make()), async_fn(*args, **kwargs))
 
             return cast(F, run_async)
 
