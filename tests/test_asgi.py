@@ -486,6 +486,37 @@ async def test_double_wrap_with_the_same_options(inbound: RawHeaders) -> None:
     assert app.only.scope[SCOPE_KEY] == app.sid
 
 
+async def test_a_scope_used_again_gets_a_session_again() -> None:
+    # An error page or SPA fallback wrapper calls the wrapped app a second time
+    # with the same scope, or a copy, after the middleware has finished: the
+    # key left in the scope is no enclosing middleware.
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app)
+    scope = http_scope([(b"host", b"example.com")])
+
+    first = await call(middleware, scope)
+    again = await call(middleware, scope)
+    copied = await call(middleware, {**scope, "path": "/index.html"})
+
+    sids = [visit.session.id for visit in app.visits]  # type: ignore[union-attr]
+    assert [session_header(m) for m in (first, again, copied)] == [[s.encode()] for s in sids]
+    assert all(is_generated(sid) for sid in sids)
+    assert len(set(sids)) == 3
+
+
+async def test_a_scope_key_of_another_session_is_not_an_enclosing_middleware() -> None:
+    app = RecordingApp()
+    scope = http_scope([(HEADER, b"abc")])
+    scope[SCOPE_KEY] = "left-over"
+
+    with session("left-over-too"):
+        messages = await call(SessionIdMiddleware(app), scope)
+
+    assert app.only.session == SessionContext("abc")
+    assert session_header(messages) == [b"abc"]
+    assert scope[SCOPE_KEY] == "abc"
+
+
 @pytest.mark.parametrize("scope_type", ["lifespan", "webtransport", "custom.protocol"])
 async def test_other_scopes_pass_through_untouched(scope_type: str) -> None:
     seen: list[tuple[Scope, Receive, Send, dict[str, Any], SessionContext | None]] = []
@@ -587,6 +618,31 @@ REJECT_CASES = [
         b"Missing X-Session-Id header",
         id="both-reject",
     ),
+    # With accept_headers the body names what is read, not the response header.
+    pytest.param(
+        {"on_missing": "reject", "accept_headers": ["X-Request-Id"]},
+        [(HEADER, b"abc")],
+        b"Missing X-Request-Id header",
+        id="missing-names-the-accepted-header",
+    ),
+    pytest.param(
+        {"on_invalid": "reject", "accept_headers": ["X-Request-Id"]},
+        [(b"x-request-id", b"bad value")],
+        b"Invalid X-Request-Id header",
+        id="invalid-names-the-accepted-header",
+    ),
+    pytest.param(
+        {"on_invalid": "reject", "accept_headers": ["A-Id", "B-Id"]},
+        [(b"b-id", b"bad value"), (HEADER, b"abc")],
+        b"Invalid B-Id header",
+        id="invalid-names-the-header-that-decided",
+    ),
+    pytest.param(
+        {"on_invalid": "reject"},
+        [(b"baggage", b"session.id=bad%20value")],
+        b"Invalid baggage header",
+        id="invalid-baggage",
+    ),
 ]
 
 
@@ -629,6 +685,52 @@ async def test_reject_applies_only_to_its_own_case(
 
     assert messages[0]["status"] == 200
     assert_session(app.sid, expected)
+
+
+# What a browser sends before a cross-origin request with a custom header: the
+# header itself is only named, never sent.
+PREFLIGHT = [
+    (b"origin", b"https://app.example"),
+    (b"access-control-request-method", b"POST"),
+    (b"access-control-request-headers", b"x-session-id"),
+]
+
+
+async def test_a_cors_preflight_is_not_rejected_for_a_missing_id() -> None:
+    app = RecordingApp()
+
+    messages = await call(
+        SessionIdMiddleware(app, on_missing="reject"), http_scope(PREFLIGHT, method="OPTIONS")
+    )
+
+    sid = app.only.session.id  # type: ignore[union-attr]
+    assert is_generated(sid)
+    assert messages[0]["status"] == 200
+    assert session_header(messages) == [sid.encode()]
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "options"),
+    [
+        pytest.param("OPTIONS", PREFLIGHT[:1], {"on_missing": "reject"}, id="options-not-cors"),
+        pytest.param("POST", PREFLIGHT, {"on_missing": "reject"}, id="not-options"),
+        pytest.param(
+            "OPTIONS",
+            [*PREFLIGHT, (HEADER, b"bad value")],
+            {"on_invalid": "reject"},
+            id="preflight-with-an-invalid-id",
+        ),
+    ],
+)
+async def test_reject_still_applies_to_what_is_not_a_preflight_missing_the_id(
+    method: str, headers: RawHeaders, options: dict[str, Any]
+) -> None:
+    app = RecordingApp()
+
+    messages = await call(SessionIdMiddleware(app, **options), http_scope(headers, method=method))
+
+    assert messages[0]["status"] == 400
+    assert app.visits == []
 
 
 async def test_websocket_reject_closes_1008_before_accept() -> None:

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sessionctx import current_session_id
 from sessionctx.asgi import SessionIdMiddleware
-from tests.support import ASGIApp, asgi_client, assert_session
+from tests.support import ASGIApp, asgi_client, assert_session, is_generated
 
 with warnings.catch_warnings():
     # Starlette 1.x warns at import that it would rather use ``httpx2``.
@@ -240,7 +240,7 @@ async def test_http_reject_is_a_400_without_the_header(placement: Placement) -> 
 # --------------------------------------------------------------------------- #
 
 
-def cors_app(placement: Placement) -> ASGIApp:
+def cors_app(placement: Placement, **options: Any) -> ASGIApp:
     cors: dict[str, Any] = {
         "allow_origins": [ORIGIN],
         "allow_headers": ["X-Session-Id"],
@@ -250,11 +250,11 @@ def cors_app(placement: Placement) -> ASGIApp:
         app = Starlette(
             routes=starlette_app().routes, middleware=[Middleware(CORSMiddleware, **cors)]
         )
-        return outermost(app, expose_header=True)
+        return outermost(app, expose_header=True, **options)
     app = starlette_app()
     # Added last = outermost of the two: it sees the headers CORS added.
     app.add_middleware(CORSMiddleware, **cors)
-    return added(app, expose_header=True)
+    return added(app, expose_header=True, **options)
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
@@ -278,20 +278,27 @@ async def test_non_cors_response_gets_no_expose_header(placement: Placement) -> 
     assert response.headers["x-session-id"] == "c-1"
 
 
+@pytest.mark.parametrize("options", [{}, {"on_missing": "reject"}], ids=["new", "reject"])
 @pytest.mark.parametrize("placement", PLACEMENTS)
-async def test_cors_preflight_carries_the_session_header(placement: Placement) -> None:
+async def test_cors_preflight_is_answered_and_carries_a_session_header(
+    placement: Placement, options: dict[str, Any]
+) -> None:
+    # A browser names the custom header on the preflight, and never sends it.
     preflight = {
         "Origin": ORIGIN,
         "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "X-Session-Id",
-        "X-Session-Id": "pre-1",
     }
-    async with asgi_client(cors_app(placement)) as http:
+    async with asgi_client(cors_app(placement, **options)) as http:
         response = await http.options("/async", headers=preflight)
+        without_id = await http.get("/async", headers={"Origin": ORIGIN})
+        with_id = await http.get("/async", headers={"Origin": ORIGIN, "X-Session-Id": "c-1"})
 
     assert response.status_code == 200
     assert "x-session-id" in response.headers["access-control-allow-headers"].lower()
-    assert response.headers["x-session-id"] == "pre-1"
+    assert is_generated(response.headers["x-session-id"])
+    assert without_id.status_code == (400 if options else 200)
+    assert with_id.json()["sid"] == "c-1"
 
 
 # --------------------------------------------------------------------------- #

@@ -490,7 +490,70 @@ REJECT_CASES = [
         "Missing X-Trace-Session header",
         id="names-the-configured-header",
     ),
+    # With accept_headers the body names what is read, not the response header.
+    pytest.param(
+        {"on_missing": "reject", "accept_headers": ["X-Request-Id"]},
+        {"X-Session-Id": "abc"},
+        "Missing X-Request-Id header",
+        id="missing-names-the-accepted-header",
+    ),
+    pytest.param(
+        {"on_invalid": "reject", "accept_headers": ["A-Id", "B-Id"]},
+        {"B-Id": "bad value", "X-Session-Id": "abc"},
+        "Invalid B-Id header",
+        id="invalid-names-the-header-that-decided",
+    ),
+    pytest.param(
+        {"on_invalid": "reject"},
+        {"Baggage": "session.id=bad%20value"},
+        "Invalid baggage header",
+        id="invalid-baggage",
+    ),
 ]
+
+# What a browser sends before a cross-origin request with a custom header: the
+# header itself is only named, never sent.
+PREFLIGHT = {
+    "Origin": "https://app.example",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "x-session-id",
+}
+
+
+def test_a_cors_preflight_is_not_rejected_for_a_missing_id() -> None:
+    app = RecordingApp()
+
+    response = Client(SessionIdMiddleware(app, on_missing="reject")).options("/", headers=PREFLIGHT)
+
+    assert response.status_code == 200
+    assert is_generated(app.sid)
+    assert response.headers["X-Session-Id"] == app.sid
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "options"),
+    [
+        pytest.param(
+            "OPTIONS", {"Origin": "https://app.example"}, {"on_missing": "reject"}, id="not-cors"
+        ),
+        pytest.param("POST", PREFLIGHT, {"on_missing": "reject"}, id="not-options"),
+        pytest.param(
+            "OPTIONS",
+            {**PREFLIGHT, "X-Session-Id": "bad value"},
+            {"on_invalid": "reject"},
+            id="preflight-with-an-invalid-id",
+        ),
+    ],
+)
+def test_reject_still_applies_to_what_is_not_a_preflight_missing_the_id(
+    method: str, headers: dict[str, str], options: dict[str, Any]
+) -> None:
+    app = RecordingApp()
+
+    response = Client(SessionIdMiddleware(app, **options)).open("/", method=method, headers=headers)
+
+    assert response.status_code == 400
+    assert app.visits == []
 
 
 @pytest.mark.parametrize(("options", "headers", "body"), REJECT_CASES)
@@ -1222,6 +1285,38 @@ def test_double_wrap_passes_through(headers: dict[str, str]) -> None:
     assert server.session_header() == [app.sid]
     assert values_of(server.headers, "X-Inner") == []
     assert app.only.environ[SCOPE_KEY] == app.sid
+
+
+def test_an_environ_used_again_gets_a_session_again() -> None:
+    # An error document wrapper calls the wrapped app a second time with the
+    # same environ, or a copy, after the middleware has finished: the key left
+    # in the environ is no enclosing middleware.
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app)
+    environ = make_environ()
+    servers = [Server(), Server(), Server()]
+
+    servers[0].run(middleware, environ)
+    servers[1].run(middleware, environ)
+    servers[2].run(middleware, dict(environ, PATH_INFO="/404.html"))
+
+    sids = [visit.session.id for visit in app.visits]  # type: ignore[union-attr]
+    assert [server.session_header() for server in servers] == [[sid] for sid in sids]
+    assert all(is_generated(sid) for sid in sids)
+    assert len(set(sids)) == 3
+
+
+def test_an_environ_key_of_another_session_is_not_an_enclosing_middleware() -> None:
+    app = RecordingApp()
+    server = Server()
+    environ = make_environ({"X-Session-Id": "abc"})
+    environ[SCOPE_KEY] = "left-over"
+
+    with session("left-over-too"):
+        server.run(SessionIdMiddleware(app), environ)
+
+    assert app.only.session == SessionContext("abc")
+    assert server.session_header() == ["abc"]
 
 
 def generator_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:

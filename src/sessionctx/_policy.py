@@ -22,22 +22,28 @@ from sessionctx._headers import (
     check_header_name,
 )
 from sessionctx._validation import _match_id, generate_session_id
-from sessionctx.session import SessionContext, _plain_context
+from sessionctx.session import SessionContext, _get, _plain_context
 
 __all__ = [
     "INVALID",
     "MISSING",
+    "PREFLIGHT_ENVIRON_KEY",
+    "PREFLIGHT_HEADER",
     "SCOPE_KEY",
     "VALID",
     "OnMissing",
     "SessionMiddlewareBase",
     "SessionPolicy",
+    "inside_own_request",
 ]
 
 #: Where both middlewares store the decided id: ``scope[...]`` / ``environ[...]``.
 SCOPE_KEY: Final = "sessionctx.session_id"
 
 OnMissing = Literal["new", "reject"]
+#: The request header of a CORS preflight, as an ASGI name and a WSGI key.
+PREFLIGHT_HEADER: Final = b"access-control-request-method"
+PREFLIGHT_ENVIRON_KEY: Final = "HTTP_ACCESS_CONTROL_REQUEST_METHOD"
 AppT = TypeVar("AppT")
 _ACTIONS = ("new", "reject")
 
@@ -193,10 +199,33 @@ class SessionPolicy:
             return _plain_context(sid)
         return SessionContext(sid, attributes(request))
 
-    def reject_body(self, state: int) -> bytes:
-        """The short plain-text body of a 400 for a rejected ``state``."""
-        what = "Missing" if state == MISSING else "Invalid"
-        return f"{what} {self.header_name} header".encode("ascii")
+    def reject_body(self, state: int, present: Callable[[str], bool]) -> bytes:
+        """The short plain-text body of a 400 for a rejected ``state``.
+
+        It names the header the request was judged by: the first accepted
+        name when none was sent; else the first accepted name the request
+        carries (``present(lower_name)``), or ``baggage`` when only that was.
+        """
+        if state == MISSING:
+            return f"Missing {self.accept_headers[0]} header".encode("ascii")
+        for name in self.accept_headers:
+            if present(name.lower()):
+                break
+        else:
+            name = "baggage"
+        return f"Invalid {name} header".encode("ascii")
+
+
+def inside_own_request(carrier: Mapping[str, Any]) -> bool:
+    """Whether the scope or environ ``carrier`` is a request that an enclosing
+    ``SessionIdMiddleware`` is running now: its id is stored there and active.
+
+    A key alone is not enough: it stays in a scope or environ that is used
+    again (an error page handler calling the app a second time, a copied
+    scope) after the middleware that stored it has finished.
+    """
+    active = _get()
+    return active is not None and active[0] == carrier[SCOPE_KEY]
 
 
 class SessionMiddlewareBase(ABC, Generic[AppT]):

@@ -24,7 +24,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, cast
 
-from sessionctx._policy import MISSING, SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
+from sessionctx._policy import (
+    MISSING,
+    PREFLIGHT_HEADER,
+    SCOPE_KEY,
+    VALID,
+    SessionMiddlewareBase,
+    SessionPolicy,
+    inside_own_request,
+)
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
 from sessionctx.session import _current
 
@@ -106,7 +114,9 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if (scope_type != "http" and scope_type != "websocket") or SCOPE_KEY in scope:
+        if (scope_type != "http" and scope_type != "websocket") or (
+            SCOPE_KEY in scope and inside_own_request(scope)
+        ):
             return await self.app(scope, receive, send)
 
         header = self._header
@@ -135,7 +145,11 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             state, sid = _NO_HEADERS if hit is None else self._lookup_raw(raw)
             sid, state = self._policy.decide(state, sid)
             if sid is None:
-                return await self._reject(scope_type, receive, send, state)
+                if state != MISSING or not _is_preflight(scope, raw):
+                    return await self._reject(scope_type, raw, receive, send, state)
+                # Browsers never send custom headers on a CORS preflight:
+                # rejecting it would block the request that follows.
+                sid = self._policy.new_id()
             request_sid = sid
             value = sid.encode()
             if state != VALID and self._policy.update_request_header:
@@ -194,8 +208,16 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         finally:
             _reset_session(token)
 
-    async def _reject(self, scope_type: str, receive: Receive, send: Send, state: int) -> None:
-        reason = self._policy.reject_body(state)
+    async def _reject(
+        self,
+        scope_type: str,
+        raw: Iterable[tuple[bytes, bytes]],
+        receive: Receive,
+        send: Send,
+        state: int,
+    ) -> None:
+        names = {name for name, _ in raw}
+        reason = self._policy.reject_body(state, lambda name: name.encode("latin-1") in names)
         if scope_type == "websocket":
             message = await receive()
             if message["type"] == "websocket.connect":
@@ -211,6 +233,12 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                 )
             return
         await _send_plain(send, 400, reason)
+
+
+def _is_preflight(scope: Scope, raw: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether the request is a CORS preflight (``OPTIONS`` with
+    ``Access-Control-Request-Method``)."""
+    return scope.get("method") == "OPTIONS" and any(name == PREFLIGHT_HEADER for name, _ in raw)
 
 
 async def _app_or_500(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:

@@ -39,7 +39,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from sessionctx._headers import environ_key
-from sessionctx._policy import SCOPE_KEY, VALID, SessionMiddlewareBase, SessionPolicy
+from sessionctx._policy import (
+    MISSING,
+    PREFLIGHT_ENVIRON_KEY,
+    SCOPE_KEY,
+    VALID,
+    SessionMiddlewareBase,
+    SessionPolicy,
+    inside_own_request,
+)
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
 from sessionctx.asgi import _expose_header
 from sessionctx.session import _current
@@ -165,7 +173,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         self._plain = self._make_context is None and not policy.handle_errors
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if SCOPE_KEY in environ:
+        if SCOPE_KEY in environ and inside_own_request(environ):
             return self.app(environ, start_response)
 
         # The first accepted name, when present, decides alone: the usual
@@ -185,7 +193,15 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             state, sid = self._lookup_environ(environ)
             sid, state = self._policy.decide(state, sid)
             if sid is None:
-                return self._reject(start_response, state)
+                if (
+                    state != MISSING
+                    or environ.get("REQUEST_METHOD") != "OPTIONS"
+                    or PREFLIGHT_ENVIRON_KEY not in environ
+                ):
+                    return self._reject(environ, start_response, state)
+                # Browsers never send custom headers on a CORS preflight:
+                # rejecting it would block the request that follows.
+                sid = self._policy.new_id()
             if state != VALID and self._policy.update_request_header:
                 environ[self._environ_key] = sid
             request_sid = sid
@@ -260,8 +276,10 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             return _ContextBody(ctx, body)
         return _GuardedBody(ctx, body, tracked, start_response, pair)
 
-    def _reject(self, start_response: StartResponse, state: int) -> list[bytes]:
-        body = self._policy.reject_body(state)
+    def _reject(
+        self, environ: WSGIEnvironment, start_response: StartResponse, state: int
+    ) -> list[bytes]:
+        body = self._policy.reject_body(state, lambda name: environ_key(name) in environ)
         start_response("400 Bad Request", [_TEXT_PLAIN, ("Content-Length", str(len(body)))])
         return [body]
 
