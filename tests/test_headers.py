@@ -292,11 +292,16 @@ def test_custom_header_names_still_fall_back_to_baggage() -> None:
         pytest.param(("",), ValueError, id="empty-name"),
         pytest.param(("X-Session:Id",), ValueError, id="colon"),
         pytest.param(("X-S\u00e9ssion",), ValueError, id="non-ascii"),
-        pytest.param((5,), ValueError, id="not-a-str"),
+        pytest.param((5,), TypeError, id="not-a-str"),
+        # The middleware's and inject_session_headers()'s rule: a misspelt name
+        # is an error, not a header that is silently never found.
+        pytest.param(("X Session Id",), ValueError, id="space"),
+        pytest.param(("X-Session-Id\r\n",), ValueError, id="crlf"),
+        pytest.param(("X-Session-Id,Other",), ValueError, id="comma"),
     ],
 )
 def test_bad_header_names_are_rejected(header_names: Any, error: type[Exception]) -> None:
-    with pytest.raises(error):
+    with pytest.raises(error, match="header"):
         extract_session_id({}, header_names=header_names)
 
 

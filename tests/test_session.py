@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import Context, copy_context
+from contextvars import Context, Token, copy_context
 from typing import Any, cast
 
 import httpx
@@ -284,8 +284,64 @@ def test_session_context_survives_copy_and_pickle() -> None:
     for clone in (copy.copy(ctx), copy.deepcopy(ctx), pickle.loads(pickle.dumps(ctx))):
         assert clone == ctx
         assert clone.attributes_json == ctx.attributes_json
+    # Immutable all the way down: a copy is the object itself.
+    assert copy.copy(ctx) is ctx
+    assert copy.deepcopy(ctx) is ctx
     plain = SessionContext("abc")
     assert pickle.loads(pickle.dumps(plain)) == plain
+
+
+def nested(depth: int, kind: str) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value] if kind == "list" else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("kind", ["list", "mapping"])
+def test_attributes_nest_as_deep_as_json_dumps_goes(kind: str) -> None:
+    # Half the recursion limit: json.dumps takes it; one frame per level here.
+    attributes = {"deep": nested(500, kind)}
+
+    ctx = SessionContext("abc", attributes)
+
+    assert ctx.attributes_json == json.dumps(attributes, separators=(",", ":"))
+    assert pickle.loads(pickle.dumps(SessionContext("abc", {"deep": nested(300, kind)}))) == (
+        SessionContext("abc", {"deep": nested(300, kind)})
+    )
+
+
+@pytest.mark.parametrize("kind", ["list", "mapping"])
+def test_attributes_nested_deeper_than_json_takes_name_the_key(kind: str) -> None:
+    attributes = {"deep": nested(5000, kind)}
+    with pytest.raises(RecursionError):
+        json.dumps(attributes)
+
+    with pytest.raises(ValueError, match=r"\['deep'\] is nested too deeply"):
+        SessionContext("abc", attributes)
+
+
+def test_attributes_json_cannot_write_raises_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nesting _freeze() takes but json.dumps does not, a few frames deeper
+    # (where the stack happens to be when the attributes are checked).
+    def too_deep(*args: Any, **kwargs: Any) -> str:
+        raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
+
+    monkeypatch.setattr(json, "dumps", too_deep)
+
+    with pytest.raises(ValueError, match="nested too deeply to write as JSON"):
+        SessionContext("abc", {"deep": [[1]]})
+
+
+def test_an_int_too_long_for_json_names_the_key() -> None:
+    with pytest.raises(ValueError):
+        json.dumps(10**5000)  # beyond sys.get_int_max_str_digits()
+
+    with pytest.raises(ValueError, match=r"session attribute \['big'\]\[0\] cannot be written"):
+        SessionContext("abc", {"big": [10**5000]})
+    assert SessionContext("abc", {"big": 10**4000, "small": -(2**64)}).attributes_json == (
+        json.dumps({"big": 10**4000, "small": -(2**64)}, separators=(",", ":"))
+    )
 
 
 def test_attributes_copy_deep_copy_and_pickle_on_their_own() -> None:
@@ -718,8 +774,25 @@ def test_exiting_a_scope_that_was_not_entered_here_raises() -> None:
     try:
         with pytest.raises(RuntimeError, match="not entered"):
             Context().run(scope.__exit__, None, None, None)
+        # A copy holds the scope's entry too, but not the context it was entered in.
+        with pytest.raises(RuntimeError, match="not entered"):
+            copy_context().run(scope.__exit__, None, None, None)
+        assert current_session_id() == "abc"
     finally:
         scope.__exit__(None, None, None)
+    assert current_session() is None
+
+
+@pytest.mark.anyio
+async def test_exiting_a_scope_in_another_task_raises() -> None:
+    scope = session("abc")
+    await scope.__aenter__()
+    try:
+        with pytest.raises(RuntimeError, match="not entered"):
+            await asyncio.create_task(scope.__aexit__(None, None, None))
+        assert current_session_id() == "abc"
+    finally:
+        await scope.__aexit__(None, None, None)
     assert current_session() is None
 
 
@@ -884,6 +957,77 @@ async def test_async_generator_decorator_runs_each_step_in_the_calls_session() -
         assert current_session_id() == "outer"
 
 
+def test_a_decorated_generator_keeps_what_its_steps_set() -> None:
+    # As in a generator that is not decorated: a block left open, or a session
+    # set, at a yield is there at the next step; never for the consumer.
+    @session("gen")
+    def steps() -> Iterator[str | None]:
+        with session("inner"):
+            yield current_session_id()
+            yield current_session_id()
+        yield current_session_id()
+        set_session_id("switched")
+        yield current_session_id()
+        yield current_session_id()
+
+    with session("outer"):
+        seen = []
+        for sid in steps():
+            seen.append(sid)
+            assert current_session_id() == "outer"
+    assert seen == ["inner", "inner", "gen", "switched", "switched"]
+    assert current_session() is None
+
+
+@pytest.mark.anyio
+async def test_a_decorated_async_generator_keeps_what_its_steps_set() -> None:
+    @session("agen")
+    async def steps() -> AsyncIterator[str | None]:
+        async with session("inner"):
+            yield current_session_id()
+            await asyncio.sleep(0)
+            yield current_session_id()
+        yield current_session_id()
+        set_session_id("switched")
+        yield current_session_id()
+        yield current_session_id()
+
+    async with session("outer"):
+        seen = []
+        async for sid in steps():
+            seen.append(sid)
+            assert current_session_id() == "outer"
+    assert seen == ["inner", "inner", "agen", "switched", "switched"]
+    assert current_session() is None
+
+
+@pytest.mark.anyio
+async def test_decorator_above_staticmethod_and_classmethod() -> None:
+    class Jobs:
+        @session("static")
+        @staticmethod
+        def static_job() -> str | None:
+            return current_session_id()
+
+        @session("static-async")
+        @staticmethod
+        async def static_async_job() -> str | None:
+            return current_session_id()
+
+        @session("class")
+        @classmethod
+        def class_job(cls) -> tuple[str, str | None]:
+            return cls.__name__, current_session_id()
+
+    for owner in (Jobs, Jobs()):
+        assert owner.static_job() == "static"
+        assert await owner.static_async_job() == "static-async"
+        assert owner.class_job() == ("Jobs", "class")
+    assert isinstance(inspect.getattr_static(Jobs, "static_job"), staticmethod)
+    assert isinstance(inspect.getattr_static(Jobs, "class_job"), classmethod)
+    assert current_session() is None
+
+
 @pytest.mark.anyio
 async def test_decorator_on_a_method_that_is_an_async_generator() -> None:
     class Feed:
@@ -1045,6 +1189,23 @@ def test_wrap_context_passes_arguments_and_keeps_the_name() -> None:
         wrapped = wrap_context(describe)
     assert wrapped("<", suffix=">") == "<abc>"
     assert wrapped.__name__ == "describe"
+
+
+def test_signatures_type_check_in_callers_code() -> None:
+    # mypy --strict runs over the tests (make test), with warn_unused_ignores:
+    # the annotations below are the check, the asserts the same at run time.
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    wrapped: Callable[[int, int], int] = wrap_context(add)
+    # Refused, so the ignore is used: the wrapper keeps add's parameters.
+    mistyped: Callable[[str], int] = wrap_context(add)  # type: ignore[arg-type]
+    assert wrapped(1, 2) == 3
+    assert mistyped.__wrapped__ is add  # type: ignore[attr-defined]
+    # A token is stored under whatever type the caller's code names for it.
+    token: Token[str | None] = set_session_id("abc")
+    reset_session(token)
+    assert current_session() is None
 
 
 def test_wrap_context_calls_leak_into_nothing() -> None:

@@ -103,8 +103,9 @@ class HeaderLookup:
             )
         names: list[str] = []
         for name in header_names:
-            if not isinstance(name, str) or not name or not name.isascii() or ":" in name:
-                raise ValueError(f"invalid header name: {name!r}")
+            # The rule the middleware and inject_session_headers() apply: a
+            # misspelt name is an error, not a header that is never found.
+            check_header_name(name)
             if name.lower() not in names:
                 names.append(name.lower())
         if not names:

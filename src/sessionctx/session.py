@@ -39,7 +39,7 @@ from collections.abc import (
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar, Token, copy_context
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar, cast, overload
+from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
 from sessionctx._headers import (
     ACCEPTED_HEADER_NAMES,
@@ -77,8 +77,12 @@ _FALLBACK_ENV_VAR: Final = "TRACECTRL_SESSION_ID"
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _logger = logging.getLogger("sessionctx")
+
+# Ints below 2**2000 (603 digits) are under the lowest digit limit Python allows.
+_INT_DIGITS_CHECKED_BITS: Final = 2000
 
 
 # --------------------------------------------------------------------------- #
@@ -143,7 +147,18 @@ def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
     ``open_containers`` holds the ids of the containers being copied around
     ``value``: meeting one again is a cycle, which ``json.dumps`` rejects too.
     """
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        # json.dumps writes an int through str(), which refuses more digits
+        # than sys.get_int_max_str_digits() allows (4300 by default, 640 at least).
+        if value.bit_length() > _INT_DIGITS_CHECKED_BITS:
+            try:
+                str(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"session attribute {where} cannot be written as JSON: {exc}"
+                ) from None
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -161,12 +176,23 @@ def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
                     raise TypeError(
                         f"session attribute keys must be str: {key!r} in {where or 'attributes'}"
                     )
-                items[key] = _freeze(item, f"{where}[{key!r}]", open_containers)
+                try:
+                    items[key] = _freeze(item, f"{where}[{key!r}]", open_containers)
+                except RecursionError:
+                    if where:
+                        raise
+                    # Named at the top, where the stack has room again.
+                    raise ValueError(
+                        f"session attribute [{key!r}] is nested too deeply to write as JSON"
+                    ) from None
             frozen = _FrozenMapping(items)
         else:
-            frozen = tuple(
-                _freeze(item, f"{where}[{i}]", open_containers) for i, item in enumerate(value)
-            )
+            # A loop, not a generator expression: one frame per level of
+            # nesting, as deep as json.dumps goes.
+            listed = []
+            for i, item in enumerate(value):
+                listed.append(_freeze(item, f"{where}[{i}]", open_containers))
+            frozen = tuple(listed)
         open_containers.discard(id(value))
         return frozen
     raise TypeError(
@@ -176,11 +202,32 @@ def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
 
 def _thaw(value: object) -> Any:
     """Plain dicts and lists again, from what :func:`_freeze` made."""
+    # Loops, not comprehensions: one frame per level, as in _freeze().
     if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
+        thawed: dict[str, Any] = {}
+        for key, item in value.items():
+            thawed[key] = _thaw(item)
+        return thawed
     if isinstance(value, tuple):
-        return [_thaw(item) for item in value]
+        listed = []
+        for item in value:
+            listed.append(_thaw(item))
+        return listed
     return value
+
+
+def _to_json(frozen: Mapping[str, Any]) -> str:
+    """Compact JSON of what :func:`_freeze` made."""
+    try:
+        return json.dumps(frozen, allow_nan=False, separators=(",", ":"), default=_json_default)
+    except RecursionError:
+        pass
+    # ``default`` costs json.dumps two levels of its stack per mapping; plain
+    # dicts and lists nest as deep as they do in the caller's own json.dumps.
+    try:
+        return json.dumps(_thaw(frozen), allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise ValueError("session attributes are nested too deeply to write as JSON") from None
 
 
 def _json_default(value: object) -> object:
@@ -218,14 +265,18 @@ class SessionContext:
                 )
             frozen = _freeze(self.attributes, "", set())
             object.__setattr__(self, "attributes", frozen)
-            object.__setattr__(
-                self,
-                "attributes_json",
-                json.dumps(frozen, allow_nan=False, separators=(",", ":"), default=_json_default),
-            )
+            object.__setattr__(self, "attributes_json", _to_json(frozen))
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+    # Immutable all the way down (the id is a str, the attributes frozen):
+    # a copy is the object itself, however deeply the attributes nest.
+    def __copy__(self) -> SessionContext:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SessionContext:
+        return self
 
     def __reduce__(self) -> tuple[type[SessionContext], tuple[str, Any]]:
         # Rebuilt from plain values: ``copy``, ``pickle`` and ``multiprocessing``
@@ -310,9 +361,7 @@ def current_session_id() -> str | None:
     return None if active is None else cast(str, active[0])
 
 
-def set_session_id(
-    sid: str | None, *, attributes: Mapping[str, Any] | None = None
-) -> Token[_Active | None]:
+def set_session_id(sid: str | None, *, attributes: Mapping[str, Any] | None = None) -> Token[Any]:
     """Validate ``sid`` and make it the active session; ``None`` clears it.
 
     Returns a token for :func:`reset_session`. The env var override does not
@@ -330,7 +379,7 @@ def set_session_id(
     return _current.set(_active(_make_context(sid, attributes)))
 
 
-def reset_session(token: Token[_Active | None]) -> None:
+def reset_session(token: Token[Any]) -> None:
     """Restore the session that was active before the matching set."""
     _current.reset(token)
 
@@ -412,8 +461,13 @@ class _SessionScope:
         entries = _open_scopes.get()
         for i in range(len(entries) - 1, -1, -1):
             if entries[i][0] is self:
+                try:
+                    _current.reset(entries[i][1])
+                except ValueError:
+                    # A copy of the context it was entered in (another task,
+                    # ``copy_context().run``): the entry came with the copy.
+                    break
                 _open_scopes.set(entries[:i] + entries[i + 1 :])
-                _current.reset(entries[i][1])
                 return
         raise RuntimeError("session() scope exited in a context it was not entered in")
 
@@ -432,6 +486,10 @@ class _SessionScope:
         function returns a coroutine, generator or async generator (a wrapper,
         an object with ``async def __call__``), that gets the same session too.
         """
+        if isinstance(fn, (staticmethod, classmethod)):
+            # ``@session()`` above ``@staticmethod``/``@classmethod``: decorate the
+            # function inside and wrap it the same way again.
+            return cast(F, type(fn)(self(fn.__func__)))
         make = self._make
         if inspect.iscoroutinefunction(fn):
             async_fn = cast(Callable[..., Awaitable[Any]], fn)
@@ -475,6 +533,33 @@ class _SessionScope:
         return cast(F, run)
 
 
+class _Steps:
+    """The session of a decorated generator, set around each of its steps.
+
+    What a step leaves (a ``with session()`` block still open, a
+    ``set_session_id()``) is kept for the next step, as a generator that is
+    not decorated keeps it; the consumer's own session is back after each step.
+    """
+
+    __slots__ = ("_tokens", "active", "scopes")
+
+    def __init__(self, active: _Active) -> None:
+        self.active: _Active | None = active
+        # The generator's own open session() scopes, apart from the consumer's.
+        self.scopes: tuple[tuple[_SessionScope, Token[_Active | None]], ...] = ()
+        self._tokens: tuple[Token[_Active | None], Token[Any]] | None = None
+
+    def __enter__(self) -> None:
+        self._tokens = (_current.set(self.active), _open_scopes.set(self.scopes))
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.active = _get()
+        self.scopes = _open_scopes.get()
+        current, scopes = cast("tuple[Token[_Active | None], Token[Any]]", self._tokens)
+        _open_scopes.reset(scopes)
+        _current.reset(current)
+
+
 async def _await_in_session(active: _Active, coro: Awaitable[T]) -> T:
     token = _current.set(active)
     try:
@@ -486,25 +571,22 @@ async def _await_in_session(active: _Active, coro: Awaitable[T]) -> T:
 def _gen_in_session(active: _Active, gen: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
     """Delegate to ``gen`` (``next``, ``send``, ``throw``, ``close`` and its return
     value), each of its steps run with ``active`` set, reset after the step."""
+    steps = _Steps(active)
     sent: Any = None
     thrown: BaseException | None = None
     while True:
-        token = _current.set(active)
         try:
-            item = gen.send(sent) if thrown is None else gen.throw(thrown)
+            with steps:
+                item = gen.send(sent) if thrown is None else gen.throw(thrown)
         except StopIteration as stop:
             return cast(T, stop.value)
         finally:
-            _current.reset(token)
             thrown = None
         try:
             sent = yield item
         except GeneratorExit:
-            token = _current.set(active)
-            try:
+            with steps:
                 gen.close()
-            finally:
-                _current.reset(token)
             raise
         except BaseException as exc:
             # Thrown in by the consumer: passed on to ``gen``.
@@ -526,25 +608,22 @@ def _async_gen_function(
 
     async def steps(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         active, agen = start(*args, **kwargs)
+        steps = _Steps(active)
         sent: Any = None
         thrown: BaseException | None = None
         while True:
-            token = _current.set(active)
             try:
-                item = await (agen.asend(sent) if thrown is None else agen.athrow(thrown))
+                with steps:
+                    item = await (agen.asend(sent) if thrown is None else agen.athrow(thrown))
             except StopAsyncIteration:
                 return
             finally:
-                _current.reset(token)
                 thrown = None
             try:
                 sent = yield item
             except GeneratorExit:
-                token = _current.set(active)
-                try:
+                with steps:
                     await agen.aclose()
-                finally:
-                    _current.reset(token)
                 raise
             except BaseException as exc:
                 # Thrown in by the consumer: passed on to ``agen``.
@@ -653,7 +732,7 @@ def _add_outgoing_header(headers: MutableMapping[str, str]) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def wrap_context(fn: Callable[..., T]) -> Callable[..., T]:
+def wrap_context(fn: Callable[P, T]) -> Callable[P, T]:
     """Return a callable that runs ``fn`` in a copy of the caller's current context.
 
     The copy is taken now, when ``wrap_context`` is called; each call of the
@@ -664,7 +743,7 @@ def wrap_context(fn: Callable[..., T]) -> Callable[..., T]:
     snapshot = copy_context()
 
     @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> T:
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
         return snapshot.copy().run(fn, *args, **kwargs)
 
     return run
