@@ -6,7 +6,7 @@ import itertools
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import pytest
@@ -68,6 +68,7 @@ class Probe:
         self.before: dict[str, list[str | None]] = defaultdict(list)
         self.during: dict[str, list[str | None]] = defaultdict(list)
         self.after: dict[str, list[str | None]] = defaultdict(list)
+        self.headers: dict[str, list[object]] = defaultdict(list)
         self.on_failure: dict[str, str | None] = {}
         self._ran = threading.Condition()
 
@@ -111,6 +112,7 @@ class Worker:
         @task(app, "retry_once", bind=True, max_retries=1)
         def retry_once(task: Any) -> int:
             probe.during[task.request.id].append(current_session_id())
+            probe.headers[task.request.id].append(session_header(task.request))
             if task.request.retries == 0:
                 raise task.retry(countdown=0)
             return int(task.request.retries)
@@ -213,6 +215,20 @@ class TestWorker:
         assert worker.probe.before[result.id] == [None, None]
         assert worker.probe.after_runs(result.id, runs=2) == [None, None]
 
+    def test_a_retried_task_with_an_invalid_header_keeps_the_session_it_started(
+        self, worker: Worker
+    ) -> None:
+        with session("publisher"):
+            result = worker.retry_once.apply_async(headers={"X-Session-Id": "bad value"})
+        assert result.get(timeout=TIMEOUT, interval=0.01) == 1
+        first, retried = worker.probe.during[result.id]
+        assert is_valid_session_id(first)
+        assert first not in ("bad value", "publisher")
+        assert retried == first
+        # The retry message carries the id the first attempt started, not the invalid one.
+        assert worker.probe.headers[result.id] == ["bad value", first]
+        assert worker.probe.after_runs(result.id, runs=2) == [None, None]
+
     def test_tasks_published_by_a_task_carry_its_session(self, worker: Worker) -> None:
         with session("sess-parent"):
             parent = worker.spawn.delay()
@@ -285,6 +301,66 @@ def test_eager_task_without_any_session_gets_a_new_one(eager_app: Celery) -> Non
 
     assert is_valid_session_id(report.apply().get())
     assert current_session_id() is None
+
+
+def caller_session(sid: str | None) -> AbstractContextManager[object]:
+    """The caller's session ``sid``, or no session at all for ``None``."""
+    return session(sid) if sid is not None else nullcontext()
+
+
+CALLER_SESSIONS = [
+    pytest.param(None, id="no-caller-session"),
+    pytest.param("caller", id="caller-session"),
+]
+
+
+@pytest.mark.parametrize("caller", CALLER_SESSIONS)
+def test_eager_task_replaced_by_another_restores_the_callers_session(
+    eager_app: Celery, caller: str | None
+) -> None:
+    @task(eager_app, "target")
+    def target() -> str | None:
+        return current_session_id()
+
+    @task(eager_app, "replaced", bind=True)
+    def replaced(task: Any) -> Any:
+        set_session_id("set-by-task")
+        # Eagerly, Celery runs the replacement nested, in this thread, under this task id.
+        return task.replace(target.s())
+
+    with caller_session(caller):
+        assert replaced.apply().get() == "set-by-task"
+        assert current_session_id() == caller
+
+
+@pytest.mark.parametrize(
+    ("caller", "headers"),
+    [
+        pytest.param(None, None, id="no-caller-session"),
+        pytest.param(None, {"X-Session-Id": "bad value"}, id="no-caller-session-invalid-header"),
+        pytest.param("caller", None, id="caller-session"),
+    ],
+)
+def test_eager_retried_task_runs_every_attempt_in_one_session(
+    eager_app: Celery, caller: str | None, headers: dict[str, str] | None
+) -> None:
+    seen: list[str | None] = []
+
+    @task(eager_app, "retry_twice", bind=True, max_retries=2)
+    def retry_twice(task: Any) -> int:
+        seen.append(current_session_id())
+        if task.request.retries < 2:
+            raise task.retry(countdown=0)
+        return int(task.request.retries)
+
+    with caller_session(caller):
+        assert retry_twice.apply(headers=headers).get() == 2
+        assert current_session_id() == caller
+    assert len(seen) == 3
+    assert seen == [seen[0]] * 3
+    assert is_valid_session_id(seen[0])
+    if caller is not None:
+        assert seen[0] == caller
 
 
 def test_connecting_while_a_task_runs_leaves_that_task_alone() -> None:

@@ -17,16 +17,21 @@ How it works, with Celery's signals:
   from the process carries the header; workers of apps that are not connected
   ignore it.
 - ``task_prerun``: for tasks of a connected app, the worker sets that session
-  for the task's run; without a valid header it starts a new one. A task run
+  for the task's run; without a valid header it starts a new one and writes
+  its id into ``task.request.headers`` (over an invalid one). A task run
   eagerly (``task.apply()``, ``task_always_eager``) with no header keeps the
   caller's session, since it runs in the caller's thread.
 - ``task_postrun``: the worker restores the session it had before the task.
   Celery sends it from a ``finally`` block, so this happens after success,
   failure, retry, reject and ignore alike; ``on_failure``, ``on_retry`` and
   ``task_failure`` handlers run before it and still see the task's session.
+  Runs nested in one thread, such as the replacement an eager
+  ``self.replace(sig)`` runs under the same task id, each restore what they
+  found.
 
-A ``task.retry()`` republishes the request's headers, so every attempt runs in
-the same session. Tasks a task publishes carry its session on.
+A ``task.retry()``, in a worker or eager, republishes ``task.request.headers``,
+so every attempt runs in the same session, also one the first attempt started.
+Tasks a task publishes carry its session on.
 """
 
 from __future__ import annotations
@@ -52,9 +57,11 @@ __all__ = ["connect", "disconnect"]
 
 _DISPATCH_UID = "sessionctx.integrations.celery"
 
-# The token of each running task, keyed by task id and thread (the same task
-# id may run in two pool threads at once after a redelivery).
-_tokens: dict[tuple[str, int], Token[_Active | None]] = {}
+# The tokens of each running task, keyed by task id and thread (the same task
+# id may run in two pool threads at once after a redelivery). A stack, since
+# an eager ``self.replace(sig)`` runs the replacement nested in the same thread
+# under the same task id.
+_tokens: dict[tuple[str, int], list[Token[_Active | None]]] = {}
 
 
 def connect(app: Celery) -> None:
@@ -122,11 +129,22 @@ def _start_task(task_id: str, request: Any) -> None:
         # also undoes whatever the task body set.
         token = _current.set(caller)
     else:
-        token = set_session_id(sid or generate_session_id())
-    _tokens[task_id, threading.get_ident()] = token
+        if sid is None:
+            sid = generate_session_id()
+            # task.retry() republishes request.headers (eagerly too), so the
+            # next attempt finds this id there instead of none or an invalid one.
+            headers = request.headers if isinstance(request.headers, Mapping) else {}
+            request.headers = {**headers, SESSION_HEADER_NAME: sid}
+        token = set_session_id(sid)
+    _tokens.setdefault((task_id, threading.get_ident()), []).append(token)
 
 
 def _end_task(task_id: str) -> None:
-    token = _tokens.pop((task_id, threading.get_ident()), None)
-    if token is not None:
-        _current.reset(token)
+    key = (task_id, threading.get_ident())
+    tokens = _tokens.get(key)
+    if tokens is None:
+        return
+    token = tokens.pop()
+    if not tokens:
+        del _tokens[key]
+    _current.reset(token)
