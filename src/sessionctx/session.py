@@ -711,13 +711,22 @@ def inject_session_headers(
     return headers
 
 
-def _add_outgoing_header(headers: MutableMapping[str, str]) -> None:
-    """Add the active id to an outgoing request's case-insensitive ``headers``
-    (httpx, requests), unless the caller already set a session header.
+def _add_outgoing_header(
+    request: T, headers: MutableMapping[str, str], added: MutableMapping[T, str]
+) -> None:
+    """Add the active id to the case-insensitive ``headers`` of an outgoing
+    ``request`` (httpx, requests), unless the caller set a session header.
 
-    A session header set under any accepted name wins: adding ours would
-    outrank it on the receiving side.
+    A session header the caller set under any accepted name wins: adding ours
+    would outrank it on the receiving side. ``headers`` are the request's own,
+    changed in place, so a request sent again still has the id added before.
+    ``added`` maps each request (weakly: it keeps none alive) to the id this
+    function put on it; a header still holding exactly that id is ours, and
+    is replaced by the active id, or removed when no session is active.
     """
+    ours = added.pop(request, None)
+    if ours is not None and headers.get(SESSION_HEADER_NAME) == ours:
+        del headers[SESSION_HEADER_NAME]
     sid = current_session_id()
     if sid is None:
         return
@@ -725,6 +734,7 @@ def _add_outgoing_header(headers: MutableMapping[str, str]) -> None:
         if name in headers:
             return
     headers[SESSION_HEADER_NAME] = sid
+    added[request] = sid
 
 
 # --------------------------------------------------------------------------- #

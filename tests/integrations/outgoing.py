@@ -1,12 +1,16 @@
-"""Cases shared by the tests of the outgoing-request integrations (httpx, requests)."""
+"""Cases and a server handler shared by the tests of the outgoing-request integrations
+(httpx, requests)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import pytest
 
-from sessionctx import ACCEPTED_HEADER_NAMES
+from sessionctx import ACCEPTED_HEADER_NAMES, session
+from tests.support import QuietHandler, send_json
 
-__all__ = ["EXPLICIT_HEADERS", "SESSION_NAMES"]
+__all__ = ["EXPLICIT_HEADERS", "RESENT", "SESSION_NAMES", "EchoHandler", "in_session"]
 
 #: Every accepted session header name, lower case, in priority order.
 SESSION_NAMES = tuple(name.lower() for name in ACCEPTED_HEADER_NAMES)
@@ -24,3 +28,51 @@ EXPLICIT_HEADERS = [
         id="lowest-priority-name",
     ),
 ]
+
+#: One request object sent twice: (session of the first send, headers the caller sets on
+#: the request between the sends, session of the second send, session headers the server
+#: receives the second time). ``None``: no session active.
+RESENT = [
+    pytest.param("sess-a", {}, "sess-b", {"x-session-id": ["sess-b"]}, id="another-session"),
+    pytest.param("sess-a", {}, None, {}, id="no-session"),
+    pytest.param("sess-a", {}, "sess-a", {"x-session-id": ["sess-a"]}, id="same-session"),
+    pytest.param(None, {}, "sess-b", {"x-session-id": ["sess-b"]}, id="first-sent-outside"),
+    pytest.param(
+        "sess-a",
+        {"X-Session-Id": "explicit"},
+        "sess-b",
+        {"x-session-id": ["explicit"]},
+        id="caller-replaced-ours",
+    ),
+    pytest.param(
+        "sess-a",
+        {"x-session-id": "explicit"},
+        None,
+        {"x-session-id": ["explicit"]},
+        id="caller-replaced-ours-then-no-session",
+    ),
+    pytest.param(
+        "sess-a",
+        {"Mirascope-Session-Id": "explicit"},
+        "sess-b",
+        {"mirascope-session-id": ["explicit"]},
+        id="caller-added-another-name",
+    ),
+]
+
+
+def in_session(sid: str | None) -> AbstractContextManager[object]:
+    """``session(sid)``, or no session at all for ``None``."""
+    return nullcontext() if sid is None else session(sid)
+
+
+class EchoHandler(QuietHandler):
+    """Answers with the session headers it received, as a list per lower-case name."""
+
+    def do_GET(self) -> None:
+        received = {
+            name.lower(): self.headers.get_all(name)
+            for name in dict.fromkeys(self.headers.keys())
+            if name.lower() in SESSION_NAMES
+        }
+        send_json(self, received)

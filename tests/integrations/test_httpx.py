@@ -1,9 +1,11 @@
 """``SessionTransport`` / ``AsyncSessionTransport`` wrapping httpx's ``MockTransport``, and
-behind a forward proxy on 127.0.0.1."""
+httpx's own transports talking to servers on 127.0.0.1, one of them a forward proxy."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -12,7 +14,13 @@ import pytest
 
 from sessionctx import session
 from sessionctx.integrations.httpx import AsyncSessionTransport, SessionTransport
-from tests.integrations.outgoing import EXPLICIT_HEADERS, SESSION_NAMES
+from tests.integrations.outgoing import (
+    EXPLICIT_HEADERS,
+    RESENT,
+    SESSION_NAMES,
+    EchoHandler,
+    in_session,
+)
 from tests.support import QuietHandler, send_json, serving_http
 
 
@@ -190,3 +198,123 @@ def test_a_proxy_is_given_to_the_wrapped_transport(proxy_url: str) -> None:
 
     assert sent_around == {"target": "http://service.invalid/a", "session": None}
     assert sent_through == {"target": "http://service.invalid/b", "session": ["sess-proxy"]}
+
+
+@pytest.fixture(scope="module")
+def echo_url() -> Iterator[str]:
+    with serving_http(EchoHandler) as base:
+        yield f"{base}/"
+
+
+@pytest.mark.server
+def test_the_sent_request_shows_the_header(echo_url: str) -> None:
+    with httpx.Client(transport=SessionTransport(), timeout=10) as client:
+        request = client.build_request("GET", echo_url)
+        with session("sess-1"):
+            response = client.send(request)
+    assert response.request is request
+    assert request.headers["X-Session-Id"] == "sess-1"
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("first", "between", "second", "received"), RESENT)
+def test_sync_resent_request_carries_the_session_it_is_sent_in(
+    echo_url: str,
+    first: str | None,
+    between: dict[str, str],
+    second: str | None,
+    received: dict[str, object],
+) -> None:
+    with httpx.Client(transport=SessionTransport(), timeout=10) as client:
+        request = client.build_request("GET", echo_url)
+        with in_session(first):
+            client.send(request)
+        request.headers.update(between)
+        with in_session(second):
+            assert client.send(request).json() == received
+
+
+@pytest.mark.server
+@pytest.mark.anyio
+@pytest.mark.parametrize(("first", "between", "second", "received"), RESENT)
+async def test_async_resent_request_carries_the_session_it_is_sent_in(
+    echo_url: str,
+    first: str | None,
+    between: dict[str, str],
+    second: str | None,
+    received: dict[str, object],
+) -> None:
+    async with httpx.AsyncClient(transport=AsyncSessionTransport(), timeout=10) as client:
+        request = client.build_request("GET", echo_url)
+        with in_session(first):
+            await client.send(request)
+        request.headers.update(between)
+        with in_session(second):
+            assert (await client.send(request)).json() == received
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("headers", "received"), EXPLICIT_HEADERS)
+def test_sync_explicit_header_wins_on_every_send(
+    echo_url: str, headers: dict[str, str], received: dict[str, object]
+) -> None:
+    with httpx.Client(transport=SessionTransport(), timeout=10) as client:
+        request = client.build_request("GET", echo_url, headers=headers)
+        sent = []
+        for sid in ("sess-a", "sess-b", None):
+            with in_session(sid):
+                sent.append(client.send(request).json())
+    assert sent == [received] * 3
+
+
+@pytest.mark.server
+@pytest.mark.anyio
+@pytest.mark.parametrize(("headers", "received"), EXPLICIT_HEADERS)
+async def test_async_explicit_header_wins_on_every_send(
+    echo_url: str, headers: dict[str, str], received: dict[str, object]
+) -> None:
+    async with httpx.AsyncClient(transport=AsyncSessionTransport(), timeout=10) as client:
+        request = client.build_request("GET", echo_url, headers=headers)
+        sent = []
+        for sid in ("sess-a", "sess-b", None):
+            with in_session(sid):
+                sent.append((await client.send(request)).json())
+    assert sent == [received] * 3
+
+
+@pytest.mark.server
+@pytest.mark.anyio
+async def test_concurrent_tasks_resend_their_own_requests(echo_url: str) -> None:
+    async def call(client: httpx.AsyncClient, index: int) -> list[object]:
+        request = client.build_request("GET", echo_url)
+        sent = []
+        for sid in (f"a-{index}", f"b-{index}", None):
+            with in_session(sid):
+                await asyncio.sleep(0)
+                sent.append((await client.send(request)).json())
+        return sent
+
+    async with httpx.AsyncClient(transport=AsyncSessionTransport(), timeout=10) as client:
+        results = await asyncio.gather(*(call(client, i) for i in range(5)))
+    assert results == [
+        [{"x-session-id": [f"a-{i}"]}, {"x-session-id": [f"b-{i}"]}, {}] for i in range(5)
+    ]
+
+
+@pytest.mark.server
+@pytest.mark.anyio
+async def test_a_sent_request_is_not_kept_alive(echo_url: str) -> None:
+    with httpx.Client(transport=SessionTransport(), timeout=10) as client:
+        request = client.build_request("GET", echo_url)
+        with session("sess-1"):
+            response = client.send(request)
+        sent = [weakref.ref(request)]
+        del request, response
+    async with httpx.AsyncClient(transport=AsyncSessionTransport(), timeout=10) as async_client:
+        request = async_client.build_request("GET", echo_url)
+        async with session("sess-1"):
+            response = await async_client.send(request)
+        sent.append(weakref.ref(request))
+        del request, response
+    gc.collect()
+    assert [ref() for ref in sent] == [None, None]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -10,22 +12,10 @@ from requests.adapters import HTTPAdapter
 
 from sessionctx import ContextThreadPoolExecutor, session
 from sessionctx.integrations.requests import SessionIdAdapter, instrument_session
-from tests.integrations.outgoing import EXPLICIT_HEADERS, SESSION_NAMES
-from tests.support import QuietHandler, send_json, serving_http
+from tests.integrations.outgoing import EXPLICIT_HEADERS, RESENT, EchoHandler, in_session
+from tests.support import serving_http
 
 pytestmark = pytest.mark.server
-
-
-class EchoHandler(QuietHandler):
-    """Answers with the session headers it received, as a list per lower-case name."""
-
-    def do_GET(self) -> None:
-        received = {
-            name.lower(): self.headers.get_all(name)
-            for name in dict.fromkeys(self.headers.keys())
-            if name.lower() in SESSION_NAMES
-        }
-        send_json(self, received)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +52,53 @@ def test_session_level_headers_count_as_explicit(http: requests.Session, url: st
         assert http.get(url, timeout=10).json() == {"x-session-id": ["fixed"]}
 
 
+def test_the_sent_request_shows_the_header(http: requests.Session, url: str) -> None:
+    prepared = http.prepare_request(requests.Request("GET", url))
+    with session("sess-1"):
+        response = http.send(prepared, timeout=10)
+    assert response.request is prepared
+    assert prepared.headers["X-Session-Id"] == "sess-1"
+
+
+@pytest.mark.parametrize(("first", "between", "second", "received"), RESENT)
+def test_a_resent_request_carries_the_session_it_is_sent_in(
+    http: requests.Session,
+    url: str,
+    first: str | None,
+    between: dict[str, str],
+    second: str | None,
+    received: dict[str, object],
+) -> None:
+    prepared = http.prepare_request(requests.Request("GET", url))
+    with in_session(first):
+        http.send(prepared, timeout=10)
+    prepared.headers.update(between)
+    with in_session(second):
+        assert http.send(prepared, timeout=10).json() == received
+
+
+@pytest.mark.parametrize(("headers", "received"), EXPLICIT_HEADERS)
+def test_explicit_header_wins_on_every_send(
+    http: requests.Session, url: str, headers: dict[str, str], received: dict[str, object]
+) -> None:
+    prepared = http.prepare_request(requests.Request("GET", url, headers=headers))
+    sent = []
+    for sid in ("sess-a", "sess-b", None):
+        with in_session(sid):
+            sent.append(http.send(prepared, timeout=10).json())
+    assert sent == [received] * 3
+
+
+def test_a_sent_request_is_not_kept_alive(http: requests.Session, url: str) -> None:
+    prepared = http.prepare_request(requests.Request("GET", url))
+    with session("sess-1"):
+        response = http.send(prepared, timeout=10)
+    sent = weakref.ref(prepared)
+    del prepared, response
+    gc.collect()
+    assert sent() is None
+
+
 def test_each_thread_sends_its_own_session(http: requests.Session, url: str) -> None:
     def call(sid: str) -> object:
         with session(sid):
@@ -70,6 +107,22 @@ def test_each_thread_sends_its_own_session(http: requests.Session, url: str) -> 
     with ContextThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(call, [f"sess-{i}" for i in range(8)], timeout=30))
     assert results == [{"x-session-id": [f"sess-{i}"]} for i in range(8)]
+
+
+def test_each_thread_resends_its_own_request(http: requests.Session, url: str) -> None:
+    def call(index: int) -> list[object]:
+        prepared = http.prepare_request(requests.Request("GET", url))
+        sent = []
+        for sid in (f"a-{index}", f"b-{index}", None):
+            with in_session(sid):
+                sent.append(http.send(prepared, timeout=10).json())
+        return sent
+
+    with ContextThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(call, range(8), timeout=30))
+    assert results == [
+        [{"x-session-id": [f"a-{i}"]}, {"x-session-id": [f"b-{i}"]}, {}] for i in range(8)
+    ]
 
 
 def test_the_adapter_mounted_by_hand_works(url: str) -> None:

@@ -17,10 +17,16 @@ are then ignored); set those on the wrapped transport instead, e.g.
 give the proxy to the wrapped transport,
 ``SessionTransport(httpx.HTTPTransport(proxy=...))``, and wrap each mounted
 transport in a session transport of its own.
+
+The header is written into the request being sent, so
+``response.request.headers`` shows it. A request sent again
+(``client.send(request)``, a retry helper) carries the id of the session it is
+sent in then, or none outside a session, not the one it was first sent in.
 """
 
 from __future__ import annotations
 
+import weakref
 from types import TracebackType
 
 try:
@@ -34,14 +40,19 @@ from sessionctx.session import _add_outgoing_header
 
 __all__ = ["AsyncSessionTransport", "SessionTransport"]
 
+# The id a transport put on each request it sent, kept as long as the request.
+_added: weakref.WeakKeyDictionary[httpx.Request, str] = weakref.WeakKeyDictionary()
+
 
 class SessionTransport(httpx.BaseTransport):
     """Wrap ``transport`` (default ``httpx.HTTPTransport()``) and add ``X-Session-Id``.
 
     The header is added to each request sent while a session is active in the
-    thread that sends it, unless the request already carries one of the
-    accepted session headers. Closing, and use as a context manager, are
-    passed on to the wrapped transport.
+    thread that sends it, unless the caller set one of the accepted session
+    headers on the request. A request sent again gets the id of the session
+    active then (none outside a session) in place of the one added before.
+    Closing, and use as a context manager, are passed on to the wrapped
+    transport.
 
     >>> client = httpx.Client(transport=SessionTransport(httpx.HTTPTransport(retries=2)))
     """
@@ -56,7 +67,7 @@ class SessionTransport(httpx.BaseTransport):
         self.transport = transport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        _add_outgoing_header(request.headers)
+        _add_outgoing_header(request, request.headers, _added)
         return self.transport.handle_request(request)
 
     def close(self) -> None:
@@ -79,9 +90,11 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
     """Wrap ``transport`` (default ``httpx.AsyncHTTPTransport()``) and add ``X-Session-Id``.
 
     The header is added to each request sent while a session is active in the
-    task that sends it, unless the request already carries one of the
-    accepted session headers. Closing, and use as an async context manager,
-    are passed on to the wrapped transport.
+    task that sends it, unless the caller set one of the accepted session
+    headers on the request. A request sent again gets the id of the session
+    active then (none outside a session) in place of the one added before.
+    Closing, and use as an async context manager, are passed on to the wrapped
+    transport.
 
     >>> client = httpx.AsyncClient(transport=AsyncSessionTransport())
     """
@@ -96,7 +109,7 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
         self.transport = transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        _add_outgoing_header(request.headers)
+        _add_outgoing_header(request, request.headers, _added)
         return await self.transport.handle_async_request(request)
 
     async def aclose(self) -> None:

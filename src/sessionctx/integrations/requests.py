@@ -13,10 +13,16 @@ or mount the adapter yourself, with any ``HTTPAdapter`` options::
     from sessionctx.integrations.requests import SessionIdAdapter
 
     http.mount("https://", SessionIdAdapter(max_retries=3, pool_maxsize=20))
+
+The header is written into the ``PreparedRequest`` being sent, so
+``response.request.headers`` shows it. A prepared request sent again
+(``http.send(prepared)``) carries the id of the session it is sent in then, or
+none outside a session, not the one it was first sent in.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 try:
@@ -35,18 +41,23 @@ __all__ = ["SessionIdAdapter", "instrument_session"]
 
 _PREFIXES = ("http://", "https://")
 
+# The id an adapter put on each request it sent, kept as long as the request.
+_added: weakref.WeakKeyDictionary[requests.PreparedRequest, str] = weakref.WeakKeyDictionary()
+
 
 class SessionIdAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` that adds ``X-Session-Id`` while a session is active.
 
-    The id is read in the thread that sends the request. A request that
-    already carries one of the accepted session headers is left as it is, so
-    an explicit header wins. Takes the same options as ``HTTPAdapter``.
+    The id is read in the thread that sends the request. A request on which
+    the caller set one of the accepted session headers is left as it is, so
+    an explicit header wins. A prepared request sent again gets the id of the
+    session active then (none outside a session) in place of the one added
+    before. Takes the same options as ``HTTPAdapter``.
     """
 
     def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
         super().add_headers(request, **kwargs)
-        _add_outgoing_header(request.headers)
+        _add_outgoing_header(request, request.headers, _added)
 
 
 def _copy_settings(source: object, target: SessionIdAdapter) -> None:
