@@ -99,6 +99,55 @@ def test_attributes_key_none_leaves_the_attributes_out() -> None:
     assert recorder.attributes("span") == {"session.id": "sess-1"}
 
 
+@pytest.mark.parametrize(
+    ("started_with", "expected"),
+    [
+        pytest.param(
+            {"session.id": "explicit"},
+            {
+                "session.id": "explicit",
+                "tracectrl.session_id": "ambient",
+                "session.attributes": '{"a":1}',
+            },
+            id="id",
+        ),
+        pytest.param(
+            {"tracectrl.session_id": "explicit"},
+            {
+                "session.id": "ambient",
+                "tracectrl.session_id": "explicit",
+                "session.attributes": '{"a":1}',
+            },
+            id="alias",
+        ),
+        pytest.param(
+            {"session.attributes": "{}"},
+            {
+                "session.id": "ambient",
+                "tracectrl.session_id": "ambient",
+                "session.attributes": "{}",
+            },
+            id="attributes-key",
+        ),
+        pytest.param(
+            {"session.id": "x", "tracectrl.session_id": "y", "session.attributes": "{}"},
+            {"session.id": "x", "tracectrl.session_id": "y", "session.attributes": "{}"},
+            id="every-name",
+        ),
+    ],
+)
+def test_a_value_the_span_was_started_with_wins(
+    started_with: dict[str, str], expected: dict[str, str]
+) -> None:
+    recorder = Tracing(SessionSpanProcessor(attribute_names=("session.id", "tracectrl.session_id")))
+    with (
+        session("ambient", {"a": 1}),
+        recorder.tracer.start_as_current_span("span", attributes=started_with),
+    ):
+        pass
+    assert recorder.attributes("span") == expected
+
+
 def test_options_are_kept_in_order_without_duplicates() -> None:
     processor = SessionSpanProcessor(attribute_names=["b", "a", "b"], attributes_key=None)
     assert processor.attribute_names == ("b", "a")

@@ -51,8 +51,11 @@ class SessionSpanProcessor(SpanProcessor):
     ``"tracectrl.session_id"`` or ``"mirascope.session.id"`` for backends that
     look for them), and the session's attributes, as compact JSON, under
     ``attributes_key`` when the session has attributes (``None`` turns that
-    off). Spans started with no session active get no attribute; for them the
-    processor costs one ``ContextVar`` read.
+    off). A name the span was started with, e.g.
+    ``start_span(..., attributes={"session.id": ...})``, keeps its value: an
+    explicit value wins, and only the names it does not have are set. Spans
+    started with no session active get no attribute; for them the processor
+    costs one ``ContextVar`` read.
 
     >>> from opentelemetry.sdk.trace import TracerProvider
     >>> provider = TracerProvider()
@@ -87,8 +90,12 @@ class SessionSpanProcessor(SpanProcessor):
         ctx = current_session()
         if ctx is None:
             return
-        attributes: dict[str, str] = dict.fromkeys(self.attribute_names, ctx.id)
+        # What the span was started with: the SDK stores it before on_start.
+        started_with = span.attributes or ()
+        attributes = {name: ctx.id for name in self.attribute_names if name not in started_with}
+        key = self.attributes_key
         # ``attributes`` first: ``attributes_json`` is set whenever it is not None.
-        if ctx.attributes is not None and self.attributes_key is not None:
-            attributes[self.attributes_key] = cast(str, ctx.attributes_json)
-        span.set_attributes(attributes)
+        if ctx.attributes is not None and key is not None and key not in started_with:
+            attributes[key] = cast(str, ctx.attributes_json)
+        if attributes:
+            span.set_attributes(attributes)
