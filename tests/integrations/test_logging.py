@@ -1,16 +1,25 @@
-"""The stdlib logging setup from the README, run in a fresh interpreter.
-
-``dictConfig`` closes every existing handler, so it runs in a subprocess
-rather than in the test process.
+"""Stdlib logging setups with ``SessionIdFilter``: the README's ``dictConfig``, run in a fresh
+interpreter (``dictConfig`` closes every existing handler, so it runs in a subprocess rather
+than in the test process), and several handlers, each with a filter and a default of its own,
+on one logger or on both sides of a queue between threads or processes.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import logging.handlers
+import multiprocessing
+import queue
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import pytest
+
+from sessionctx import session
+from sessionctx.log_filters import SessionIdFilter
 
 SCRIPT = textwrap.dedent(
     """
@@ -71,3 +80,153 @@ def test_dictconfig_filter_puts_the_id_on_every_line(argv: list[str], placeholde
         "WARNING [sess-1] app.db: query",
         f"INFO [{placeholder}] app: after",
     ]
+
+
+@pytest.fixture
+def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
+    """A logger of its own for each test, not propagating to the root."""
+    log = logging.getLogger(f"tests.integrations.logging.{request.node.name}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+
+
+def formatting_handler(default: str) -> tuple[logging.Handler, io.StringIO]:
+    """A handler with its own ``SessionIdFilter(default=default)``, and the stream it writes."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(SessionIdFilter(default=default))
+    handler.setFormatter(logging.Formatter("%(session_id)s %(message)s"))
+    return handler, stream
+
+
+def log_three_records(log: logging.Logger) -> None:
+    log.info("outside")
+    with session("sess-1"):
+        log.info("inside")
+    log.info("extra", extra={"session_id": "job-42"})
+
+
+#: What a handler whose filter has the default ``none`` writes for ``log_three_records``.
+THREE_LINES = ["none outside", "sess-1 inside", "job-42 extra"]
+
+
+def test_each_handler_writes_its_own_default(logger: logging.Logger) -> None:
+    first, first_lines = formatting_handler("-")
+    second, second_lines = formatting_handler("none")
+    logger.addHandler(first)
+    logger.addHandler(second)
+    log_three_records(logger)
+    assert first_lines.getvalue().splitlines() == ["- outside", "sess-1 inside", "job-42 extra"]
+    assert second_lines.getvalue().splitlines() == THREE_LINES
+
+
+def test_a_queue_listener_handler_writes_its_own_default(logger: logging.Logger) -> None:
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queue_handler = logging.handlers.QueueHandler(records)
+    queue_handler.addFilter(SessionIdFilter())
+    logger.addHandler(queue_handler)
+    output, lines = formatting_handler("none")
+    listener = logging.handlers.QueueListener(records, output)
+    listener.start()
+    try:
+        log_three_records(logger)
+    finally:
+        listener.stop()
+    assert lines.getvalue().splitlines() == THREE_LINES
+
+
+def test_a_default_is_not_replaced_by_the_session_of_the_handling_thread(
+    logger: logging.Logger,
+) -> None:
+    # A listener thread that happens to run in a session has not logged the record.
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queue_handler = logging.handlers.QueueHandler(records)
+    queue_handler.addFilter(SessionIdFilter())
+    logger.addHandler(queue_handler)
+    output, lines = formatting_handler("none")
+    logger.info("outside")
+    with session("listener"):
+        output.handle(records.get_nowait())
+    assert lines.getvalue().splitlines() == ["none outside"]
+
+
+def log_through_a_queue(records: multiprocessing.Queue[logging.LogRecord]) -> None:
+    """The child process of the test below: logs into the parent's queue."""
+    log = logging.getLogger("tests.integrations.logging.child")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    handler = logging.handlers.QueueHandler(records)
+    handler.addFilter(SessionIdFilter())
+    log.addHandler(handler)
+    log_three_records(log)
+
+
+def test_a_record_from_another_process_keeps_what_its_filter_wrote() -> None:
+    # The records cross the process boundary pickled, as multiprocessing logging does;
+    # the child's default arrives as a plain str, kept like an extra= value.
+    context = multiprocessing.get_context("spawn")
+    records: multiprocessing.Queue[logging.LogRecord] = context.Queue()
+    output, lines = formatting_handler("none")
+    listener = logging.handlers.QueueListener(records, output)
+    listener.start()
+    try:
+        child = context.Process(target=log_through_a_queue, args=(records,))
+        child.start()
+        child.join(60)
+    finally:
+        listener.stop()
+    assert child.exitcode == 0
+    assert lines.getvalue().splitlines() == ["- outside", "sess-1 inside", "job-42 extra"]
+
+
+LOAD_WITHOUT_SESSIONCTX = textwrap.dedent(
+    """
+    import pickle
+    import sys
+
+    data = sys.stdin.buffer.read()
+    print(repr(pickle.loads(data[4:])["session_id"]))  # after SocketHandler's length prefix
+    """
+)
+
+
+def test_a_pickled_record_loads_where_sessionctx_is_not_installed() -> None:
+    # A SocketHandler's receiver, say a log server, need not have sessionctx.
+    record = logging.makeLogRecord({"msg": "outside"})
+    SessionIdFilter(default="none").filter(record)
+    data = logging.handlers.SocketHandler("127.0.0.1", 9).makePickle(record)
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", LOAD_WITHOUT_SESSIONCTX],
+        input=data,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip() == "'none'"
+
+
+def test_the_filter_adds_no_attribute_but_session_id(logger: logging.Logger) -> None:
+    # JSON formatters write every attribute of a record.
+    plain = logging.makeLogRecord({"msg": "plain"})
+    first, _ = formatting_handler("-")
+    second, _ = formatting_handler("none")
+    record = logging.makeLogRecord({"msg": "filtered"})
+    first.handle(record)
+    second.handle(record)
+    assert set(record.__dict__) - set(plain.__dict__) == {"session_id", "message"}
+
+
+def test_the_default_can_be_changed() -> None:
+    log_filter = SessionIdFilter(default="none")
+    assert log_filter.default == "none"
+    log_filter.default = "n/a"
+    record = logging.makeLogRecord({"msg": "changed"})
+    log_filter.filter(record)
+    assert (log_filter.default, record.__dict__["session_id"]) == ("n/a", "n/a")
+    with pytest.raises(TypeError, match="default must be a str"):
+        log_filter.default = None  # type: ignore[assignment]
+    assert log_filter.default == "n/a"
