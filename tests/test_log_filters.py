@@ -8,7 +8,6 @@ import logging
 import logging.handlers
 import queue
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,19 +24,6 @@ class ListHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
-
-
-@pytest.fixture
-def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
-    """A logger of its own for each test, not propagating to the root."""
-    log = logging.getLogger(f"tests.log_filters.{request.node.name}")
-    log.setLevel(logging.DEBUG)
-    log.propagate = False
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-    for log_filter in list(log.filters):
-        log.removeFilter(log_filter)
 
 
 def session_id_of(record: logging.LogRecord) -> object:

@@ -14,7 +14,6 @@ import queue
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 
@@ -80,17 +79,6 @@ def test_dictconfig_filter_puts_the_id_on_every_line(argv: list[str], placeholde
         "WARNING [sess-1] app.db: query",
         f"INFO [{placeholder}] app: after",
     ]
-
-
-@pytest.fixture
-def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
-    """A logger of its own for each test, not propagating to the root."""
-    log = logging.getLogger(f"tests.integrations.logging.{request.node.name}")
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    yield log
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
 
 
 def formatting_handler(default: str) -> tuple[logging.Handler, io.StringIO]:
