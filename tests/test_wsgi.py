@@ -1319,6 +1319,28 @@ def test_an_environ_key_of_another_session_is_not_an_enclosing_middleware() -> N
     assert server.session_header() == ["abc"]
 
 
+def test_a_layer_between_that_sets_a_session_keeps_it_under_a_double_wrap() -> None:
+    # An auth or tenant layer between the two middlewares: the inner one still
+    # passes through, the client gets the id the outer one decided.
+    app = RecordingApp()
+    inner = SessionIdMiddleware(app)
+    decided: list[str] = []
+
+    def tenant_layer(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        decided.append(environ[SCOPE_KEY])
+        with session("tenant-42"):
+            return inner(environ, start_response)
+
+    server = Server()
+    environ = make_environ({"X-Session-Id": "bad value"})
+    server.run(SessionIdMiddleware(tenant_layer), environ)
+
+    assert app.only.session == SessionContext("tenant-42")
+    assert is_generated(decided[0])
+    assert environ[SCOPE_KEY] == decided[0]
+    assert server.session_header() == [decided[0]]
+
+
 def generator_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
     start_response("200 OK", [TEXT])
     yield b"one"

@@ -11,22 +11,32 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from wsgiref.util import FileWrapper
 
 import pytest
+from a2wsgi import WSGIMiddleware as A2WSGIMiddleware
 from django.core.signals import request_finished
 from django.core.wsgi import get_wsgi_application
 from django.test import override_settings
 from flask import Flask, Response, g, request, stream_with_context
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from werkzeug.test import Client, EnvironBuilder
 
 from sessionctx import current_session_id
+from sessionctx.asgi import SessionIdMiddleware as AsgiSessionIdMiddleware
 from sessionctx.log_filters import SessionIdFilter
 from sessionctx.wsgi import SessionIdMiddleware
 from tests import django_wsgi_urls
-from tests.support import configure_django
+from tests.support import ASGIApp, Receive, Scope, Send, asgi_client, configure_django, is_generated
+
+with warnings.catch_warnings():
+    # Deprecated in favour of a2wsgi, and still what many apps mount with.
+    warnings.simplefilter("ignore")
+    from starlette.middleware.wsgi import WSGIMiddleware as StarletteWSGIMiddleware
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -132,6 +142,48 @@ def test_flask_request_hooks_see_the_session(flask_app: Flask) -> None:
     ]
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "bridge",
+    [
+        pytest.param(A2WSGIMiddleware, id="a2wsgi"),
+        pytest.param(StarletteWSGIMiddleware, id="starlette-wsgi"),
+    ],
+)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="generated"),
+        pytest.param({"X-Session-Id": "bad value"}, id="invalid"),
+        pytest.param({"X-Session-Id": "mounted-1"}, id="continued"),
+    ],
+)
+async def test_flask_mounted_in_an_asgi_app_shares_the_requests_session(
+    flask_app: Flask, bridge: Any, headers: dict[str, str]
+) -> None:
+    # Both apps wrapped, as each README placement says. The bridge builds an
+    # environ of its own (no session key in it); the outer session goes on.
+    @flask_app.get("/")
+    def view() -> dict[str, Any]:
+        return {"sid": current_session_id(), "environ": request.environ[SCOPE_KEY]}
+
+    outer_saw: list[str | None] = []
+    mounted = Starlette(routes=[Mount("/legacy", app=bridge(flask_app))])
+
+    async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+        outer_saw.append(current_session_id())
+        await mounted(scope, receive, send)
+
+    app: ASGIApp = AsgiSessionIdMiddleware(recording)
+    async with asgi_client(app) as http:
+        response = await http.get("/legacy/", headers=headers)
+
+    sid = outer_saw[0]
+    assert response.json() == {"sid": sid, "environ": sid}
+    assert response.headers.get_list("x-session-id") == [sid]
+    assert sid == "mounted-1" if headers.get("X-Session-Id") == "mounted-1" else is_generated(sid)
+
+
 def test_flask_streaming_bodies_see_the_session_on_every_chunk(flask_app: Flask) -> None:
     @flask_app.get("/with-context")
     def with_context() -> Response:
@@ -158,6 +210,31 @@ def test_flask_streaming_bodies_see_the_session_on_every_chunk(flask_app: Flask)
     assert chunks == [b"7:s-1\n"] * 3
     assert streamed.headers["X-Session-Id"] == "s-1"
     assert plain_response.text == "s-2\n" * 3
+
+
+@pytest.mark.parametrize("options", [{}, {"handle_errors": True}], ids=["default", "handle-errors"])
+def test_flask_test_client_keeping_the_context_streams_with_context(
+    options: dict[str, Any],
+) -> None:
+    # ``with client:`` keeps the request's contexts after the call, pushed
+    # again in the test's context; stream_with_context pushes and pops them.
+    app = Flask("tests.flask_wsgi")
+    app.wsgi_app = SessionIdMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def chunks() -> Iterator[str]:
+            for _ in range(2):
+                yield f"{request.path} {current_session_id()}\n"
+
+        return Response(stream_with_context(chunks()), mimetype="text/plain")
+
+    with app.test_client() as client:
+        response = client.get("/stream", headers={"X-Session-Id": "kept-1"})
+        assert response.text == "/stream kept-1\n" * 2
+        assert request.path == "/stream"  # the context the client kept
+        assert current_session_id() is None  # the test's own context is left as it was
+    assert response.headers.getlist("X-Session-Id") == ["kept-1"]
 
 
 @pytest.mark.parametrize("with_handler", [True, False], ids=["errorhandler-500", "flask-default"])

@@ -22,7 +22,7 @@ from sessionctx._headers import (
     check_header_name,
 )
 from sessionctx._validation import _match_id, generate_session_id
-from sessionctx.session import SessionContext, _get, _plain_context
+from sessionctx.session import SessionContext, _plain_context
 
 __all__ = [
     "INVALID",
@@ -34,7 +34,6 @@ __all__ = [
     "OnMissing",
     "SessionMiddlewareBase",
     "SessionPolicy",
-    "inside_own_request",
 ]
 
 #: Where both middlewares store the decided id: ``scope[...]`` / ``environ[...]``.
@@ -214,18 +213,6 @@ class SessionPolicy:
         else:
             name = "baggage"
         return f"Invalid {name} header".encode("ascii")
-
-
-def inside_own_request(carrier: Mapping[str, Any]) -> bool:
-    """Whether the scope or environ ``carrier`` is a request that an enclosing
-    ``SessionIdMiddleware`` is running now: its id is stored there and active.
-
-    A key alone is not enough: it stays in a scope or environ that is used
-    again (an error page handler calling the app a second time, a copied
-    scope) after the middleware that stored it has finished.
-    """
-    active = _get()
-    return active is not None and active[0] == carrier[SCOPE_KEY]
 
 
 class SessionMiddlewareBase(ABC, Generic[AppT]):

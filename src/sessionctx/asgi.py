@@ -31,10 +31,9 @@ from sessionctx._policy import (
     VALID,
     SessionMiddlewareBase,
     SessionPolicy,
-    inside_own_request,
 )
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
-from sessionctx.session import _current
+from sessionctx.session import _current, _get
 
 __all__ = ["SessionIdMiddleware"]
 
@@ -114,9 +113,14 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if (scope_type != "http" and scope_type != "websocket") or (
-            SCOPE_KEY in scope and inside_own_request(scope)
-        ):
+        if scope_type != "http" and scope_type != "websocket":
+            return await self.app(scope, receive, send)
+        outer = _get()
+        if outer is not None and len(outer) == 3:
+            # A request that a SessionIdMiddleware runs in this context already
+            # (see sessionctx.session._Active): its session goes on, and that
+            # middleware sends the header.
+            scope.setdefault(SCOPE_KEY, outer[0])
             return await self.app(scope, receive, send)
 
         header = self._header
@@ -189,16 +193,16 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             return send(message)
 
         if self._plain:
-            token = _set_session([request_sid, None])
+            token = _set_session([request_sid, None, True])
             try:
                 return await self.app(scope, receive, send_with_session)
             finally:
                 _reset_session(token)
         make_context = self._make_context
         token = _set_session(
-            [request_sid, None]
+            [request_sid, None, True]
             if make_context is None
-            else [request_sid, make_context(request_sid, scope)]
+            else [request_sid, make_context(request_sid, scope), True]
         )
         try:
             if self._handle_errors:

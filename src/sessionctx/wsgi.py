@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import Context, copy_context
+from contextvars import copy_context
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 from sessionctx._headers import environ_key
 from sessionctx._policy import (
@@ -46,11 +46,10 @@ from sessionctx._policy import (
     VALID,
     SessionMiddlewareBase,
     SessionPolicy,
-    inside_own_request,
 )
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
 from sessionctx.asgi import _expose_header
-from sessionctx.session import _current
+from sessionctx.session import _current, _get
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -60,7 +59,14 @@ __all__ = ["SessionIdMiddleware"]
 
 Headers = list[tuple[str, str]]
 
+T = TypeVar("T")
+P = ParamSpec("P")
+
 _set_session = _current.set
+_reset_session = _current.reset
+# Set by Flask's test client when asked to keep the request's contexts
+# (``with client:``); werkzeug's name for it.
+_PRESERVE_CONTEXT: Final = "werkzeug.debug.preserve_context"
 _TEXT_PLAIN: Final = ("Content-Type", "text/plain; charset=utf-8")
 _ERROR_STATUS: Final = "500 Internal Server Error"
 _ERROR_BODY: Final = b"Internal Server Error"
@@ -173,7 +179,12 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         self._plain = self._make_context is None and not policy.handle_errors
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if SCOPE_KEY in environ and inside_own_request(environ):
+        outer = _get()
+        if outer is not None and len(outer) == 3:
+            # A request that a SessionIdMiddleware runs in this context already
+            # (see sessionctx.session._Active): its session goes on, and that
+            # middleware sends the header.
+            environ.setdefault(SCOPE_KEY, outer[0])
             return self.app(environ, start_response)
 
         # The first accepted name, when present, decides alone: the usual
@@ -235,14 +246,14 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         # with the request: no token to reset in the server thread.
         tracked: _TrackedStartResponse | None = None
         if self._plain:
-            ctx.run(_set_session, [request_sid, None])
+            ctx.run(_set_session, [request_sid, None, True])
             body = ctx.run(self.app, environ, start_response_with_session)
         else:
             make_context = self._make_context
             session = (
-                [request_sid, None]
+                [request_sid, None, True]
                 if make_context is None
-                else [request_sid, make_context(request_sid, environ)]
+                else [request_sid, make_context(request_sid, environ), True]
             )
             app: WSGIApplication = self.app
             ctx.run(_set_session, session)
@@ -262,6 +273,13 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         body_type = type(body)
         if body_type is list or body_type is tuple:
             return body
+        steps: _Runner = ctx
+        if _PRESERVE_CONTEXT in environ:
+            # Flask's test client under ``with client:`` pushes the request's
+            # contexts again in the test's own context once the app returns;
+            # a ``stream_with_context`` body pushes and pops them too, so it
+            # must step there: with the session set around each step.
+            steps = _InCaller(cast("list[Any]", ctx.get(_current)))
         file_wrapper = environ.get("wsgi.file_wrapper")
         if body_type is file_wrapper or (
             # A wrapper that is a function: uWSGI's returns the file it is
@@ -271,10 +289,10 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             and not isinstance(file_wrapper, type)
             and hasattr(body, "read")
         ):
-            return _file_in_context(ctx, body)
+            return _file_in_context(steps, body)
         if tracked is None:
-            return _ContextBody(ctx, body)
-        return _GuardedBody(ctx, body, tracked, start_response, pair)
+            return _ContextBody(steps, body)
+        return _GuardedBody(steps, body, tracked, start_response, pair)
 
     def _reject(
         self, environ: WSGIEnvironment, start_response: StartResponse, state: int
@@ -282,6 +300,30 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         body = self._policy.reject_body(state, lambda name: environ_key(name) in environ)
         start_response("400 Bad Request", [_TEXT_PLAIN, ("Content-Length", str(len(body)))])
         return [body]
+
+
+class _Runner(Protocol):
+    """What runs the steps of a response body: the request's ``Context``, or
+    :class:`_InCaller`."""
+
+    def run(self, callable: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+
+class _InCaller:
+    """Runs calls in the caller's own context with the request's session set
+    around each, and reset after it."""
+
+    __slots__ = ("_active",)
+
+    def __init__(self, active: list[Any]) -> None:
+        self._active = active
+
+    def run(self, callable: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        token = _set_session(self._active)
+        try:
+            return callable(*args, **kwargs)
+        finally:
+            _reset_session(token)
 
 
 class _TrackedStartResponse:
@@ -305,7 +347,7 @@ class _ContextBody:
 
     __slots__ = ("_body", "_close", "_ctx", "_next")
 
-    def __init__(self, ctx: Context, body: Iterable[bytes]) -> None:
+    def __init__(self, ctx: _Runner, body: Iterable[bytes]) -> None:
         self._ctx = ctx
         self._body = body
         self._next: Callable[[], bytes] | None = None
@@ -351,7 +393,7 @@ class _GuardedBody(_ContextBody):
 
     def __init__(
         self,
-        ctx: Context,
+        ctx: _Runner,
         body: Iterable[bytes],
         tracked: _TrackedStartResponse,
         start_response: StartResponse,
@@ -406,7 +448,7 @@ class _GuardedBody(_ContextBody):
                 raise error
 
 
-def _file_in_context(ctx: Context, body: Iterable[bytes]) -> Iterable[bytes]:
+def _file_in_context(ctx: _Runner, body: Iterable[bytes]) -> Iterable[bytes]:
     """A ``wsgi.file_wrapper`` body, left for the server to send, its ``close()``
     run in ``ctx`` when the wrapper lets it be set."""
     close = getattr(body, "close", None)
