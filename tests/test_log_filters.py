@@ -165,3 +165,44 @@ def test_each_thread_and_task_logs_its_own_session(logger: logging.Logger) -> No
         **{f"task {i}": f"task-{i}" for i in range(3)},
         "main": "-",
     }
+
+
+class PresetFilter(SessionIdFilter):
+    """A filter preset for ``dictConfig``, its default given as a class attribute."""
+
+    default = "none"
+
+
+class PresetFilterOwnInit(PresetFilter):
+    """The same, with an ``__init__`` that leaves the default to the class attribute."""
+
+    def __init__(self) -> None:
+        logging.Filter.__init__(self)
+
+
+@pytest.mark.parametrize(
+    ("filter_class", "placeholder"),
+    [
+        # SessionIdFilter.__init__ sets its own ``default="-"`` on the instance.
+        pytest.param(PresetFilter, "-", id="init-argument"),
+        pytest.param(PresetFilterOwnInit, "none", id="class-attribute"),
+    ],
+)
+def test_a_subclass_with_a_class_level_default_logs(
+    logger: logging.Logger, filter_class: type[SessionIdFilter], placeholder: str
+) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(filter_class())
+    handler.setFormatter(logging.Formatter("%(session_id)s %(message)s"))
+    logger.addHandler(handler)
+    next_handler = ListHandler()
+    next_handler.addFilter(SessionIdFilter(default="n/a"))
+    logger.addHandler(next_handler)
+
+    logger.warning("outside")
+    with session("abc"):
+        logger.warning("inside")
+
+    assert stream.getvalue().splitlines() == [f"{placeholder} outside", "abc inside"]
+    assert [session_id_of(r) for r in next_handler.records] == ["n/a", "abc"]

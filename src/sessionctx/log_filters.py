@@ -52,32 +52,46 @@ class SessionIdFilter(logging.Filter):
     process, does not decide it. A record pickled to another process carries
     the default as a plain ``str``, which is kept there like an ``extra=``
     value.
+
+    ``default`` can be set later too, to a ``str`` only (else ``TypeError``,
+    and the old value stays). A copy of the filter (``copy.deepcopy``, a pickle
+    round trip) writes its own default like the original.
     """
+
+    #: What ``record.session_id`` is set to outside a session.
+    default: str
 
     def __init__(self, name: str = "", default: str = "-") -> None:
         super().__init__(name)
         self.default = default
 
-    @property
-    def default(self) -> str:
-        """What ``record.session_id`` is set to outside a session."""
-        return str(self._default)
-
-    @default.setter
-    def default(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError(f"default must be a str, not {type(value).__name__}: {value!r}")
-        self._default = _Default(value)
+    def __setattr__(self, name: str, value: object) -> None:
+        # ``default`` is checked here, when it is set, rather than in the
+        # middle of a logging call; a property would be shadowed by a
+        # subclass's class attribute of that name.
+        if name == "default" and type(value) is not _Default:
+            if not isinstance(value, str):
+                raise TypeError(f"default must be a str, not {type(value).__name__}: {value!r}")
+            value = _Default(value)
+        super().__setattr__(name, value)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "session_id" not in record.__dict__:
             active = _get()  # what current_session_id() reads, one call less per record
-            record.session_id = self._default if active is None else active[0]
-        elif type(record.__dict__["session_id"]) is _Default:
-            # Set by another filter where no session was active (this thread
-            # may be a QueueListener's, in a session of its own): no id, so
-            # this filter's default.
-            record.session_id = self._default
-        # Any other value is kept: one given with ``extra=``, or an id set where
-        # the record was made, before a ``QueueHandler`` passed it on.
+            if active is not None:
+                record.session_id = active[0]
+                return True
+        elif type(record.__dict__["session_id"]) is not _Default:
+            # Kept: a value given with ``extra=``, or an id set where the record
+            # was made, before a ``QueueHandler`` passed it on.
+            return True
+        # No session active here, or a default another filter set where none
+        # was (this thread may be a QueueListener's, in a session of its own):
+        # no id, so this filter's default.
+        default = self.default
+        if default.__class__ is not _Default:  # a little cheaper than type()
+            # A copied or unpickled filter (a _Default pickles as a plain str),
+            # or a subclass's class attribute: wrapped once, here.
+            self.default = default = _Default(default)
+        record.session_id = default
         return True

@@ -737,6 +737,12 @@ def _add_outgoing_header(
     ``added`` maps each request (weakly: it keeps none alive) to the id this
     function put on it; a header still holding exactly that id is ours, and
     is replaced by the active id, or removed when no session is active.
+
+    A ``SESSION_HEADER_NAME`` header that already holds the active id, with no
+    other accepted name present, is recorded as ours too: that is how a
+    redirect's next request arrives, built by the client (httpx, requests)
+    with a copy of the header added to the first one, and ``response.request``
+    sent again must not keep that id.
     """
     ours = added.pop(request, None)
     if ours is not None and headers.get(SESSION_HEADER_NAME) == ours:
@@ -745,9 +751,13 @@ def _add_outgoing_header(
     if sid is None:
         return
     for name in ACCEPTED_HEADER_NAMES:
-        if name in headers:
+        if name != SESSION_HEADER_NAME and name in headers:
             return
-    headers[SESSION_HEADER_NAME] = sid
+    present = headers.get(SESSION_HEADER_NAME)
+    if present is None:
+        headers[SESSION_HEADER_NAME] = sid
+    elif present != sid:
+        return
     added[request] = sid
 
 

@@ -16,6 +16,7 @@ from sessionctx import session
 from sessionctx.integrations.httpx import AsyncSessionTransport, SessionTransport
 from tests.integrations.outgoing import (
     EXPLICIT_HEADERS,
+    REDIRECTED,
     RESENT,
     SESSION_NAMES,
     EchoHandler,
@@ -251,6 +252,35 @@ async def test_async_resent_request_carries_the_session_it_is_sent_in(
         request.headers.update(between)
         with in_session(second):
             assert (await client.send(request)).json() == received
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("headers", "second", "received"), REDIRECTED)
+def test_sync_resent_request_of_a_redirect_carries_the_session_it_is_sent_in(
+    echo_url: str, headers: dict[str, str], second: str | None, received: dict[str, object]
+) -> None:
+    with httpx.Client(transport=SessionTransport(), follow_redirects=True, timeout=10) as client:
+        with session("sess-a"):
+            response = client.get(f"{echo_url}redirect", headers=headers)
+        assert [hop.status_code for hop in response.history] == [302]
+        with in_session(second):
+            assert client.send(response.request).json() == received
+
+
+@pytest.mark.server
+@pytest.mark.anyio
+@pytest.mark.parametrize(("headers", "second", "received"), REDIRECTED)
+async def test_async_resent_request_of_a_redirect_carries_the_session_it_is_sent_in(
+    echo_url: str, headers: dict[str, str], second: str | None, received: dict[str, object]
+) -> None:
+    async with httpx.AsyncClient(
+        transport=AsyncSessionTransport(), follow_redirects=True, timeout=10
+    ) as client:
+        async with session("sess-a"):
+            response = await client.get(f"{echo_url}redirect", headers=headers)
+        assert [hop.status_code for hop in response.history] == [302]
+        with in_session(second):
+            assert (await client.send(response.request)).json() == received
 
 
 @pytest.mark.server

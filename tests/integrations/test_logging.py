@@ -6,14 +6,17 @@ on one logger or on both sides of a queue between threads or processes.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import logging.handlers
 import multiprocessing
+import pickle
 import queue
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import pytest
 
@@ -81,13 +84,18 @@ def test_dictconfig_filter_puts_the_id_on_every_line(argv: list[str], placeholde
     ]
 
 
-def formatting_handler(default: str) -> tuple[logging.Handler, io.StringIO]:
-    """A handler with its own ``SessionIdFilter(default=default)``, and the stream it writes."""
+def handler_with(log_filter: SessionIdFilter) -> tuple[logging.Handler, io.StringIO]:
+    """A handler with ``log_filter``, and the stream it writes."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.addFilter(SessionIdFilter(default=default))
+    handler.addFilter(log_filter)
     handler.setFormatter(logging.Formatter("%(session_id)s %(message)s"))
     return handler, stream
+
+
+def formatting_handler(default: str) -> tuple[logging.Handler, io.StringIO]:
+    """A handler with its own ``SessionIdFilter(default=default)``, and the stream it writes."""
+    return handler_with(SessionIdFilter(default=default))
 
 
 def log_three_records(log: logging.Logger) -> None:
@@ -109,6 +117,44 @@ def test_each_handler_writes_its_own_default(logger: logging.Logger) -> None:
     log_three_records(logger)
     assert first_lines.getvalue().splitlines() == ["- outside", "sess-1 inside", "job-42 extra"]
     assert second_lines.getvalue().splitlines() == THREE_LINES
+
+
+def pickled(log_filter: SessionIdFilter) -> SessionIdFilter:
+    """``log_filter`` after a pickle round trip, as a spawned process gets it."""
+    loaded: SessionIdFilter = pickle.loads(pickle.dumps(log_filter))
+    return loaded
+
+
+@pytest.mark.parametrize(
+    "copy_filter",
+    [
+        pytest.param(copy.copy, id="copy"),
+        pytest.param(copy.deepcopy, id="deepcopy"),
+        pytest.param(pickled, id="pickle"),
+    ],
+)
+def test_a_copied_filter_writes_its_own_default(
+    logger: logging.Logger, copy_filter: Callable[[SessionIdFilter], SessionIdFilter]
+) -> None:
+    copied, copied_lines = handler_with(copy_filter(SessionIdFilter(default="none")))
+    other, other_lines = formatting_handler("-")
+    logger.addHandler(copied)
+    logger.addHandler(other)
+    log_three_records(logger)
+    assert copied_lines.getvalue().splitlines() == THREE_LINES
+    assert other_lines.getvalue().splitlines() == ["- outside", "sess-1 inside", "job-42 extra"]
+
+
+def test_a_default_set_later_is_the_filters_own(logger: logging.Logger) -> None:
+    changed = SessionIdFilter()
+    first, first_lines = handler_with(changed)
+    second, second_lines = formatting_handler("-")
+    logger.addHandler(first)
+    logger.addHandler(second)
+    changed.default = "none"
+    log_three_records(logger)
+    assert first_lines.getvalue().splitlines() == THREE_LINES
+    assert second_lines.getvalue().splitlines() == ["- outside", "sess-1 inside", "job-42 extra"]
 
 
 def test_a_queue_listener_handler_writes_its_own_default(logger: logging.Logger) -> None:

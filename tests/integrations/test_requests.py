@@ -12,7 +12,13 @@ from requests.adapters import HTTPAdapter
 
 from sessionctx import ContextThreadPoolExecutor, session
 from sessionctx.integrations.requests import SessionIdAdapter, instrument_session
-from tests.integrations.outgoing import EXPLICIT_HEADERS, RESENT, EchoHandler, in_session
+from tests.integrations.outgoing import (
+    EXPLICIT_HEADERS,
+    REDIRECTED,
+    RESENT,
+    EchoHandler,
+    in_session,
+)
 from tests.support import serving_http
 
 pytestmark = pytest.mark.server
@@ -75,6 +81,21 @@ def test_a_resent_request_carries_the_session_it_is_sent_in(
     prepared.headers.update(between)
     with in_session(second):
         assert http.send(prepared, timeout=10).json() == received
+
+
+@pytest.mark.parametrize(("headers", "second", "received"), REDIRECTED)
+def test_a_resent_request_of_a_redirect_carries_the_session_it_is_sent_in(
+    http: requests.Session,
+    url: str,
+    headers: dict[str, str],
+    second: str | None,
+    received: dict[str, object],
+) -> None:
+    with session("sess-a"):
+        response = http.get(f"{url}redirect", headers=headers, timeout=10)
+    assert [hop.status_code for hop in response.history] == [302]
+    with in_session(second):
+        assert http.send(response.request, timeout=10).json() == received
 
 
 @pytest.mark.parametrize(("headers", "received"), EXPLICIT_HEADERS)
