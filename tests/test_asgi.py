@@ -504,19 +504,6 @@ async def test_a_scope_used_again_gets_a_session_again() -> None:
     assert len(set(sids)) == 3
 
 
-async def test_a_scope_key_of_another_session_is_not_an_enclosing_middleware() -> None:
-    app = RecordingApp()
-    scope = http_scope([(HEADER, b"abc")])
-    scope[SCOPE_KEY] = "left-over"
-
-    with session("left-over-too"):
-        messages = await call(SessionIdMiddleware(app), scope)
-
-    assert app.only.session == SessionContext("abc")
-    assert session_header(messages) == [b"abc"]
-    assert scope[SCOPE_KEY] == "abc"
-
-
 async def test_a_layer_between_that_sets_a_session_keeps_it_under_a_double_wrap() -> None:
     # An auth or tenant layer between the two middlewares: the inner one still
     # passes through, the client gets the id the outer one decided.
@@ -536,29 +523,6 @@ async def test_a_layer_between_that_sets_a_session_keeps_it_under_a_double_wrap(
     assert is_generated(decided[0])
     assert scope[SCOPE_KEY] == decided[0]
     assert session_header(messages) == [decided[0].encode()]
-
-
-async def test_an_in_process_sub_request_goes_on_in_the_callers_session() -> None:
-    # An app calling another wrapped app in the same task (a sub-request, an
-    # ASGI transport): one request, one session; the caller sends the header.
-    sub_app = RecordingApp()
-    sub = SessionIdMiddleware(sub_app)
-    sub_scope = http_scope([(HEADER, b"own-id")])
-    caller_saw: list[SessionContext | None] = []
-    sub_sent: list[Message] = []
-
-    async def caller(scope: Scope, receive: Receive, send: Send) -> None:
-        sub_sent.extend(await call(sub, sub_scope))
-        caller_saw.append(current_session())
-        await RecordingApp()(scope, receive, send)
-
-    messages = await call(SessionIdMiddleware(caller), http_scope([(HEADER, b"abc")]))
-
-    assert sub_app.only.session is caller_saw[0]
-    assert caller_saw[0] == SessionContext("abc")
-    assert sub_scope[SCOPE_KEY] == "abc"
-    assert session_header(sub_sent) == []
-    assert session_header(messages) == [b"abc"]
 
 
 @pytest.mark.parametrize("scope_type", ["lifespan", "webtransport", "custom.protocol"])

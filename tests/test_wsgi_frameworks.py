@@ -144,10 +144,12 @@ def test_flask_request_hooks_see_the_session(flask_app: Flask) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    "bridge",
+    ("bridge", "options"),
     [
-        pytest.param(A2WSGIMiddleware, id="a2wsgi"),
-        pytest.param(StarletteWSGIMiddleware, id="starlette-wsgi"),
+        pytest.param(A2WSGIMiddleware, {}, id="a2wsgi"),
+        # Its environ keeps nothing of the scope: the outer middleware's id
+        # reaches the inner one as the request header.
+        pytest.param(StarletteWSGIMiddleware, {"update_request_header": True}, id="starlette-wsgi"),
     ],
 )
 @pytest.mark.parametrize(
@@ -159,10 +161,9 @@ def test_flask_request_hooks_see_the_session(flask_app: Flask) -> None:
     ],
 )
 async def test_flask_mounted_in_an_asgi_app_shares_the_requests_session(
-    flask_app: Flask, bridge: Any, headers: dict[str, str]
+    flask_app: Flask, bridge: Any, options: dict[str, Any], headers: dict[str, str]
 ) -> None:
-    # Both apps wrapped, as each README placement says. The bridge builds an
-    # environ of its own (no session key in it); the outer session goes on.
+    # Both apps wrapped, as each README placement says: one request, one id.
     @flask_app.get("/")
     def view() -> dict[str, Any]:
         return {"sid": current_session_id(), "environ": request.environ[SCOPE_KEY]}
@@ -174,7 +175,7 @@ async def test_flask_mounted_in_an_asgi_app_shares_the_requests_session(
         outer_saw.append(current_session_id())
         await mounted(scope, receive, send)
 
-    app: ASGIApp = AsgiSessionIdMiddleware(recording)
+    app: ASGIApp = AsgiSessionIdMiddleware(recording, **options)
     async with asgi_client(app) as http:
         response = await http.get("/legacy/", headers=headers)
 

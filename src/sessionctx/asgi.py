@@ -31,9 +31,10 @@ from sessionctx._policy import (
     VALID,
     SessionMiddlewareBase,
     SessionPolicy,
+    outer_middleware_runs,
 )
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
-from sessionctx.session import _current, _get
+from sessionctx.session import _current
 
 __all__ = ["SessionIdMiddleware"]
 
@@ -113,14 +114,9 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if scope_type != "http" and scope_type != "websocket":
-            return await self.app(scope, receive, send)
-        outer = _get()
-        if outer is not None and len(outer) == 3:
-            # A request that a SessionIdMiddleware runs in this context already
-            # (see sessionctx.session._Active): its session goes on, and that
-            # middleware sends the header.
-            scope.setdefault(SCOPE_KEY, outer[0])
+        if (scope_type != "http" and scope_type != "websocket") or (
+            SCOPE_KEY in scope and outer_middleware_runs(scope)
+        ):
             return await self.app(scope, receive, send)
 
         header = self._header
@@ -193,16 +189,16 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             return send(message)
 
         if self._plain:
-            token = _set_session([request_sid, None, True])
+            token = _set_session([request_sid, None])
             try:
                 return await self.app(scope, receive, send_with_session)
             finally:
                 _reset_session(token)
         make_context = self._make_context
         token = _set_session(
-            [request_sid, None, True]
+            [request_sid, None]
             if make_context is None
-            else [request_sid, make_context(request_sid, scope), True]
+            else [request_sid, make_context(request_sid, scope)]
         )
         try:
             if self._handle_errors:

@@ -325,27 +325,13 @@ def _make_context(sid: str, attributes: Mapping[str, Any] | None) -> SessionCont
 #: use and keeps it in the list, which every copy of the context shares, so
 #: later calls, tasks and threads get that same object. A two-item list is
 #: several times cheaper to make than the frozen object.
-#:
-#: A third item marks a session set while a ``SessionIdMiddleware`` runs a
-#: request in this context (:func:`_in_request`): the middleware's own, and
-#: any session code inside that request sets. A middleware called again there
-#: (nested, behind a WSGI bridge, an in-process sub-request) passes through.
 _Active = list[Any]
 
 _current: ContextVar[_Active | None] = ContextVar("sessionctx.session", default=None)
 _get = _current.get
 
 
-def _in_request(active: _Active | None) -> bool:
-    """Whether ``active`` (what ``_current`` holds) was set inside a request
-    that a ``SessionIdMiddleware`` runs."""
-    return active is not None and len(active) == 3
-
-
 def _active(ctx: SessionContext) -> _Active:
-    # Inside a request, the session set stays marked as such.
-    if _in_request(_get()):
-        return [ctx.id, ctx, True]
     return [ctx.id, ctx]
 
 

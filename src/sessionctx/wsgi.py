@@ -46,10 +46,11 @@ from sessionctx._policy import (
     VALID,
     SessionMiddlewareBase,
     SessionPolicy,
+    outer_middleware_runs,
 )
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
 from sessionctx.asgi import _expose_header
-from sessionctx.session import _current, _get
+from sessionctx.session import _current
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -64,6 +65,8 @@ P = ParamSpec("P")
 
 _set_session = _current.set
 _reset_session = _current.reset
+# Where a2wsgi's WSGIMiddleware keeps the ASGI scope it built the environ from.
+_ASGI_SCOPE: Final = "asgi.scope"
 # Set by Flask's test client when asked to keep the request's contexts
 # (``with client:``); werkzeug's name for it.
 _PRESERVE_CONTEXT: Final = "werkzeug.debug.preserve_context"
@@ -179,12 +182,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         self._plain = self._make_context is None and not policy.handle_errors
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        outer = _get()
-        if outer is not None and len(outer) == 3:
-            # A request that a SessionIdMiddleware runs in this context already
-            # (see sessionctx.session._Active): its session goes on, and that
-            # middleware sends the header.
-            environ.setdefault(SCOPE_KEY, outer[0])
+        if SCOPE_KEY in environ and outer_middleware_runs(environ):
             return self.app(environ, start_response)
 
         # The first accepted name, when present, decides alone: the usual
@@ -201,6 +199,8 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         ):
             request_sid: str = value
         else:
+            if _ASGI_SCOPE in environ and _bridged(environ):
+                return self.app(environ, start_response)
             state, sid = self._lookup_environ(environ)
             sid, state = self._policy.decide(state, sid)
             if sid is None:
@@ -246,14 +246,14 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         # with the request: no token to reset in the server thread.
         tracked: _TrackedStartResponse | None = None
         if self._plain:
-            ctx.run(_set_session, [request_sid, None, True])
+            ctx.run(_set_session, [request_sid, None])
             body = ctx.run(self.app, environ, start_response_with_session)
         else:
             make_context = self._make_context
             session = (
-                [request_sid, None, True]
+                [request_sid, None]
                 if make_context is None
-                else [request_sid, make_context(request_sid, environ), True]
+                else [request_sid, make_context(request_sid, environ)]
             )
             app: WSGIApplication = self.app
             ctx.run(_set_session, session)
@@ -300,6 +300,21 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         body = self._policy.reject_body(state, lambda name: environ_key(name) in environ)
         start_response("400 Bad Request", [_TEXT_PLAIN, ("Content-Length", str(len(body)))])
         return [body]
+
+
+def _bridged(environ: WSGIEnvironment) -> bool:
+    """Whether an ASGI ``SessionIdMiddleware`` runs the request around an
+    ``a2wsgi`` bridge, which keeps the scope it built ``environ`` from; its
+    session then goes on, and its id is put in ``environ`` too.
+
+    Asked only when the request carries no valid id: with one, both
+    middlewares continue that same id anyway.
+    """
+    scope = environ[_ASGI_SCOPE]
+    if not isinstance(scope, dict) or SCOPE_KEY not in scope or not outer_middleware_runs(scope):
+        return False
+    environ[SCOPE_KEY] = scope[SCOPE_KEY]
+    return True
 
 
 class _Runner(Protocol):

@@ -25,11 +25,11 @@ SHUTDOWN_TIMEOUT = 10.0
 
 
 @contextlib.contextmanager
-def serving(server: str, app: ASGIApp) -> Iterator[str]:
+def serving(server: str, app: ASGIApp, **uvicorn_options: Any) -> Iterator[str]:
     """Serve ``app`` with ``server`` on a free port; yield ``"127.0.0.1:port"``."""
     port = free_port()
     if server == "uvicorn":
-        runner = _uvicorn(app, port)
+        runner = _uvicorn(app, port, **uvicorn_options)
     elif server == "hypercorn":
         runner = _hypercorn(app, port)
     else:
@@ -40,7 +40,7 @@ def serving(server: str, app: ASGIApp) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _uvicorn(app: ASGIApp, port: int) -> Iterator[None]:
+def _uvicorn(app: ASGIApp, port: int, **options: Any) -> Iterator[None]:
     config = uvicorn.Config(
         app,
         host=HOST,
@@ -49,6 +49,7 @@ def _uvicorn(app: ASGIApp, port: int) -> Iterator[None]:
         ws="websockets-sansio",
         log_level="warning",
         timeout_graceful_shutdown=2,
+        **options,
     )
     server = uvicorn.Server(config)
     # Off the main thread uvicorn installs no signal handlers.

@@ -13,7 +13,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import h11
 import httpx
 import pytest
 from websockets.asyncio.client import connect
@@ -210,6 +212,86 @@ async def test_http_request_gets_its_session(
     assert response.json() == {"reads": [sid] * 3, "scope": sid}
     await wait_for(lambda: bool(calls_for(served, sid)))
     assert calls_for(served, sid) == [Call("http", sid, None, None)]
+
+
+def read_response(raw: bytes) -> tuple[str, bytes, bytes]:
+    """The session header and body of the first HTTP/1.1 response in ``raw``,
+    and the bytes after it (h11 reads one response per request it sent)."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "pipelined")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(raw)
+    event = client.next_event()
+    assert isinstance(event, h11.Response), event
+    sid = dict(event.headers)[b"x-session-id"].decode()
+    body = b""
+    while not isinstance(event := client.next_event(), h11.EndOfMessage):
+        assert isinstance(event, h11.Data), event
+        body += event.data
+    return sid, body, client.trailing_data[0]
+
+
+@pytest.mark.parametrize(
+    ("server", "options"),
+    [
+        pytest.param("uvicorn", {}, id="uvicorn"),
+        pytest.param("uvicorn", {"reset_contextvars": True}, id="uvicorn-reset-contextvars"),
+        pytest.param("hypercorn", {}, id="hypercorn"),
+    ],
+)
+async def test_pipelined_requests_each_get_their_own_session(
+    server: str, options: dict[str, Any]
+) -> None:
+    # HTTP/1.1 pipelining: the server reads the next request while the one
+    # before it is still being answered. uvicorn starts the next request's task
+    # from inside the previous response's send, so that task begins in the
+    # previous request's context (CPython #140947; uvicorn's reset_contextvars
+    # avoids it): the middleware still decides each request's own session and
+    # leaves the context as it found it.
+    inbound = ["pipe-0", None, "pipe-2", "bad value", None, "pipe-5"]
+    log = ServerLog()
+    with serving(server, build_app(log), **options) as address:
+        host, port = address.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            requests = []
+            for i, sid in enumerate(inbound):
+                lines = [f"GET /id?n={i} HTTP/1.1", f"Host: {address}"]
+                if sid is not None:
+                    lines.append(f"X-Session-Id: {sid}")
+                if i == len(inbound) - 1:
+                    lines.append("Connection: close")
+                requests.append("\r\n".join(lines) + "\r\n\r\n")
+            writer.write("".join(requests).encode())
+            await writer.drain()
+            raw = await asyncio.wait_for(reader.read(), timeout=20)
+        finally:
+            writer.close()
+
+    answered = []
+    while raw:
+        sid, body, raw = read_response(raw)
+        answered.append((sid, json.loads(body)))
+    assert len(answered) == len(inbound)
+
+    sids = [sid for sid, _ in answered]
+    for sid, body in answered:
+        assert body == {"reads": [sid] * 3, "scope": sid}
+    assert [
+        s for s, i in zip(sids, inbound, strict=True) if i in ("pipe-0", "pipe-2", "pipe-5")
+    ] == [
+        "pipe-0",
+        "pipe-2",
+        "pipe-5",
+    ]
+    generated = [s for s, i in zip(sids, inbound, strict=True) if i in (None, "bad value")]
+    assert all(uuid.UUID(s).version == 4 for s in generated)
+    assert len(set(sids)) == len(sids)
+    calls = [call for call in log.calls if call.scope_type == "http"]
+    assert [call.sid for call in calls] == sids
+    assert all(call.after == call.before for call in calls)
+    if server == "hypercorn" or options:
+        assert all(call.before is None for call in calls)
 
 
 async def get_concurrently(
