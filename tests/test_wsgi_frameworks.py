@@ -185,6 +185,28 @@ async def test_flask_mounted_in_an_asgi_app_shares_the_requests_session(
     assert sid == "mounted-1" if headers.get("X-Session-Id") == "mounted-1" else is_generated(sid)
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "headers",
+    [pytest.param({}, id="generated"), pytest.param({"X-Session-Id": "bad value"}, id="invalid")],
+)
+async def test_flask_behind_a2wsgi_alone_decides_its_own_session(
+    flask_app: Flask, headers: dict[str, str]
+) -> None:
+    # Served by an ASGI server through a2wsgi, with no ASGI middleware around.
+    @flask_app.get("/")
+    def view() -> dict[str, Any]:
+        return {"sid": current_session_id(), "environ": request.environ[SCOPE_KEY]}
+
+    bridge: Any = A2WSGIMiddleware  # typed for a2wsgi's own scope and environ types
+    async with asgi_client(bridge(flask_app)) as http:
+        response = await http.get("/", headers=headers)
+
+    sid = response.headers["x-session-id"]
+    assert is_generated(sid)
+    assert response.json() == {"sid": sid, "environ": sid}
+
+
 def test_flask_streaming_bodies_see_the_session_on_every_chunk(flask_app: Flask) -> None:
     @flask_app.get("/with-context")
     def with_context() -> Response:
