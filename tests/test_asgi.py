@@ -504,6 +504,21 @@ async def test_a_scope_used_again_gets_a_session_again() -> None:
     assert len(set(sids)) == 3
 
 
+async def test_a_scope_used_again_in_another_session_gets_its_own() -> None:
+    # The key of a finished request, met while some other session is active
+    # (a process-wide one, a test's): no enclosing middleware runs it.
+    app = RecordingApp()
+    scope = http_scope([(HEADER, b"abc")])
+    scope[SCOPE_KEY] = "left-over"
+
+    with session("process-wide"):
+        messages = await call(SessionIdMiddleware(app), scope)
+
+    assert app.only.session == SessionContext("abc")
+    assert session_header(messages) == [b"abc"]
+    assert scope[SCOPE_KEY] == "abc"
+
+
 async def test_a_layer_between_that_sets_a_session_keeps_it_under_a_double_wrap() -> None:
     # An auth or tenant layer between the two middlewares: the inner one still
     # passes through, the client gets the id the outer one decided.

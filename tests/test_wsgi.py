@@ -1306,6 +1306,21 @@ def test_an_environ_used_again_gets_a_session_again() -> None:
     assert len(set(sids)) == 3
 
 
+def test_an_environ_used_again_in_another_session_gets_its_own() -> None:
+    # The key of a finished request, met while some other session is active
+    # (a process-wide one, a test's): no enclosing middleware runs it.
+    app = RecordingApp()
+    server = Server()
+    environ = make_environ({"X-Session-Id": "abc"})
+    environ[SCOPE_KEY] = "left-over"
+
+    with session("process-wide"):
+        server.run(SessionIdMiddleware(app), environ)
+
+    assert app.only.session == SessionContext("abc")
+    assert server.session_header() == ["abc"]
+
+
 def test_a_layer_between_that_sets_a_session_keeps_it_under_a_double_wrap() -> None:
     # An auth or tenant layer between the two middlewares: the inner one still
     # passes through, the client gets the id the outer one decided.

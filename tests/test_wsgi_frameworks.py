@@ -187,6 +187,32 @@ async def test_flask_mounted_in_an_asgi_app_shares_the_requests_session(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"trust_incoming": False}, id="trust-incoming-false"),
+        pytest.param({"validator": lambda sid: sid.startswith("ok-")}, id="validator"),
+    ],
+)
+async def test_flask_behind_a2wsgi_keeps_the_outer_middlewares_decision(
+    flask_app: Flask, options: dict[str, Any]
+) -> None:
+    # The outer middleware refuses the client's valid id; the mounted app's own
+    # middleware, with default options, must not continue it.
+    @flask_app.get("/")
+    def view() -> dict[str, Any]:
+        return {"sid": current_session_id()}
+
+    mounted = Starlette(routes=[Mount("/legacy", app=A2WSGIMiddleware(flask_app))])  # type: ignore[arg-type]
+    async with asgi_client(AsgiSessionIdMiddleware(mounted, **options)) as http:
+        response = await http.get("/legacy/", headers={"X-Session-Id": "client-chosen"})
+
+    sid = response.headers["x-session-id"]
+    assert is_generated(sid)
+    assert response.json() == {"sid": sid}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
     "headers",
     [pytest.param({}, id="generated"), pytest.param({"X-Session-Id": "bad value"}, id="invalid")],
 )
@@ -236,11 +262,12 @@ def test_flask_streaming_bodies_see_the_session_on_every_chunk(flask_app: Flask)
 
 
 @pytest.mark.parametrize("options", [{}, {"handle_errors": True}], ids=["default", "handle-errors"])
-def test_flask_test_client_keeping_the_context_streams_with_context(
+def test_flask_test_client_keeping_the_context_reads_a_stream_buffered(
     options: dict[str, Any],
 ) -> None:
-    # ``with client:`` keeps the request's contexts after the call, pushed
-    # again in the test's context; stream_with_context pushes and pops them.
+    # ``with client:`` pushes the request's contexts again in the test's own
+    # context once the app returns; a stream_with_context body, stepped in the
+    # request's context, must be read before that: buffered=True.
     app = Flask("tests.flask_wsgi")
     app.wsgi_app = SessionIdMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
 
@@ -253,7 +280,7 @@ def test_flask_test_client_keeping_the_context_streams_with_context(
         return Response(stream_with_context(chunks()), mimetype="text/plain")
 
     with app.test_client() as client:
-        response = client.get("/stream", headers={"X-Session-Id": "kept-1"})
+        response = client.get("/stream", headers={"X-Session-Id": "kept-1"}, buffered=True)
         assert response.text == "/stream kept-1\n" * 2
         assert request.path == "/stream"  # the context the client kept
         assert current_session_id() is None  # the test's own context is left as it was

@@ -22,7 +22,7 @@ from sessionctx._headers import (
     check_header_name,
 )
 from sessionctx._validation import _match_id, generate_session_id
-from sessionctx.session import SessionContext, _get, _plain_context
+from sessionctx.session import SessionContext, _plain_context
 
 __all__ = [
     "INVALID",
@@ -34,7 +34,6 @@ __all__ = [
     "OnMissing",
     "SessionMiddlewareBase",
     "SessionPolicy",
-    "outer_middleware_runs",
 ]
 
 #: Where both middlewares store the decided id: ``scope[...]`` / ``environ[...]``.
@@ -214,17 +213,6 @@ class SessionPolicy:
         else:
             name = "baggage"
         return f"Invalid {name} header".encode("ascii")
-
-
-def outer_middleware_runs(carrier: Mapping[str, Any]) -> bool:
-    """Whether a ``SessionIdMiddleware`` outside this one runs the request of
-    ``carrier`` (a scope or environ holding ``SCOPE_KEY``): a session is active.
-
-    It is that middleware's session, or one a layer between the two set. A key
-    left in a scope or environ used again after its request (an error page
-    handler calling the app a second time, a copied scope) finds no session.
-    """
-    return _get() is not None
 
 
 class SessionMiddlewareBase(ABC, Generic[AppT]):

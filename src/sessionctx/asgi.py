@@ -31,10 +31,9 @@ from sessionctx._policy import (
     VALID,
     SessionMiddlewareBase,
     SessionPolicy,
-    outer_middleware_runs,
 )
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
-from sessionctx.session import _current
+from sessionctx.session import _current, _request_runs
 
 __all__ = ["SessionIdMiddleware"]
 
@@ -115,7 +114,8 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if (scope_type != "http" and scope_type != "websocket") or (
-            SCOPE_KEY in scope and outer_middleware_runs(scope)
+            # A SessionIdMiddleware outside this one runs the request.
+            SCOPE_KEY in scope and _request_runs(scope[SCOPE_KEY])
         ):
             return await self.app(scope, receive, send)
 
@@ -188,17 +188,18 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                 message["headers"] = [*headers, pair]
             return send(message)
 
+        # True: the session of a request (see sessionctx.session._Active).
         if self._plain:
-            token = _set_session([request_sid, None])
+            token = _set_session([request_sid, None, True])
             try:
                 return await self.app(scope, receive, send_with_session)
             finally:
                 _reset_session(token)
         make_context = self._make_context
         token = _set_session(
-            [request_sid, None]
+            [request_sid, None, True]
             if make_context is None
-            else [request_sid, make_context(request_sid, scope)]
+            else [request_sid, make_context(request_sid, scope), True]
         )
         try:
             if self._handle_errors:

@@ -325,6 +325,11 @@ def _make_context(sid: str, attributes: Mapping[str, Any] | None) -> SessionCont
 #: use and keeps it in the list, which every copy of the context shares, so
 #: later calls, tasks and threads get that same object. A two-item list is
 #: several times cheaper to make than the frozen object.
+#:
+#: A third item ties the session to a request a ``SessionIdMiddleware`` runs:
+#: ``True`` in the list the middleware sets; a session set inside that request
+#: (``session()``, ``set_session_id()``) holds the middleware's list there.
+#: See :func:`_request_runs`.
 _Active = list[Any]
 
 _current: ContextVar[_Active | None] = ContextVar("sessionctx.session", default=None)
@@ -332,7 +337,29 @@ _get = _current.get
 
 
 def _active(ctx: SessionContext) -> _Active:
-    return [ctx.id, ctx]
+    current = _get()
+    if current is None or len(current) < 3:
+        return [ctx.id, ctx]
+    # Inside a request: tied to the middleware's list.
+    request = current if current[2].__class__ is bool else current[2]
+    return [ctx.id, ctx, request]
+
+
+def _request_runs(sid: str) -> bool:
+    """Whether a ``SessionIdMiddleware`` runs, in this context, the request it
+    gave the id ``sid``: its session, or one set inside it, is active.
+
+    The middleware resets its session when it returns, so a scope or environ
+    used again after its request (an error page handler calling the app a
+    second time, a copy of it) holds the id of a request that no longer runs
+    here; a layer between two middlewares may set a session of its own, which
+    still ties to the request.
+    """
+    active = _get()
+    if active is None or len(active) < 3:
+        return False
+    request = active if active[2].__class__ is bool else active[2]
+    return bool(request[0] == sid)
 
 
 def current_session() -> SessionContext | None:

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import copy_context
+from contextvars import Context, copy_context
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from sessionctx._headers import environ_key
 from sessionctx._policy import (
@@ -46,11 +46,10 @@ from sessionctx._policy import (
     VALID,
     SessionMiddlewareBase,
     SessionPolicy,
-    outer_middleware_runs,
 )
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
 from sessionctx.asgi import _expose_header
-from sessionctx.session import _current
+from sessionctx.session import _current, _request_runs
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -60,16 +59,9 @@ __all__ = ["SessionIdMiddleware"]
 
 Headers = list[tuple[str, str]]
 
-T = TypeVar("T")
-P = ParamSpec("P")
-
 _set_session = _current.set
-_reset_session = _current.reset
 # Where a2wsgi's WSGIMiddleware keeps the ASGI scope it built the environ from.
 _ASGI_SCOPE: Final = "asgi.scope"
-# Set by Flask's test client when asked to keep the request's contexts
-# (``with client:``); werkzeug's name for it.
-_PRESERVE_CONTEXT: Final = "werkzeug.debug.preserve_context"
 _TEXT_PLAIN: Final = ("Content-Type", "text/plain; charset=utf-8")
 _ERROR_STATUS: Final = "500 Internal Server Error"
 _ERROR_BODY: Final = b"Internal Server Error"
@@ -182,7 +174,12 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         self._plain = self._make_context is None and not policy.handle_errors
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if SCOPE_KEY in environ and outer_middleware_runs(environ):
+        # A SessionIdMiddleware outside this one runs the request: a WSGI one,
+        # or an ASGI one around an a2wsgi bridge (its options decide, also on
+        # a request with a valid id: it may trust no inbound id).
+        if (SCOPE_KEY in environ and _request_runs(environ[SCOPE_KEY])) or (
+            _ASGI_SCOPE in environ and _bridged(environ)
+        ):
             return self.app(environ, start_response)
 
         # The first accepted name, when present, decides alone: the usual
@@ -199,8 +196,6 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         ):
             request_sid: str = value
         else:
-            if _ASGI_SCOPE in environ and _bridged(environ):
-                return self.app(environ, start_response)
             state, sid = self._lookup_environ(environ)
             sid, state = self._policy.decide(state, sid)
             if sid is None:
@@ -245,15 +240,16 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         # The session is set in the request's own context, which is dropped
         # with the request: no token to reset in the server thread.
         tracked: _TrackedStartResponse | None = None
+        # True: the session of a request (see sessionctx.session._Active).
         if self._plain:
-            ctx.run(_set_session, [request_sid, None])
+            ctx.run(_set_session, [request_sid, None, True])
             body = ctx.run(self.app, environ, start_response_with_session)
         else:
             make_context = self._make_context
             session = (
-                [request_sid, None]
+                [request_sid, None, True]
                 if make_context is None
-                else [request_sid, make_context(request_sid, environ)]
+                else [request_sid, make_context(request_sid, environ), True]
             )
             app: WSGIApplication = self.app
             ctx.run(_set_session, session)
@@ -273,13 +269,6 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         body_type = type(body)
         if body_type is list or body_type is tuple:
             return body
-        steps: _Runner = ctx
-        if _PRESERVE_CONTEXT in environ:
-            # Flask's test client under ``with client:`` pushes the request's
-            # contexts again in the test's own context once the app returns;
-            # a ``stream_with_context`` body pushes and pops them too, so it
-            # must step there: with the session set around each step.
-            steps = _InCaller(cast("list[Any]", ctx.get(_current)))
         file_wrapper = environ.get("wsgi.file_wrapper")
         if body_type is file_wrapper or (
             # A wrapper that is a function: uWSGI's returns the file it is
@@ -289,10 +278,10 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             and not isinstance(file_wrapper, type)
             and hasattr(body, "read")
         ):
-            return _file_in_context(steps, body)
+            return _file_in_context(ctx, body)
         if tracked is None:
-            return _ContextBody(steps, body)
-        return _GuardedBody(steps, body, tracked, start_response, pair)
+            return _ContextBody(ctx, body)
+        return _GuardedBody(ctx, body, tracked, start_response, pair)
 
     def _reject(
         self, environ: WSGIEnvironment, start_response: StartResponse, state: int
@@ -307,38 +296,13 @@ def _bridged(environ: WSGIEnvironment) -> bool:
     ``a2wsgi`` bridge, which keeps the scope it built ``environ`` from; its
     session then goes on, and its id is put in ``environ`` too.
 
-    Asked only when the request carries no valid id: with one, both
-    middlewares continue that same id anyway.
+    a2wsgi runs the application in a thread with a copy of the context.
     """
     scope = environ[_ASGI_SCOPE]
-    if not isinstance(scope, dict) or SCOPE_KEY not in scope or not outer_middleware_runs(scope):
+    if not (isinstance(scope, dict) and SCOPE_KEY in scope and _request_runs(scope[SCOPE_KEY])):
         return False
     environ[SCOPE_KEY] = scope[SCOPE_KEY]
     return True
-
-
-class _Runner(Protocol):
-    """What runs the steps of a response body: the request's ``Context``, or
-    :class:`_InCaller`."""
-
-    def run(self, callable: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
-
-
-class _InCaller:
-    """Runs calls in the caller's own context with the request's session set
-    around each, and reset after it."""
-
-    __slots__ = ("_active",)
-
-    def __init__(self, active: list[Any]) -> None:
-        self._active = active
-
-    def run(self, callable: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        token = _set_session(self._active)
-        try:
-            return callable(*args, **kwargs)
-        finally:
-            _reset_session(token)
 
 
 class _TrackedStartResponse:
@@ -362,7 +326,7 @@ class _ContextBody:
 
     __slots__ = ("_body", "_close", "_ctx", "_next")
 
-    def __init__(self, ctx: _Runner, body: Iterable[bytes]) -> None:
+    def __init__(self, ctx: Context, body: Iterable[bytes]) -> None:
         self._ctx = ctx
         self._body = body
         self._next: Callable[[], bytes] | None = None
@@ -408,7 +372,7 @@ class _GuardedBody(_ContextBody):
 
     def __init__(
         self,
-        ctx: _Runner,
+        ctx: Context,
         body: Iterable[bytes],
         tracked: _TrackedStartResponse,
         start_response: StartResponse,
@@ -463,7 +427,7 @@ class _GuardedBody(_ContextBody):
                 raise error
 
 
-def _file_in_context(ctx: _Runner, body: Iterable[bytes]) -> Iterable[bytes]:
+def _file_in_context(ctx: Context, body: Iterable[bytes]) -> Iterable[bytes]:
     """A ``wsgi.file_wrapper`` body, left for the server to send, its ``close()``
     run in ``ctx`` when the wrapper lets it be set."""
     close = getattr(body, "close", None)
