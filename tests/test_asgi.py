@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import Context, copy_context
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -517,6 +518,33 @@ async def test_a_scope_used_again_in_another_session_gets_its_own() -> None:
     assert app.only.session == SessionContext("abc")
     assert session_header(messages) == [b"abc"]
     assert scope[SCOPE_KEY] == "abc"
+
+
+async def test_a_scope_used_again_where_an_earlier_request_of_its_id_left_its_session() -> None:
+    # uvicorn starts a pipelined request's task inside the previous response,
+    # so the task begins with that request's session: same client, same id.
+    # The next request's scope, used a second time (a fallback wrapper), is no
+    # request the earlier one runs.
+    contexts: list[Context] = []
+
+    async def keeping_its_context(scope: Scope, receive: Receive, send: Send) -> None:
+        contexts.append(copy_context())
+        await RecordingApp()(scope, receive, send)
+
+    await call(SessionIdMiddleware(keeping_its_context), http_scope([(HEADER, b"client-s")]))
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app)
+    scope = http_scope([(HEADER, b"client-s")])
+
+    async def next_request() -> list[list[Message]]:
+        return [await call(middleware, scope), await call(middleware, scope)]
+
+    # A task made inside that context copies it, as uvicorn's does.
+    sent = await contexts[0].run(asyncio.ensure_future, next_request())
+
+    assert [session_header(messages) for messages in sent] == [[b"client-s"], [b"client-s"]]
+    assert [visit.session == SessionContext("client-s") for visit in app.visits] == [True, True]
+    assert app.visits[0].session is not app.visits[1].session  # each call its own
 
 
 async def test_a_layer_between_that_sets_a_session_keeps_it_under_a_double_wrap() -> None:

@@ -347,19 +347,23 @@ def _active(ctx: SessionContext) -> _Active:
 
 def _request_runs(sid: str) -> bool:
     """Whether a ``SessionIdMiddleware`` runs, in this context, the request it
-    gave the id ``sid``: its session, or one set inside it, is active.
+    gave the id ``sid`` (the very ``str`` it stored in the scope or environ):
+    that request's session, or one set inside it, is active.
 
     The middleware resets its session when it returns, so a scope or environ
     used again after its request (an error page handler calling the app a
     second time, a copy of it) holds the id of a request that no longer runs
     here; a layer between two middlewares may set a session of its own, which
-    still ties to the request.
+    still ties to the request. The id object, not its value, names the request:
+    a client sends the same id on many requests, and a context copied during
+    one of them (uvicorn starts a pipelined request's task inside the previous
+    response) still holds that earlier request's session.
     """
     active = _get()
     if active is None or len(active) < 3:
         return False
     request = active if active[2].__class__ is bool else active[2]
-    return bool(request[0] == sid)
+    return request[0] is sid
 
 
 def current_session() -> SessionContext | None:
