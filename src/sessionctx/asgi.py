@@ -217,8 +217,9 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         send: Send,
         state: int,
     ) -> None:
-        names = {name for name, _ in raw}
-        reason = self._policy.reject_body(state, lambda name: name.encode("latin-1") in names)
+        reason = self._policy.reject_body(
+            state, lambda name: any(key == name.encode("latin-1") for key, _ in raw)
+        )
         if scope_type == "websocket":
             message = await receive()
             if message["type"] == "websocket.connect":

@@ -336,13 +336,18 @@ _current: ContextVar[_Active | None] = ContextVar("sessionctx.session", default=
 _get = _current.get
 
 
+def _request_of(active: _Active | None) -> _Active | None:
+    """The list a ``SessionIdMiddleware`` set for the request that ``active`` (what
+    ``_current`` holds) belongs to, or ``None`` outside any request."""
+    if active is None or len(active) < 3:
+        return None
+    return active if active[2].__class__ is bool else cast(_Active, active[2])
+
+
 def _active(ctx: SessionContext) -> _Active:
-    current = _get()
-    if current is None or len(current) < 3:
-        return [ctx.id, ctx]
+    request = _request_of(_get())
     # Inside a request: tied to the middleware's list.
-    request = current if current[2].__class__ is bool else current[2]
-    return [ctx.id, ctx, request]
+    return [ctx.id, ctx] if request is None else [ctx.id, ctx, request]
 
 
 def _request_runs(sid: str) -> bool:
@@ -359,11 +364,8 @@ def _request_runs(sid: str) -> bool:
     one of them (uvicorn starts a pipelined request's task inside the previous
     response) still holds that earlier request's session.
     """
-    active = _get()
-    if active is None or len(active) < 3:
-        return False
-    request = active if active[2].__class__ is bool else active[2]
-    return request[0] is sid
+    request = _request_of(_get())
+    return request is not None and request[0] is sid
 
 
 def current_session() -> SessionContext | None:
