@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from sessionctx import current_session_id
+from sessionctx import current_session_id, session
 from sessionctx.asgi import SessionIdMiddleware
 from tests.support import ASGIApp, asgi_client, assert_session, is_generated
 
@@ -154,6 +154,32 @@ async def test_starlette_streaming_chunks_see_the_session(placement: Placement, 
         response = await http.get(path, headers={"X-Session-Id": "stream-1"})
 
     assert response.text.splitlines() == ["stream-1"] * CHUNKS
+    assert response.headers["x-session-id"] == "stream-1"
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_starlette_streams_a_decorated_generator_with_a_block_open_across_chunks(
+    placement: Placement,
+) -> None:
+    # Starlette steps a sync body in its thread pool, each chunk in a fresh
+    # copy of the request's context: the block opens in one and exits in another.
+    @session()
+    def export() -> Iterator[str]:
+        yield f"job:{current_session_id() != 'stream-1'}\n"
+        with session("export-db"):
+            for _ in range(CHUNKS):
+                yield f"{current_session_id()}\n"
+        yield f"job:{current_session_id() != 'stream-1'}\n"
+
+    async def endpoint(request: Request) -> Response:
+        return StreamingResponse(export(), media_type="text/plain")
+
+    app = Starlette(routes=[Route("/export", endpoint)])
+    async with asgi_client(placement(app)) as http:
+        response = await http.get("/export", headers={"X-Session-Id": "stream-1"})
+
+    assert response.status_code == 200
+    assert response.text.splitlines() == ["job:True", *["export-db"] * CHUNKS, "job:True"]
     assert response.headers["x-session-id"] == "stream-1"
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import gc
 import inspect
 import json
 import logging
@@ -16,7 +17,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import Context, Token, copy_context
+from contextvars import Context, ContextVar, Token, copy_context
 from typing import Any, cast
 
 import httpx
@@ -1001,6 +1002,150 @@ async def test_a_decorated_async_generator_keeps_what_its_steps_set() -> None:
     assert current_session() is None
 
 
+def test_a_decorated_generator_keeps_an_open_block_when_steps_run_in_other_contexts() -> None:
+    # Starlette steps a sync body in a thread pool, each next() in a fresh copy
+    # of the request's context: the block entered in one step exits in another.
+    @session("gen")
+    def steps() -> Iterator[str | None]:
+        yield current_session_id()
+        with session("inner"):
+            yield current_session_id()
+            yield current_session_id()
+        yield current_session_id()
+
+    with session("outer"):
+        gen = steps()
+        seen = [copy_context().run(next, gen) for _ in range(4)]
+        with pytest.raises(StopIteration):
+            copy_context().run(next, gen)
+        assert current_session_id() == "outer"
+    assert seen == ["gen", "inner", "inner", "gen"]
+    assert current_session() is None
+
+
+def test_a_decorated_generator_closed_in_another_context_exits_its_open_block() -> None:
+    cleanup: list[str | None] = []
+
+    @session("gen")
+    def steps() -> Generator[int, None, None]:
+        with session("inner"):
+            try:
+                yield 1
+                yield 2
+            finally:
+                cleanup.append(current_session_id())
+
+    gen = steps()
+    assert copy_context().run(next, gen) == 1
+    copy_context().run(gen.close)
+    assert cleanup == ["inner"]
+    assert current_session() is None
+
+
+@pytest.mark.anyio
+async def test_a_decorated_async_generator_keeps_an_open_block_across_tasks() -> None:
+    # asyncio.wait_for (Python 3.10 and 3.11) runs each step in a task of its
+    # own, so in a copy of the consumer's context.
+    @session("agen")
+    async def steps() -> AsyncIterator[str | None]:
+        async with session("inner"):
+            yield current_session_id()
+            yield current_session_id()
+        yield current_session_id()
+
+    async def step(agen: AsyncIterator[str | None]) -> str | None:
+        return await agen.__anext__()
+
+    agen = steps()
+    seen = [await asyncio.create_task(step(agen)) for _ in range(3)]
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.create_task(step(agen))
+    assert seen == ["inner", "inner", "agen"]
+    assert current_session() is None
+
+
+@pytest.mark.anyio
+async def test_a_decorated_async_generator_left_by_break_closes_its_block_cleanly() -> None:
+    # An async generator dropped unfinished is closed by asyncio in a task of
+    # its own (the loop's async generator hooks): its block exits there.
+    errors: list[dict[str, Any]] = []
+    cleanup: list[str | None] = []
+    loop = asyncio.get_running_loop()
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+
+    @session("agen")
+    async def rows() -> AsyncIterator[int]:
+        async with session("inner"):
+            try:
+                for i in range(10):
+                    yield i
+            finally:
+                cleanup.append(current_session_id())
+
+    async def consume() -> None:
+        async for i in rows():
+            if i == 1:
+                break
+
+    try:
+        await consume()
+        for _ in range(20):
+            if cleanup:
+                break
+            gc.collect()
+            await asyncio.sleep(0.01)
+    finally:
+        loop.set_exception_handler(handler)
+    assert cleanup == ["inner"]
+    assert errors == []
+    assert current_session() is None
+
+
+def test_blocks_of_generators_stepped_in_turn_exit_in_any_order() -> None:
+    # Two generators that are not decorated share the consumer's context: the
+    # first block to exit is not the innermost one.
+    def rows(job: str, n: int) -> Generator[tuple[str, str | None], None, None]:
+        with session(job):
+            for i in range(n):
+                yield f"{job}:{i}", current_session_id()
+
+    first, second = rows("job-a", 2), rows("job-b", 3)
+    assert list(zip(first, second, strict=False)) == [
+        (("job-a:0", "job-a"), ("job-b:0", "job-b")),
+        (("job-a:1", "job-b"), ("job-b:1", "job-b")),
+    ]
+    # job-a's block exited (its generator ran out); job-b's is still open.
+    assert current_session_id() == "job-b"
+    second.close()
+    assert current_session() is None
+
+
+def test_an_outer_block_exited_first_leaves_the_inner_ones_theirs() -> None:
+    outer, middle, inner = session("outer"), session("middle"), session("inner")
+    with session("caller"):
+        outer.__enter__()
+        middle.__enter__()
+        inner.__enter__()
+        middle.__exit__(None, None, None)
+        assert current_session_id() == "inner"
+        inner.__exit__(None, None, None)
+        # What middle would have restored.
+        assert current_session_id() == "outer"
+        outer.__exit__(None, None, None)
+        assert current_session_id() == "caller"
+    assert current_session() is None
+
+
+def test_exiting_a_scope_twice_raises() -> None:
+    scope = session("abc")
+    scope.__enter__()
+    scope.__exit__(None, None, None)
+    with pytest.raises(RuntimeError, match="exited twice"):
+        scope.__exit__(None, None, None)
+    assert current_session() is None
+
+
 @pytest.mark.anyio
 async def test_decorator_above_staticmethod_and_classmethod() -> None:
     class Jobs:
@@ -1231,6 +1376,122 @@ async def test_wrap_context_with_run_in_executor() -> None:
             wrapped = await loop.run_in_executor(pool, wrap_context(current_session_id))
     assert plain is None
     assert wrapped == "request"
+
+
+@pytest.mark.anyio
+async def test_wrap_context_runs_a_coroutine_function_in_the_snapshot() -> None:
+    other: ContextVar[str] = ContextVar("other", default="unset")
+
+    async def job(suffix: str) -> tuple[str | None, str]:
+        await asyncio.sleep(0)
+        set_session_id("set-inside")
+        await asyncio.sleep(0)
+        # What the coroutine set is still there after an await.
+        return current_session_id(), other.get() + suffix
+
+    with session("captured"):
+        token = other.set("captured-too")
+        wrapped = wrap_context(job)
+        other.reset(token)
+    assert inspect.iscoroutinefunction(wrapped)
+    assert wrapped.__name__ == "job"
+    # Awaited later, outside the session, and in a task of its own.
+    assert await wrapped("!") == ("set-inside", "captured-too!")
+    assert await asyncio.create_task(wrapped("?")) == ("set-inside", "captured-too?")
+    assert current_session() is None
+    assert other.get() == "unset"
+
+
+@pytest.mark.anyio
+async def test_wrap_context_passes_exceptions_and_cancellation_through_a_coroutine() -> None:
+    started = asyncio.Event()
+
+    async def fail() -> None:
+        await asyncio.sleep(0)
+        raise LookupError(current_session_id())
+
+    async def wait() -> None:
+        started.set()
+        await asyncio.sleep(THREAD_TIMEOUT)
+
+    with session("captured"):
+        failing, waiting = wrap_context(fail), wrap_context(wait)
+    with pytest.raises(LookupError, match="captured"):
+        await failing()
+    task = asyncio.create_task(waiting())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert current_session() is None
+
+
+def test_wrap_context_steps_a_generator_function_in_the_snapshot() -> None:
+    def steps() -> Generator[str | None, str, str]:
+        received = yield current_session_id()
+        set_session_id("set-inside")
+        yield f"{received}:{current_session_id()}"
+        return "done"
+
+    with session("captured"):
+        wrapped = wrap_context(steps)
+    assert inspect.isgeneratorfunction(wrapped)
+    gen = wrapped()
+    assert next(gen) == "captured"
+    assert current_session() is None
+    assert gen.send("sent") == "sent:set-inside"
+    assert current_session() is None
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value == "done"
+
+
+@pytest.mark.anyio
+async def test_wrap_context_steps_an_async_generator_function_in_the_snapshot() -> None:
+    cleanup: list[str | None] = []
+
+    async def rows() -> AsyncIterator[str | None]:
+        try:
+            yield current_session_id()
+            await asyncio.sleep(0)
+            yield current_session_id()
+        finally:
+            cleanup.append(current_session_id())
+
+    with session("captured"):
+        wrapped = wrap_context(rows)
+    assert inspect.isasyncgenfunction(wrapped)
+    assert [sid async for sid in wrapped()] == ["captured", "captured"]
+    agen = wrapped()
+    assert await agen.__anext__() == "captured"
+    await agen.aclose()
+    assert cleanup == ["captured", "captured"]
+    assert current_session() is None
+
+
+@pytest.mark.anyio
+async def test_wrap_context_steps_what_a_plain_callable_returns() -> None:
+    class Job:
+        async def __call__(self) -> str | None:
+            await asyncio.sleep(0)
+            return current_session_id()
+
+    def rows() -> Iterator[str | None]:
+        return iter_ids()
+
+    def iter_ids() -> Iterator[str | None]:
+        yield current_session_id()
+
+    async def agen_ids() -> AsyncIterator[str | None]:
+        yield current_session_id()
+
+    with session("captured"):
+        job, gen, agen = wrap_context(Job()), wrap_context(rows), wrap_context(lambda: agen_ids())
+    # A coroutine, so that asyncio.create_task takes it.
+    assert await asyncio.create_task(job()) == "captured"
+    assert list(gen()) == ["captured"]
+    assert [sid async for sid in agen()] == ["captured"]
+    assert current_session() is None
 
 
 def test_executor_submit_and_map_see_the_submitters_session() -> None:

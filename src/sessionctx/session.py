@@ -39,7 +39,7 @@ from collections.abc import (
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar, Token, copy_context
 from dataclasses import dataclass, field
-from typing import Any, Final, ParamSpec, TypeVar, cast, overload
+from typing import Any, Final, NamedTuple, ParamSpec, TypeVar, cast, overload
 
 from sessionctx._headers import (
     ACCEPTED_HEADER_NAMES,
@@ -454,12 +454,23 @@ def new_session(attributes: Mapping[str, Any] | None = None) -> str:
 
 
 #: The ``session()`` scopes entered in this context and not yet exited, innermost
-#: last, each with the token its exit resets. Per context, so that one scope
-#: object (say a module-level ``session(attributes=...)``) can be open in several
-#: tasks or threads at once.
-_open_scopes: ContextVar[tuple[tuple[_SessionScope, Token[_Active | None]], ...]] = ContextVar(
-    "sessionctx.open_scopes", default=()
-)
+#: last. Per context, so that one scope object (say a module-level
+#: ``session(attributes=...)``) can be open in several tasks or threads at once.
+_open_scopes: ContextVar[tuple[_OpenScope, ...]] = ContextVar("sessionctx.open_scopes", default=())
+
+
+class _OpenScope(NamedTuple):
+    """One entry of :data:`_open_scopes`."""
+
+    scope: _SessionScope
+    #: The token of the scope's ``set``: resetting it proves that the exit runs
+    #: in the context the scope was entered in.
+    token: Token[_Active | None]
+    #: What the exit restores.
+    previous: _Active | None
+    #: Kept by a decorated generator from one step to the next (see ``_Steps``),
+    #: whose steps may each run in a context of their own.
+    carried: bool = False
 
 
 class _SessionScope:
@@ -484,7 +495,9 @@ class _SessionScope:
 
     def __enter__(self) -> SessionContext:
         ctx = self._make()
-        _open_scopes.set((*_open_scopes.get(), (self, _current.set(_active(ctx)))))
+        previous = _get()
+        entry = _OpenScope(self, _current.set(_active(ctx)), previous)
+        _open_scopes.set((*_open_scopes.get(), entry))
         return ctx
 
     def __exit__(self, *exc_info: object) -> None:
@@ -492,17 +505,35 @@ class _SessionScope:
         # when the block replaced the session itself (``set_session_id()``),
         # and when other tasks or threads have the same scope object open.
         entries = _open_scopes.get()
-        for i in range(len(entries) - 1, -1, -1):
-            if entries[i][0] is self:
-                try:
-                    _current.reset(entries[i][1])
-                except ValueError:
-                    # A copy of the context it was entered in (another task,
-                    # ``copy_context().run``): the entry came with the copy.
-                    break
-                _open_scopes.set(entries[:i] + entries[i + 1 :])
-                return
-        raise RuntimeError("session() scope exited in a context it was not entered in")
+        i = len(entries) - 1
+        while i >= 0 and entries[i].scope is not self:
+            i -= 1
+        if i < 0:
+            raise RuntimeError(
+                "session() scope exited in a context it was not entered in, or exited twice"
+            )
+        entry = entries[i]
+        now = _get()
+        if not entry.carried:
+            try:
+                _current.reset(entry.token)
+            except ValueError:
+                # A copy of the context it was entered in (another task,
+                # ``copy_context().run``): the entry came with the copy.
+                raise RuntimeError(
+                    "session() scope exited in a context it was not entered in "
+                    "(a copy of that context: another task, copy_context().run)"
+                ) from None
+        inner = entries[i + 1 :]
+        if inner:
+            # Exited before scopes entered after it (two generators stepped in
+            # turn, each with a block open): those keep the session they set,
+            # and the next one restores, when it exits, what this one would have.
+            _current.set(now)
+            inner = (inner[0]._replace(previous=entry.previous), *inner[1:])
+        else:
+            _current.set(entry.previous)
+        _open_scopes.set(entries[:i] + inner)
 
     async def __aenter__(self) -> SessionContext:
         return self.__enter__()
@@ -534,14 +565,16 @@ class _SessionScope:
             return cast(F, run_async)
 
         if inspect.isasyncgenfunction(fn):
-            run_async_gen = _async_gen_function(lambda *a, **k: (_active(make()), fn(*a, **k)))
+            run_async_gen = _async_gen_function(
+                lambda *a, **k: (_Steps(_active(make())).run, fn(*a, **k))
+            )
             return cast(F, functools.wraps(fn)(run_async_gen))
 
         if inspect.isgeneratorfunction(fn):
 
             @functools.wraps(fn)
             def run_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-                return (yield from _gen_in_session(_active(make()), fn(*args, **kwargs)))
+                return (yield from _stepped(_Steps(_active(make())).run, fn(*args, **kwargs)))
 
             return cast(F, run_gen)
 
@@ -557,11 +590,7 @@ class _SessionScope:
             # coroutine, an object's ``async def __call__``.
             if isinstance(result, types.CoroutineType):
                 return _await_in_session(active, result)
-            if isinstance(result, types.GeneratorType):
-                return _gen_in_session(active, result)
-            if isinstance(result, types.AsyncGeneratorType):
-                return _async_gen_function(lambda: (active, result))()
-            return result
+            return _later_steps(_Steps(active).run, result)
 
         return cast(F, run)
 
@@ -572,6 +601,8 @@ class _Steps:
     What a step leaves (a ``with session()`` block still open, a
     ``set_session_id()``) is kept for the next step, as a generator that is
     not decorated keeps it; the consumer's own session is back after each step.
+    The steps may each run in a context of their own (a consumer that steps the
+    generator in threads or new tasks, asyncio closing it in a task of its own).
     """
 
     __slots__ = ("_tokens", "active", "scopes")
@@ -579,7 +610,7 @@ class _Steps:
     def __init__(self, active: _Active) -> None:
         self.active: _Active | None = active
         # The generator's own open session() scopes, apart from the consumer's.
-        self.scopes: tuple[tuple[_SessionScope, Token[_Active | None]], ...] = ()
+        self.scopes: tuple[_OpenScope, ...] = ()
         self._tokens: tuple[Token[_Active | None], Token[Any]] | None = None
 
     def __enter__(self) -> None:
@@ -587,10 +618,26 @@ class _Steps:
 
     def __exit__(self, *exc_info: object) -> None:
         self.active = _get()
-        self.scopes = _open_scopes.get()
-        current, scopes = cast("tuple[Token[_Active | None], Token[Any]]", self._tokens)
-        _open_scopes.reset(scopes)
+        scopes = _open_scopes.get()
+        if scopes:
+            # A later step may run in another context than the one a block was
+            # entered in: its exit restores by value, not with its token.
+            scopes = tuple(
+                entry if entry.carried else entry._replace(carried=True) for entry in scopes
+            )
+        self.scopes = scopes
+        current, scopes_token = cast("tuple[Token[_Active | None], Token[Any]]", self._tokens)
+        _open_scopes.reset(scopes_token)
         _current.reset(current)
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """One step: ``fn(*args)`` with the generator's session set."""
+        with self:
+            return fn(*args)
+
+
+#: Runs one step of a generator or awaitable: ``run(gen.send, value)``.
+_Runner = Callable[..., Any]
 
 
 async def _await_in_session(active: _Active, coro: Awaitable[T]) -> T:
@@ -601,16 +648,15 @@ async def _await_in_session(active: _Active, coro: Awaitable[T]) -> T:
         _current.reset(token)
 
 
-def _gen_in_session(active: _Active, gen: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
+def _stepped(run: _Runner, gen: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
     """Delegate to ``gen`` (``next``, ``send``, ``throw``, ``close`` and its return
-    value), each of its steps run with ``active`` set, reset after the step."""
-    steps = _Steps(active)
+    value), each of its steps run through ``run``: with a session set
+    (:meth:`_Steps.run`), or in a context (``Context.run``)."""
     sent: Any = None
     thrown: BaseException | None = None
     while True:
         try:
-            with steps:
-                item = gen.send(sent) if thrown is None else gen.throw(thrown)
+            item = run(gen.send, sent) if thrown is None else run(gen.throw, thrown)
         except StopIteration as stop:
             return cast(T, stop.value)
         finally:
@@ -618,8 +664,7 @@ def _gen_in_session(active: _Active, gen: Generator[Any, Any, T]) -> Generator[A
         try:
             sent = yield item
         except GeneratorExit:
-            with steps:
-                gen.close()
+            run(gen.close)
             raise
         except BaseException as exc:
             # Thrown in by the consumer: passed on to ``gen``.
@@ -627,12 +672,31 @@ def _gen_in_session(active: _Active, gen: Generator[Any, Any, T]) -> Generator[A
             sent = None
 
 
+class _SteppedAwaitable:
+    """``awaitable``, each of its steps run through ``run`` (see :func:`_stepped`)."""
+
+    __slots__ = ("_awaitable", "_run")
+
+    def __init__(self, run: _Runner, awaitable: Awaitable[Any]) -> None:
+        self._run = run
+        self._awaitable = awaitable
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _stepped(self._run, self._awaitable.__await__())
+
+
+async def _await_stepped(run: _Runner, awaitable: Awaitable[T]) -> T:
+    """A coroutine (``asyncio.create_task`` takes no other awaitable) awaiting
+    ``awaitable``, each of its steps run through ``run``."""
+    return cast(T, await _SteppedAwaitable(run, awaitable))
+
+
 def _async_gen_function(
-    start: Callable[..., tuple[_Active, AsyncGenerator[Any, Any]]],
+    start: Callable[..., tuple[_Runner, AsyncGenerator[Any, Any]]],
 ) -> Callable[..., AsyncGenerator[Any, Any]]:
     """An async generator function that delegates to the async generator
     ``start(*args, **kwargs)`` returns (``asend``, ``athrow``, ``aclose``), each of
-    its steps run with the session ``start`` returns set, reset after the step.
+    its steps run through the runner ``start`` returns (see :func:`_stepped`).
 
     An async generator cannot delegate with ``yield from``; a decorated one must
     stay an async generator function (Starlette's ``lifespan`` and FastAPI's
@@ -640,14 +704,14 @@ def _async_gen_function(
     """
 
     async def steps(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        active, agen = start(*args, **kwargs)
-        steps = _Steps(active)
+        run, agen = start(*args, **kwargs)
         sent: Any = None
         thrown: BaseException | None = None
         while True:
             try:
-                with steps:
-                    item = await (agen.asend(sent) if thrown is None else agen.athrow(thrown))
+                item = await _SteppedAwaitable(
+                    run, agen.asend(sent) if thrown is None else agen.athrow(thrown)
+                )
             except StopAsyncIteration:
                 return
             finally:
@@ -655,8 +719,7 @@ def _async_gen_function(
             try:
                 sent = yield item
             except GeneratorExit:
-                with steps:
-                    await agen.aclose()
+                await _SteppedAwaitable(run, agen.aclose())
                 raise
             except BaseException as exc:
                 # Thrown in by the consumer: passed on to ``agen``.
@@ -664,6 +727,16 @@ def _async_gen_function(
                 sent = None
 
     return steps
+
+
+def _later_steps(run: _Runner, result: T) -> T:
+    """``result`` of a call, its code that runs later (a generator's, an async
+    generator's) stepped through ``run``; any other value as it is."""
+    if isinstance(result, types.GeneratorType):
+        return cast(T, _stepped(run, result))
+    if isinstance(result, types.AsyncGeneratorType):
+        return cast(T, _async_gen_function(lambda: (run, result))())
+    return result
 
 
 def session(
@@ -792,12 +865,50 @@ def wrap_context(fn: Callable[P, T]) -> Callable[P, T]:
     result runs in a fresh copy of that snapshot, so calls do not leak into
     each other. Use it for ``threading.Thread(target=...)``,
     ``loop.run_in_executor`` and callbacks.
+
+    Coroutine functions, generator functions and async generator functions stay
+    what they are, and every step of the coroutine or generator a call makes
+    runs in that call's copy (an ``async def`` wrapped and awaited later, in
+    another task, still sees the snapshot); so does a coroutine or generator
+    that a plain ``fn`` returns.
     """
     snapshot = copy_context()
 
+    if inspect.iscoroutinefunction(fn):
+        async_fn = cast(Callable[..., Awaitable[Any]], fn)
+
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            ctx = snapshot.copy()
+            return await _SteppedAwaitable(ctx.run, ctx.run(async_fn, *args, **kwargs))
+
+        return cast(Callable[P, T], run_async)
+
+    if inspect.isasyncgenfunction(fn):
+
+        def start(*args: Any, **kwargs: Any) -> tuple[_Runner, AsyncGenerator[Any, Any]]:
+            ctx = snapshot.copy()
+            return ctx.run, ctx.run(fn, *args, **kwargs)
+
+        return cast(Callable[P, T], functools.wraps(fn)(_async_gen_function(start)))
+
+    if inspect.isgeneratorfunction(fn):
+        gen_fn = cast(Callable[..., Generator[Any, Any, Any]], fn)
+
+        @functools.wraps(fn)
+        def run_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            ctx = snapshot.copy()
+            return (yield from _stepped(ctx.run, ctx.run(gen_fn, *args, **kwargs)))
+
+        return cast(Callable[P, T], run_gen)
+
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        return snapshot.copy().run(fn, *args, **kwargs)
+        ctx = snapshot.copy()
+        result = ctx.run(fn, *args, **kwargs)
+        if isinstance(result, types.CoroutineType):
+            return cast(T, _await_stepped(ctx.run, result))
+        return _later_steps(ctx.run, result)
 
     return run
 
