@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from sessionctx import current_session_id, session
+from sessionctx import SessionContext, current_session, current_session_id, session
 from sessionctx.asgi import SessionIdMiddleware
 from tests.support import ASGIApp, asgi_client, assert_session, is_generated
 
@@ -426,6 +427,46 @@ async def test_fastapi_sync_handler_sees_the_session(placement: Placement) -> No
         response = await http.get("/sync-items", headers={"X-Session-Id": "sync-1"})
 
     assert response.json() == {"handler": "sync-1", "sync_dependency": "sync-1"}
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_fastapi_returns_the_session_context_as_its_declared_model(
+    placement: Placement,
+) -> None:
+    # A SessionContext return type makes FastAPI validate and serialize the
+    # result with pydantic, which must take the read-only attributes.
+    api = FastAPI()
+
+    @api.get("/typed")
+    async def typed() -> SessionContext:
+        ctx = current_session()
+        assert ctx is not None
+        return ctx
+
+    @api.get("/model", response_model=SessionContext)
+    async def model() -> Any:
+        return current_session()
+
+    def attributes(scope: MutableMapping[str, Any]) -> dict[str, Any]:
+        return {"user": "u1", "roles": ["a", "b"], "meta": {"tier": 2, "flags": [{"x": True}]}}
+
+    app = placement(api, attributes=attributes)
+    async with asgi_client(app) as http:
+        responses = [
+            await http.get(path, headers={"X-Session-Id": "t-1"}) for path in ("/typed", "/model")
+        ]
+
+    expected_attributes = {
+        "user": "u1",
+        "roles": ["a", "b"],
+        "meta": {"tier": 2, "flags": [{"x": True}]},
+    }
+    for response in responses:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["id"] == "t-1"
+        assert body["attributes"] == expected_attributes
+        assert json.loads(body["attributes_json"]) == expected_attributes
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)

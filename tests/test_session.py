@@ -384,6 +384,36 @@ def test_a_session_context_with_attributes_converts_to_a_dict() -> None:
     }
 
 
+def test_attributes_are_a_read_only_dict_to_serializers() -> None:
+    import pydantic
+
+    ctx = SessionContext("abc", {"user": "u1", "meta": {"tags": ["a"]}})
+    attributes: Any = ctx.attributes
+    assert isinstance(attributes, dict)
+    assert isinstance(attributes["meta"], dict)
+    for change in (
+        lambda: attributes.update(user="u2"),
+        lambda: attributes.setdefault("new", 1),
+        lambda: attributes.pop("user"),
+        lambda: attributes.popitem(),
+        lambda: attributes.clear(),
+        lambda: attributes["meta"].__setitem__("tags", []),
+        lambda: attributes.__delitem__("user"),
+        lambda: attributes.__ior__({"new": 1}),
+    ):
+        with pytest.raises(TypeError, match="read-only"):
+            change()
+    type(attributes).__init__(attributes, {"new": 1})  # filled once, when made
+    assert attributes == {"user": "u1", "meta": {"tags": ("a",)}}
+    assert type(attributes | {"new": 1}) is dict
+    assert json.loads(json.dumps(attributes)) == {"user": "u1", "meta": {"tags": ["a"]}}
+    assert pydantic.TypeAdapter(SessionContext).dump_python(ctx, mode="json") == {
+        "id": "abc",
+        "attributes": {"user": "u1", "meta": {"tags": ["a"]}},
+        "attributes_json": '{"user":"u1","meta":{"tags":["a"]}}',
+    }
+
+
 # --------------------------------------------------------------------------- #
 # new_session and the env var
 # --------------------------------------------------------------------------- #

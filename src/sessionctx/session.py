@@ -32,14 +32,13 @@ from collections.abc import (
     Awaitable,
     Callable,
     Generator,
-    Iterator,
     Mapping,
     MutableMapping,
 )
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar, Token, copy_context
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple, ParamSpec, TypeVar, cast, overload
+from typing import Any, Final, NamedTuple, NoReturn, ParamSpec, TypeVar, cast, overload
 
 from sessionctx._headers import (
     ACCEPTED_HEADER_NAMES,
@@ -81,6 +80,8 @@ P = ParamSpec("P")
 
 _logger = logging.getLogger("sessionctx")
 
+_EMPTY: Final[Mapping[str, Any]] = types.MappingProxyType({})
+
 # Ints below 2**2000 (603 digits) are under the lowest digit limit Python allows.
 _INT_DIGITS_CHECKED_BITS: Final = 2000
 
@@ -90,46 +91,37 @@ _INT_DIGITS_CHECKED_BITS: Final = 2000
 # --------------------------------------------------------------------------- #
 
 
-class _FrozenMapping(Mapping[str, Any]):
-    """A read-only mapping: what :class:`SessionContext` keeps its attributes in.
+class _FrozenMapping(dict[str, Any]):
+    """A read-only ``dict``: what :class:`SessionContext` keeps its attributes in.
 
-    Unlike ``MappingProxyType`` it can be copied, deep-copied (as
-    ``dataclasses.asdict`` does, so FastAPI can return a ``SessionContext``) and
-    pickled. Its values are frozen too, so a copy is the object itself.
+    A ``dict`` to every serializer (``json``, pydantic, so a FastAPI endpoint
+    can return a ``SessionContext``, also declared as its return type), whose
+    methods that would change it raise ``TypeError``. Unlike
+    ``MappingProxyType`` it can be copied, deep-copied (as
+    ``dataclasses.asdict`` does) and pickled. Its values are frozen too, so a
+    copy is the object itself.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ()
 
-    def __init__(self, items: dict[str, Any]) -> None:
-        self._items = items
+    def __new__(cls, items: Mapping[str, Any] = _EMPTY) -> _FrozenMapping:
+        frozen = super().__new__(cls)
+        dict.update(frozen, items)
+        return frozen
 
-    def __getitem__(self, key: str) -> Any:
-        return self._items[key]
+    def __init__(self, items: Mapping[str, Any] = _EMPTY) -> None:
+        # Filled by __new__: dict.__init__ would add to it.
+        pass
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("session attributes are read-only")
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def __reversed__(self) -> Iterator[str]:
-        return reversed(self._items)
-
-    def __repr__(self) -> str:
-        return repr(self._items)
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
     def copy(self) -> dict[str, Any]:
-        """A shallow ``dict`` copy, as ``MappingProxyType.copy()`` gives."""
-        return dict(self._items)
-
-    def __or__(self, other: Mapping[str, Any]) -> dict[str, Any]:
-        return {**self._items, **other}
-
-    def __ror__(self, other: Mapping[str, Any]) -> dict[str, Any]:
-        return {**other, **self._items}
+        """A shallow plain ``dict`` copy, as ``MappingProxyType.copy()`` gives."""
+        return dict(self)
 
     def __copy__(self) -> _FrozenMapping:
         return self
@@ -138,7 +130,7 @@ class _FrozenMapping(Mapping[str, Any]):
         return self
 
     def __reduce__(self) -> tuple[type[_FrozenMapping], tuple[dict[str, Any]]]:
-        return _FrozenMapping, (self._items,)
+        return _FrozenMapping, (dict(self),)
 
 
 def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
@@ -217,23 +209,12 @@ def _thaw(value: object) -> Any:
 
 
 def _to_json(frozen: Mapping[str, Any]) -> str:
-    """Compact JSON of what :func:`_freeze` made."""
+    """Compact JSON of what :func:`_freeze` made (read-only dicts and tuples,
+    which ``json`` writes as it writes dicts and lists)."""
     try:
-        return json.dumps(frozen, allow_nan=False, separators=(",", ":"), default=_json_default)
-    except RecursionError:
-        pass
-    # ``default`` costs json.dumps two levels of its stack per mapping; plain
-    # dicts and lists nest as deep as they do in the caller's own json.dumps.
-    try:
-        return json.dumps(_thaw(frozen), allow_nan=False, separators=(",", ":"))
+        return json.dumps(frozen, allow_nan=False, separators=(",", ":"))
     except RecursionError:
         raise ValueError("session attributes are nested too deeply to write as JSON") from None
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"not JSON-serializable: {type(value).__name__}")  # pragma: no cover
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +223,9 @@ class SessionContext:
 
     ``id`` must follow the session id rule. ``attributes`` is checked when the
     object is made (string keys, values ``json.dumps(..., allow_nan=False)``
-    accepts) and stored as a deep read-only copy (mappings become read-only
-    mappings, lists become tuples), so later changes to the caller's dict
-    change nothing.
+    accepts) and stored as a deep read-only copy (mappings become dicts whose
+    changing methods raise ``TypeError``, lists become tuples), so later
+    changes to the caller's dict change nothing.
 
     >>> SessionContext("abc", {"user": "u1"}).attributes_json
     '{"user":"u1"}'
