@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import sys
 import types
 from collections.abc import (
     AsyncGenerator,
@@ -116,8 +117,13 @@ class _FrozenMapping(dict[str, Any]):
     def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("session attributes are read-only")
 
-    __setitem__ = __delitem__ = __ior__ = _read_only
+    __setitem__ = __delitem__ = _read_only
     clear = pop = popitem = setdefault = update = _read_only
+
+    def __ior__(self, other: Any) -> dict[str, Any]:  # type: ignore[override,misc]
+        # ``attributes |= more`` binds a new plain dict (Python falls back to
+        # ``|``), as with ``MappingProxyType`` or a frozenset: this one stays.
+        return NotImplemented
 
     def copy(self) -> dict[str, Any]:
         """A shallow plain ``dict`` copy, as ``MappingProxyType.copy()`` gives."""
@@ -449,6 +455,9 @@ class _OpenScope(NamedTuple):
     token: Token[_Active | None]
     #: What the exit restores.
     previous: _Active | None
+    #: The frame whose ``with``/``async with`` entered it: one scope object may
+    #: be open in several generators stepped in turn in one context.
+    frame: object = None
     #: Kept by a decorated generator from one step to the next (see ``_Steps``),
     #: whose steps may each run in a context of their own.
     carried: bool = False
@@ -475,20 +484,38 @@ class _SessionScope:
         return SessionContext(sid, self._attributes)
 
     def __enter__(self) -> SessionContext:
+        return self._enter(sys._getframe(1))
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._exit(sys._getframe(1))
+
+    async def __aenter__(self) -> SessionContext:
+        return self._enter(sys._getframe(1))
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._exit(sys._getframe(1))
+
+    def _enter(self, frame: object) -> SessionContext:
         ctx = self._make()
         previous = _get()
-        entry = _OpenScope(self, _current.set(_active(ctx)), previous)
+        entry = _OpenScope(self, _current.set(_active(ctx)), previous, frame)
         _open_scopes.set((*_open_scopes.get(), entry))
         return ctx
 
-    def __exit__(self, *exc_info: object) -> None:
-        # The innermost entry of this scope in the current context: right also
-        # when the block replaced the session itself (``set_session_id()``),
-        # and when other tasks or threads have the same scope object open.
+    def _exit(self, frame: object) -> None:
+        # This scope's innermost entry in the current context, the one the
+        # exiting frame entered if there is one: right also when the block
+        # replaced the session itself (``set_session_id()``), when other tasks
+        # or threads have the same scope object open, and when generators
+        # stepped in turn each have it open.
         entries = _open_scopes.get()
-        i = len(entries) - 1
-        while i >= 0 and entries[i].scope is not self:
+        i = found = len(entries) - 1
+        while i >= 0 and not (entries[i].scope is self and entries[i].frame is frame):
             i -= 1
+        if i < 0:
+            i = found
+            while i >= 0 and entries[i].scope is not self:
+                i -= 1
         if i < 0:
             raise RuntimeError(
                 "session() scope exited in a context it was not entered in, or exited twice"
@@ -515,12 +542,6 @@ class _SessionScope:
         else:
             _current.set(entry.previous)
         _open_scopes.set(entries[:i] + inner)
-
-    async def __aenter__(self) -> SessionContext:
-        return self.__enter__()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.__exit__()
 
     def __call__(self, fn: F) -> F:
         """Decorate ``fn`` so that each call runs in its own session.
@@ -557,7 +578,7 @@ class _SessionScope:
             def run_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
                 return (yield from _stepped(_Steps(_active(make())).run, fn(*args, **kwargs)))
 
-            return cast(F, run_gen)
+            return cast(F, _generator_function_like(fn, run_gen))
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -686,6 +707,7 @@ def _async_gen_function(
 
     async def steps(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         run, agen = start(*args, **kwargs)
+        _unhooked(agen)
         sent: Any = None
         thrown: BaseException | None = None
         while True:
@@ -710,10 +732,58 @@ def _async_gen_function(
     return steps
 
 
+def _unhooked(agen: AsyncGenerator[Any, Any]) -> None:
+    """Keep the event loop's async generator hooks off ``agen``, which the async
+    generator driving it closes: only the driver is the loop's to finalize.
+
+    Otherwise ``asyncio.run`` closing what is left at its end (before Python
+    3.13) could close both at once and find ``agen`` already running.
+    Making an ``aclose()`` awaitable fixes a generator's hooks, here to none,
+    and closing that awaitable unused runs none of its code.
+    """
+    hooks = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
+    try:
+        agen.aclose().close()
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+
+
+@types.coroutine
+def _stepped_iterable_coroutine(
+    run: _Runner, gen: Generator[Any, Any, T]
+) -> Generator[Any, Any, T]:
+    """:func:`_stepped` for a generator-based coroutine (``@types.coroutine``),
+    awaitable as it was."""
+    return (yield from _stepped(run, gen))
+
+
+def _is_iterable_coroutine(code: types.CodeType) -> bool:
+    return bool(code.co_flags & inspect.CO_ITERABLE_COROUTINE)
+
+
+def _generator_function_like(fn: Callable[..., Any], wrapper: F) -> F:
+    """``wrapper`` of the generator function ``fn``; a generator-based coroutine
+    function (awaitable, ``@types.coroutine``) when ``fn`` is one."""
+    while True:
+        if inspect.ismethod(fn):
+            fn = fn.__func__
+        elif isinstance(fn, functools.partial):
+            fn = fn.func
+        else:
+            break
+    code = getattr(fn, "__code__", None)
+    if code is not None and _is_iterable_coroutine(code):
+        return cast(F, types.coroutine(wrapper))
+    return wrapper
+
+
 def _later_steps(run: _Runner, result: T) -> T:
     """``result`` of a call, its code that runs later (a generator's, an async
     generator's) stepped through ``run``; any other value as it is."""
     if isinstance(result, types.GeneratorType):
+        if _is_iterable_coroutine(result.gi_code):
+            return cast(T, _stepped_iterable_coroutine(run, result))
         return cast(T, _stepped(run, result))
     if isinstance(result, types.AsyncGeneratorType):
         return cast(T, _async_gen_function(lambda: (run, result))())
@@ -881,7 +951,7 @@ def wrap_context(fn: Callable[P, T]) -> Callable[P, T]:
             ctx = snapshot.copy()
             return (yield from _stepped(ctx.run, ctx.run(gen_fn, *args, **kwargs)))
 
-        return cast(Callable[P, T], run_gen)
+        return cast(Callable[P, T], _generator_function_like(fn, run_gen))
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
