@@ -1161,15 +1161,16 @@ def raise_lazily_before_start(
 def test_handle_errors_sends_a_500_with_the_header_then_reraises(app: WSGIApplication) -> None:
     server = Server()
 
-    with pytest.raises(Boom, match="before start_response") as raised:
+    with pytest.raises(Boom, match="before start_response"):
         server.run(
             SessionIdMiddleware(app, handle_errors=True), make_environ({"X-Session-Id": "e"})
         )
 
     assert [status for status, _, _ in server.starts] == ["500 Internal Server Error"]
     _, headers, exc_info = server.starts[0]
-    assert exc_info is not None
-    assert exc_info[1] is raised.value
+    # Nothing was started that exc_info could replace; uWSGI 2.0 sends no body
+    # for a response started with one.
+    assert exc_info is None
     assert headers == [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", "21"),

@@ -32,7 +32,6 @@ leak into the next request served by that thread.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import Context, copy_context
 from functools import partial
@@ -116,15 +115,17 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     ``handle_errors=True``: when the application raises before it called
     ``start_response`` (in the call, or in its body when it calls
     ``start_response`` lazily), the middleware calls ``start_response`` with a
-    plain ``500`` carrying the session header, passing the exception as
-    ``exc_info``, and hands that body to the server; the next step of the body
-    (or its ``close()``, if the server stops first) raises the exception again,
-    so the server logs it as any application error. Raising it straight from
-    the application call would lose the header: werkzeug, gunicorn and
-    ``wsgiref`` then discard what was given to ``start_response`` and send a
-    500 page of their own. Once the application called ``start_response``,
-    errors are left to the server (gunicorn, for one, would merge the header
-    lists of both calls).
+    plain ``500`` carrying the session header (without ``exc_info``: nothing
+    was started that it could replace, and uWSGI sends no body for a response
+    started with one), and hands that body to the server; the next step of the
+    body (or its ``close()``, if the server stops first) raises the exception
+    again, so the server logs it as any application error, and closes the
+    connection after the 500, as it does for any error once a response has
+    started. Raising it straight from the application call would lose the
+    header: werkzeug, gunicorn and ``wsgiref`` then discard what was given to
+    ``start_response`` and send a 500 page of their own. Once the application
+    called ``start_response``, errors are left to the server (gunicorn, for
+    one, would merge the header lists of both calls).
 
     >>> def hello(environ, start_response):
     ...     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -393,9 +394,9 @@ class _GuardedBody(_ContextBody):
         """Start the 500 for ``error``, the exception being handled; it is raised
         again after the body."""
         self._tracked.called = True
-        self._start_response(
-            _ERROR_STATUS, [_TEXT_PLAIN, _ERROR_LENGTH, self._pair], sys.exc_info()
-        )
+        # No exc_info: nothing was started that it could replace, and uWSGI
+        # (2.0) sends no body for a response started with one.
+        self._start_response(_ERROR_STATUS, [_TEXT_PLAIN, _ERROR_LENGTH, self._pair])
         self._error = error
 
     def __next__(self) -> bytes:
