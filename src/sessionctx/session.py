@@ -455,12 +455,29 @@ class _OpenScope(NamedTuple):
     token: Token[_Active | None]
     #: What the exit restores.
     previous: _Active | None
-    #: The frame whose ``with``/``async with`` entered it: one scope object may
-    #: be open in several generators stepped in turn in one context.
-    frame: object = None
+    #: The ``id()`` of the generator or coroutine frame whose ``with`` or
+    #: ``async with`` entered it (``None`` for other frames): one scope object
+    #: may be open in several generators stepped in turn in one context.
+    frame: int | None = None
     #: Kept by a decorated generator from one step to the next (see ``_Steps``),
     #: whose steps may each run in a context of their own.
     carried: bool = False
+
+
+# Frames that can be suspended inside a block: generators and coroutines.
+_SUSPENDABLE: Final = (
+    inspect.CO_GENERATOR
+    | inspect.CO_COROUTINE
+    | inspect.CO_ASYNC_GENERATOR
+    | inspect.CO_ITERABLE_COROUTINE
+)
+
+
+def _frame_key(frame: types.FrameType) -> int | None:
+    """What an open scope's entry keeps of the frame that entered it: the id of a
+    generator or coroutine frame (alive while suspended in the block), not
+    the frame, which would keep its locals alive in every copy of the context."""
+    return id(frame) if frame.f_code.co_flags & _SUSPENDABLE else None
 
 
 class _SessionScope:
@@ -495,31 +512,33 @@ class _SessionScope:
     async def __aexit__(self, *exc_info: object) -> None:
         self._exit(sys._getframe(1))
 
-    def _enter(self, frame: object) -> SessionContext:
+    def _enter(self, frame: types.FrameType) -> SessionContext:
         ctx = self._make()
         previous = _get()
-        entry = _OpenScope(self, _current.set(_active(ctx)), previous, frame)
+        entry = _OpenScope(self, _current.set(_active(ctx)), previous, _frame_key(frame))
         _open_scopes.set((*_open_scopes.get(), entry))
         return ctx
 
-    def _exit(self, frame: object) -> None:
-        # This scope's innermost entry in the current context, the one the
-        # exiting frame entered if there is one: right also when the block
-        # replaced the session itself (``set_session_id()``), when other tasks
-        # or threads have the same scope object open, and when generators
-        # stepped in turn each have it open.
+    def _exit(self, frame: types.FrameType) -> None:
+        # This scope's innermost entry in the current context: right also when
+        # the block replaced the session itself (``set_session_id()``), and
+        # when other tasks or threads have the same scope object open. A
+        # generator exits its own entry, though, when generators stepped in
+        # turn each have the scope open.
         entries = _open_scopes.get()
-        i = found = len(entries) - 1
-        while i >= 0 and not (entries[i].scope is self and entries[i].frame is frame):
+        i = len(entries) - 1
+        while i >= 0 and entries[i].scope is not self:
             i -= 1
-        if i < 0:
-            i = found
-            while i >= 0 and entries[i].scope is not self:
-                i -= 1
         if i < 0:
             raise RuntimeError(
                 "session() scope exited in a context it was not entered in, or exited twice"
             )
+        key = _frame_key(frame)
+        if key is not None and entries[i].frame != key:
+            for j in range(i - 1, -1, -1):
+                if entries[j].scope is self and entries[j].frame == key:
+                    i = j
+                    break
         entry = entries[i]
         now = _get()
         if not entry.carried:
@@ -707,18 +726,18 @@ def _async_gen_function(
 
     async def steps(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         run, agen = start(*args, **kwargs)
-        _unhooked(agen)
+        step: Awaitable[Any] | None = _first_step_unhooked(agen)
         sent: Any = None
         thrown: BaseException | None = None
         while True:
+            if step is None:
+                step = agen.asend(sent) if thrown is None else agen.athrow(thrown)
             try:
-                item = await _SteppedAwaitable(
-                    run, agen.asend(sent) if thrown is None else agen.athrow(thrown)
-                )
+                item = await _SteppedAwaitable(run, step)
             except StopAsyncIteration:
                 return
             finally:
-                thrown = None
+                step = thrown = None
             try:
                 sent = yield item
             except GeneratorExit:
@@ -732,21 +751,27 @@ def _async_gen_function(
     return steps
 
 
-def _unhooked(agen: AsyncGenerator[Any, Any]) -> None:
-    """Keep the event loop's async generator hooks off ``agen``, which the async
-    generator driving it closes: only the driver is the loop's to finalize.
+def _first_step_unhooked(agen: AsyncGenerator[Any, Any]) -> Awaitable[Any]:
+    """``agen.asend(None)``, made so that the event loop's async generator hooks
+    stay off ``agen``: the async generator driving it closes it, and only the
+    driver is the loop's to finalize.
 
     Otherwise ``asyncio.run`` closing what is left at its end (before Python
-    3.13) could close both at once and find ``agen`` already running.
-    Making an ``aclose()`` awaitable fixes a generator's hooks, here to none,
-    and closing that awaitable unused runs none of its code.
+    3.13) could close both at once and find ``agen`` already running, and a
+    garbage collection of both (a cycle) could close ``agen`` outside its
+    session. A generator takes its hooks when its first ``asend()``,
+    ``athrow()`` or ``aclose()`` awaitable is made, which runs none of its code.
     """
     hooks = sys.get_asyncgen_hooks()
-    sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
+    sys.set_asyncgen_hooks(firstiter=None, finalizer=_left_to_the_driver)
     try:
-        agen.aclose().close()
+        return agen.asend(None)
     finally:
         sys.set_asyncgen_hooks(*hooks)
+
+
+def _left_to_the_driver(agen: AsyncGenerator[Any, Any]) -> None:
+    """The finalizer of a driven async generator: its driver's finalizer closes it."""
 
 
 @types.coroutine
