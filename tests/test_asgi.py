@@ -1121,8 +1121,28 @@ async def test_handle_errors_sends_a_500_with_the_header_then_reraises() -> None
     assert values_of(sent[0]["headers"], HEADER) == [b"abc"]
     assert values_of(sent[0]["headers"], b"content-type") == [b"text/plain; charset=utf-8"]
     assert values_of(sent[0]["headers"], b"content-length") == [b"21"]
+    # The server closes the connection once the exception reaches it.
+    assert values_of(sent[0]["headers"], b"connection") == [b"close"]
     assert sent[1] == {"type": "http.response.body", "body": b"Internal Server Error"}
     assert len(sent) == 2
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"), [("1.0", [b"close"]), ("1.1", [b"close"]), ("2", []), ("3", [])]
+)
+async def test_handle_errors_says_connection_close_on_http_1_only(
+    version: str, expected: list[bytes]
+) -> None:
+    sent: list[Message] = []
+    with pytest.raises(Boom):
+        await call(
+            SessionIdMiddleware(failing_app, handle_errors=True),
+            http_scope([], http_version=version),
+            sent=sent,
+        )
+    assert sent[0]["status"] == 500
+    # HTTP/2 and HTTP/3 forbid connection-specific header fields.
+    assert values_of(sent[0]["headers"], b"connection") == expected
 
 
 async def test_without_handle_errors_nothing_is_sent_on_error() -> None:

@@ -50,6 +50,8 @@ _STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.http.
 _ALLOW_ORIGIN = b"access-control-allow-origin"
 _EXPOSE = b"access-control-expose-headers"
 _TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
+_CONNECTION_CLOSE = ((b"connection", b"close"),)
+_HTTP1 = frozenset({"1.0", "1.1"})
 _ERROR_BODY = b"Internal Server Error"
 _NO_HEADERS = (MISSING, None)
 # Stands for "several session headers" in the one-pass lookup; no header has its name.
@@ -247,7 +249,8 @@ async def _app_or_500(app: ASGIApp, scope: Scope, receive: Receive, send: Send) 
     """Run ``app``; when it raises before starting a response, send a plain 500.
 
     The 500 goes through ``send``, the session wrapper, so it carries the
-    session header. The app's exception is re-raised either way.
+    session header, and on HTTP/1.x ``Connection: close``: the app's exception
+    is re-raised either way, and a server closes the connection once it gets it.
     """
     started = False
 
@@ -262,7 +265,15 @@ async def _app_or_500(app: ASGIApp, scope: Scope, receive: Receive, send: Send) 
     except Exception:
         if not started and scope["type"] == "http":
             try:
-                await _send_plain(send, 500, _ERROR_BODY)
+                await _send_plain(
+                    send,
+                    500,
+                    _ERROR_BODY,
+                    # The exception goes on to the server, which then closes the
+                    # connection (uvicorn does): said here, a client does not
+                    # send its next request on it. HTTP/2 has no such header.
+                    _CONNECTION_CLOSE if scope.get("http_version", "1.1") in _HTTP1 else (),
+                )
             except Exception:
                 # The app's exception is the one worth reporting; a failed
                 # 500 (say, the client is gone) must not replace it.
@@ -306,8 +317,10 @@ def _exposing(send: Send, name: bytes) -> Send:
     return send_exposed
 
 
-async def _send_plain(send: Send, status: int, body: bytes) -> None:
-    headers = [_TEXT_PLAIN, (b"content-length", str(len(body)).encode("ascii"))]
+async def _send_plain(
+    send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    headers = [_TEXT_PLAIN, (b"content-length", str(len(body)).encode("ascii")), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

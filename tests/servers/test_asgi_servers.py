@@ -415,3 +415,28 @@ async def test_rejected_websocket_fails_the_handshake(served: Served) -> None:
     assert "X-Session-Id" not in refused.value.response.headers
     await wait_for(lambda: len(served.log.calls) > calls_before)
     assert served.log.calls[-1] == Call("websocket", None, None, None)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_handle_errors_500_closes_the_connection_it_announces(server: str) -> None:
+    # The exception goes on to the server after the 500, and uvicorn then
+    # closes the connection: the 500 says so, so a client's next request goes
+    # on a new connection instead of failing on the closed one.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/boom":
+            raise RuntimeError("boom")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with serving(server, SessionIdMiddleware(app, handle_errors=True)) as address:
+        async with httpx.AsyncClient(base_url=f"http://{address}", timeout=CLIENT_TIMEOUT) as http:
+            for i in range(10):
+                failed = await http.get("/boom", headers={"X-Session-Id": f"err-{i}"})
+                assert failed.status_code == 500
+                assert failed.headers["x-session-id"] == f"err-{i}"
+                assert failed.headers["connection"] == "close"
+                ok = await http.get("/ok", headers={"X-Session-Id": f"ok-{i}"})
+                assert (ok.status_code, ok.text) == (200, "ok")
+                assert ok.headers["x-session-id"] == f"ok-{i}"
