@@ -1239,6 +1239,24 @@ async def test_one_scope_object_open_in_async_generators_stepped_in_turn() -> No
     assert current_session() is None
 
 
+def test_a_function_and_a_generator_it_steps_each_exit_their_own_entry() -> None:
+    shared = session()
+
+    def rows() -> Generator[str | None, None, None]:
+        with shared as mine:
+            yield mine.id
+            yield current_session_id()
+
+    gen = rows()
+    with shared as outer:
+        first = next(gen)  # the generator's block opens inside this one
+    # This block's own entry exited: the generator's block stays open.
+    assert current_session_id() == first != outer.id
+    assert next(gen) == first
+    gen.close()
+    assert current_session() is None
+
+
 def test_a_scope_exited_by_hand_from_another_function_exits_its_innermost_entry() -> None:
     shared = session()
 

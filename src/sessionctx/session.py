@@ -522,9 +522,10 @@ class _SessionScope:
     def _exit(self, frame: types.FrameType) -> None:
         # This scope's innermost entry in the current context: right also when
         # the block replaced the session itself (``set_session_id()``), and
-        # when other tasks or threads have the same scope object open. A
-        # generator exits its own entry, though, when generators stepped in
-        # turn each have the scope open.
+        # when other tasks or threads have the same scope object open. When
+        # generators stepped in turn each have the scope open, though, a frame
+        # exits an entry of its own kind: a generator its own, another frame
+        # the innermost one no generator made.
         entries = _open_scopes.get()
         i = len(entries) - 1
         while i >= 0 and entries[i].scope is not self:
@@ -534,7 +535,7 @@ class _SessionScope:
                 "session() scope exited in a context it was not entered in, or exited twice"
             )
         key = _frame_key(frame)
-        if key is not None and entries[i].frame != key:
+        if entries[i].frame != key:
             for j in range(i - 1, -1, -1):
                 if entries[j].scope is self and entries[j].frame == key:
                     i = j
