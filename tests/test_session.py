@@ -24,7 +24,9 @@ from contextvars import Context, ContextVar, Token, copy_context
 from typing import Any, cast
 
 import httpx
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from sessionctx import (
     SESSION_HEADER_NAME,
@@ -1823,3 +1825,96 @@ def test_threads_see_only_their_own_session() -> None:
             thread.join(THREAD_TIMEOUT)
         assert current_session_id() == "main"
     assert seen == {i: [None, f"thread-{i}", f"thread-{i}", None] for i in range(count)}
+
+
+# --------------------------------------------------------------------------- #
+# session() blocks of generators stepped in turn, against a model
+# --------------------------------------------------------------------------- #
+
+
+def _nested_blocks(
+    scopes: list[Any], opened: list[str], closed: list[str]
+) -> Generator[None, None, None]:
+    """Open ``scopes`` nested, one generator frame per block, yielding after
+    each entry and after each exit."""
+    if not scopes:
+        return
+    with scopes[0] as ctx:
+        opened.append(ctx.id)
+        yield
+        yield from _nested_blocks(scopes[1:], opened, closed)
+        closed.append(ctx.id)
+    yield
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(data=st.data())
+def test_blocks_of_generators_stepped_in_turn_follow_the_model(data: st.DataObject) -> None:
+    """Undecorated generators and the consumer share one context: the session
+    is always the one of the block entered last among those still open, and
+    nothing is left when all are closed, whichever order they exit in and
+    whichever scope objects they share."""
+    # A context of its own per example: a failing one leaves blocks open.
+    Context().run(_follow_the_model, data)
+
+
+def _follow_the_model(data: st.DataObject) -> None:
+    pool = [session() for _ in range(data.draw(st.integers(1, 3), label="scope objects"))]
+    pick = st.integers(0, len(pool) - 1)
+    depths = data.draw(st.lists(st.lists(pick, min_size=1, max_size=3), min_size=1, max_size=4))
+    opened: list[str] = []
+    closed: list[str] = []
+    gens = [_nested_blocks([pool[i] for i in depth], opened, closed) for depth in depths]
+    live = list(range(len(gens)))
+    consumer: list[tuple[Any, str]] = []  # the consumer's own blocks, innermost last
+    model: list[str] = []  # open blocks, in the order they were entered
+    try:
+        _play(data, pool, gens, live, consumer, model, opened, closed)
+    finally:
+        # Hypothesis may stop an example at any draw: what is open closes here,
+        # in the example's context, not later in the garbage collector's.
+        for gen in gens:
+            gen.close()
+        while consumer:
+            consumer.pop()[0].__exit__(None, None, None)
+    assert model == []
+    assert current_session() is None
+
+
+def _play(
+    data: st.DataObject,
+    pool: list[Any],
+    gens: list[Generator[None, None, None]],
+    live: list[int],
+    consumer: list[tuple[Any, str]],
+    model: list[str],
+    opened: list[str],
+    closed: list[str],
+) -> None:
+    pick = st.integers(0, len(pool) - 1)
+
+    def check() -> None:
+        assert current_session_id() == (model[-1] if model else None)
+
+    while live or consumer:
+        moves = [f"step {i}" for i in live] + ["open", "close" if consumer else "open"]
+        move = data.draw(st.sampled_from(moves))
+        if move.startswith("step"):
+            gen = gens[int(move.split()[1])]
+            before_opened, before_closed = len(opened), len(closed)
+            if next(gen, StopIteration) is StopIteration:
+                live.remove(gens.index(gen))
+            model.extend(opened[before_opened:])
+            for sid in closed[before_closed:]:
+                model.remove(sid)
+        elif move == "open":
+            if len(consumer) >= 3:
+                continue
+            scope = pool[data.draw(pick)]
+            consumer.append((scope, scope.__enter__().id))
+            model.append(consumer[-1][1])
+        else:
+            scope, sid = consumer.pop()
+            scope.__exit__(None, None, None)
+            model.remove(sid)
+        check()
