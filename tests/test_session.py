@@ -1259,6 +1259,61 @@ def test_a_function_and_a_generator_it_steps_each_exit_their_own_entry() -> None
     assert current_session() is None
 
 
+@pytest.mark.parametrize("use_stack", [False, True], ids=["with", "ExitStack"])
+def test_a_generator_exits_its_own_entry_also_through_an_exit_stack(use_stack: bool) -> None:
+    shared = session()
+
+    def rows() -> Generator[str | None, None, None]:
+        if use_stack:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(shared)
+                yield current_session_id()
+        else:
+            with shared:
+                yield current_session_id()
+        yield current_session_id()
+
+    gen = rows()
+    generators = next(gen)  # the generator's block is open
+    with shared as mine:  # the consumer's, entered last
+        assert next(gen) == mine.id  # the generator's block exited
+        assert current_session_id() == mine.id != generators
+    assert current_session() is None
+    gen.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("use_stack", [False, True], ids=["async-with", "AsyncExitStack"])
+async def test_a_generator_exits_its_own_entry_also_through_an_async_exit_stack(
+    use_stack: bool,
+) -> None:
+    shared = session("s")
+
+    async def rows() -> AsyncIterator[str | None]:
+        async with shared:
+            set_session_id("generator")
+            yield current_session_id()
+        yield current_session_id()
+
+    async with session("outer"):
+        agen = rows()
+        stack = contextlib.AsyncExitStack()
+        if use_stack:
+            await stack.enter_async_context(shared)
+        else:
+            await shared.__aenter__()
+        set_session_id("consumer")
+        assert await agen.__anext__() == "generator"  # entered after the consumer's
+        if use_stack:
+            await stack.aclose()
+        else:
+            await shared.__aexit__(None, None, None)
+        # The consumer's block exited: the generator's, entered later, stays.
+        assert current_session_id() == "generator"
+        assert await agen.__anext__() == "outer"
+    assert current_session() is None
+
+
 def test_a_scope_exited_by_hand_from_another_function_exits_its_innermost_entry() -> None:
     shared = session()
 
@@ -1833,18 +1888,29 @@ def test_threads_see_only_their_own_session() -> None:
 
 
 def _nested_blocks(
-    scopes: list[Any], opened: list[str], closed: list[str]
+    blocks: list[tuple[Any, bool]], opened: list[str], closed: list[str]
 ) -> Generator[None, None, None]:
-    """Open ``scopes`` nested, one generator frame per block, yielding after
-    each entry and after each exit."""
-    if not scopes:
+    """Open ``blocks`` (scope, through an ``ExitStack`` or not) nested, one
+    generator frame per block, yielding after each entry and after each exit."""
+    if not blocks:
         return
-    with scopes[0] as ctx:
-        opened.append(ctx.id)
-        yield
-        yield from _nested_blocks(scopes[1:], opened, closed)
-        closed.append(ctx.id)
+    (scope, use_stack), inner = blocks[0], blocks[1:]
+    if use_stack:
+        with contextlib.ExitStack() as stack:
+            yield from _inside_block(stack.enter_context(scope), inner, opened, closed)
+    else:
+        with scope as ctx:
+            yield from _inside_block(ctx, inner, opened, closed)
     yield
+
+
+def _inside_block(
+    ctx: SessionContext, inner: list[tuple[Any, bool]], opened: list[str], closed: list[str]
+) -> Generator[None, None, None]:
+    opened.append(ctx.id)
+    yield
+    yield from _nested_blocks(inner, opened, closed)
+    closed.append(ctx.id)
 
 
 @hypothesis.settings(max_examples=200, deadline=None)
@@ -1861,10 +1927,14 @@ def test_blocks_of_generators_stepped_in_turn_follow_the_model(data: st.DataObje
 def _follow_the_model(data: st.DataObject) -> None:
     pool = [session() for _ in range(data.draw(st.integers(1, 3), label="scope objects"))]
     pick = st.integers(0, len(pool) - 1)
-    depths = data.draw(st.lists(st.lists(pick, min_size=1, max_size=3), min_size=1, max_size=4))
+    block = st.tuples(pick, st.booleans())  # a scope object, through an ExitStack or not
+    depths = data.draw(st.lists(st.lists(block, min_size=1, max_size=3), min_size=1, max_size=4))
     opened: list[str] = []
     closed: list[str] = []
-    gens = [_nested_blocks([pool[i] for i in depth], opened, closed) for depth in depths]
+    gens = [
+        _nested_blocks([(pool[i], use_stack) for i, use_stack in depth], opened, closed)
+        for depth in depths
+    ]
     live = list(range(len(gens)))
     consumer: list[tuple[Any, str]] = []  # the consumer's own blocks, innermost last
     model: list[str] = []  # open blocks, in the order they were entered

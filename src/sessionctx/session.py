@@ -476,7 +476,13 @@ _SUSPENDABLE: Final = (
 def _frame_key(frame: types.FrameType) -> int | None:
     """What an open scope's entry keeps of the frame that entered it: the id of a
     generator or coroutine frame (alive while suspended in the block), not
-    the frame, which would keep its locals alive in every copy of the context."""
+    the frame, which would keep its locals alive in every copy of the context.
+
+    ``contextlib``'s own frames (``ExitStack``, ``AsyncExitStack``) stand for
+    the frame that called them.
+    """
+    while frame.f_globals.get("__name__") == "contextlib" and frame.f_back is not None:
+        frame = frame.f_back
     return id(frame) if frame.f_code.co_flags & _SUSPENDABLE else None
 
 
