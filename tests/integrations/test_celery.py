@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from celery import Celery, signals
 from celery.contrib.testing.worker import start_worker
+from celery.local import Proxy
 
 from sessionctx import current_session_id, is_valid_session_id, session, set_session_id
 from sessionctx.integrations import celery as sessionctx_celery
@@ -170,7 +171,8 @@ class TestWorker:
         first, second = worker.report.delay(), worker.report.delay()
         sid1, header1 = first.get(timeout=TIMEOUT, interval=0.01)
         sid2, _ = second.get(timeout=TIMEOUT, interval=0.01)
-        assert header1 is None
+        # Made when published, so that a redelivery of the message keeps it.
+        assert header1 == sid1
         assert is_valid_session_id(sid1)
         assert is_valid_session_id(sid2)
         assert sid1 != sid2
@@ -414,6 +416,58 @@ def test_a_disconnected_app_runs_tasks_without_sessions() -> None:
     sessionctx_celery.connect(app)
     sessionctx_celery.connect(app)
     sessionctx_celery.disconnect(app)
+    assert report.apply(headers={"X-Session-Id": "from-header"}).get() is None
+
+
+def test_a_message_published_outside_any_session_carries_an_id_of_its_own() -> None:
+    # What a redelivery (acks_late, a worker lost mid-task) sends again.
+    app = make_app()
+    published: list[dict[str, Any]] = []
+
+    def record(headers: dict[str, Any], **kwargs: Any) -> None:
+        published.append(dict(headers))
+
+    @task(app, "report")
+    def report() -> str | None:
+        return current_session_id()
+
+    sessionctx_celery.connect(app)
+    signals.before_task_publish.connect(record, weak=False, dispatch_uid="tests.record")
+    try:
+        report.apply_async()
+        report.apply_async()
+        with session("publisher"):
+            report.apply_async()
+        report.apply_async(headers={"X-Session-Id": "explicit"})
+    finally:
+        signals.before_task_publish.disconnect(dispatch_uid="tests.record")
+        sessionctx_celery.disconnect(app)
+    ids = [headers["X-Session-Id"] for headers in published]
+    assert is_valid_session_id(ids[0])
+    assert is_valid_session_id(ids[1])
+    assert ids[0] != ids[1]
+    assert ids[2:] == ["publisher", "explicit"]
+
+
+def test_connect_takes_celery_current_app() -> None:
+    # celery.current_app and friends are proxies: the app's tasks see the app.
+    app = make_app()
+    proxy = Proxy(lambda: app)
+    assert isinstance(proxy, Celery)
+
+    @task(app, "report")
+    def report() -> str | None:
+        return current_session_id()
+
+    before = receiver_counts()
+    sessionctx_celery.connect(proxy)
+    try:
+        sessionctx_celery.connect(app)  # the same app: nothing more
+        assert receiver_counts() == [n + 1 for n in before]
+        assert report.apply(headers={"X-Session-Id": "from-header"}).get() == "from-header"
+    finally:
+        sessionctx_celery.disconnect(proxy)
+    assert receiver_counts() == before
     assert report.apply(headers={"X-Session-Id": "from-header"}).get() is None
 
 

@@ -12,10 +12,12 @@ How it works, with Celery's signals:
 
 - ``before_task_publish``: the publisher's session id goes into the task
   message headers under ``X-Session-Id`` (a value already passed with
-  ``apply_async(headers=...)`` is kept). Celery does not tell this signal which
-  app publishes, so while any app is connected every task message published
-  from the process carries the header; workers of apps that are not connected
-  ignore it.
+  ``apply_async(headers=...)`` is kept); a message published outside any
+  session gets a new id of its own, so a redelivery (``acks_late``, a worker
+  lost mid-task) runs in the same session as the first delivery. Celery does
+  not tell this signal which app publishes, so while any app is connected
+  every task message published from the process carries the header; workers
+  of apps that are not connected ignore it.
 - ``task_prerun``: for tasks of a connected app, the worker sets that session
   for the task's run; without a valid header it starts a new one and writes
   its id into ``task.request.headers`` (over an invalid one). A task run
@@ -24,7 +26,9 @@ How it works, with Celery's signals:
 - ``task_postrun``: the worker restores the session it had before the task.
   Celery sends it from a ``finally`` block, so this happens after success,
   failure, retry, reject and ignore alike; ``on_failure``, ``on_retry`` and
-  ``task_failure`` handlers run before it and still see the task's session.
+  ``task_failure`` handlers run before it and still see the task's session;
+  ``task_postrun`` handlers connected after :func:`connect` run after it and
+  see the worker's own session again.
   Runs nested in one thread, such as the replacement an eager
   ``self.replace(sig)`` runs under the same task id, each restore what they
   found.
@@ -39,10 +43,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from contextvars import Token
-from typing import Any
+from typing import Any, cast
 
 try:
     from celery import Celery, signals
+    from celery.local import Proxy
 except ImportError:
     raise ImportError(
         "sessionctx.integrations.celery needs celery; "
@@ -70,7 +75,9 @@ def connect(app: Celery) -> None:
     Call it in the process that publishes and in the worker (importing the
     module that builds the app and calls ``connect`` does both). The signal
     handlers hold a reference to ``app`` until :func:`disconnect`.
+    ``celery.current_app`` (a proxy) stands for the app behind it.
     """
+    app = _unproxied(app)
     if not isinstance(app, Celery):
         raise TypeError(f"expected a celery.Celery app, not {type(app).__name__}: {app!r}")
 
@@ -96,10 +103,18 @@ def disconnect(app: Celery) -> None:
     tests); a task running meanwhile keeps its session until its thread's
     context ends. Disconnecting an app that is not connected does nothing.
     """
-    uid = _dispatch_uid(app)
+    uid = _dispatch_uid(_unproxied(app))
     signals.before_task_publish.disconnect(dispatch_uid=uid)
     signals.task_prerun.disconnect(dispatch_uid=uid)
     signals.task_postrun.disconnect(dispatch_uid=uid)
+
+
+def _unproxied(app: Celery) -> Celery:
+    """The app itself for ``celery.current_app`` (a proxy), whose tasks' ``app``
+    is never the proxy."""
+    if isinstance(app, Proxy):
+        return cast(Celery, app._get_current_object())
+    return app
 
 
 def _dispatch_uid(app: Celery) -> tuple[str, int]:
@@ -107,9 +122,11 @@ def _dispatch_uid(app: Celery) -> tuple[str, int]:
 
 
 def _on_publish(headers: dict[str, Any], **kwargs: Any) -> None:
-    sid = current_session_id()
-    if sid is not None:
-        headers.setdefault(SESSION_HEADER_NAME, sid)
+    # A header passed with apply_async(headers=...) wins.
+    if SESSION_HEADER_NAME not in headers:
+        # Outside any session the message gets an id of its own now, so that a
+        # redelivery (acks_late, a worker lost mid-task) runs in the same session.
+        headers[SESSION_HEADER_NAME] = current_session_id() or generate_session_id()
 
 
 def _header_session_id(request: Any) -> str | None:
