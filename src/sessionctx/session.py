@@ -583,28 +583,9 @@ class _SessionScope:
             # function inside and wrap it the same way again.
             return cast(F, type(fn)(self(fn.__func__)))
         make = self._make
-        if inspect.iscoroutinefunction(fn):
-            async_fn = cast(Callable[..., Awaitable[Any]], fn)
-
-            @functools.wraps(fn)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
-                return await _await_in_session(_active(make()), async_fn(*args, **kwargs))
-
-            return cast(F, run_async)
-
-        if inspect.isasyncgenfunction(fn):
-            run_async_gen = _async_gen_function(
-                lambda *a, **k: (_Steps(_active(make())).run, fn(*a, **k))
-            )
-            return cast(F, functools.wraps(fn)(run_async_gen))
-
-        if inspect.isgeneratorfunction(fn):
-
-            @functools.wraps(fn)
-            def run_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-                return (yield from _stepped(_Steps(_active(make())).run, fn(*args, **kwargs)))
-
-            return cast(F, _generator_function_like(fn, run_gen))
+        stepping = _stepping_function(fn, lambda: _Steps(_active(make())).run)
+        if stepping is not None:
+            return cast(F, stepping)
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -616,8 +597,6 @@ class _SessionScope:
                 _current.reset(token)
             # Code that runs later, when awaited or stepped: a wrapper's
             # coroutine, an object's ``async def __call__``.
-            if isinstance(result, types.CoroutineType):
-                return _await_in_session(active, result)
             return _later_steps(_Steps(active).run, result)
 
         return cast(F, run)
@@ -666,14 +645,6 @@ class _Steps:
 
 #: Runs one step of a generator or awaitable: ``run(gen.send, value)``.
 _Runner = Callable[..., Any]
-
-
-async def _await_in_session(active: _Active, coro: Awaitable[T]) -> T:
-    token = _current.set(active)
-    try:
-        return await coro
-    finally:
-        _current.reset(token)
 
 
 def _stepped(run: _Runner, gen: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
@@ -810,9 +781,41 @@ def _generator_function_like(fn: Callable[..., Any], wrapper: F) -> F:
     return wrapper
 
 
+def _stepping_function(
+    fn: Callable[..., Any], new_run: Callable[[], _Runner]
+) -> Callable[..., Any] | None:
+    """A wrapper of ``fn``'s kind (a coroutine, async generator or generator
+    function) whose every call steps what ``fn`` returns through a runner of its
+    own, ``new_run()`` (see :func:`_stepped`); ``None`` for any other callable."""
+    if inspect.iscoroutinefunction(fn):
+        async_fn = cast(Callable[..., Awaitable[Any]], fn)
+
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            return await _SteppedAwaitable(new_run(), async_fn(*args, **kwargs))
+
+        return run_async
+
+    if inspect.isasyncgenfunction(fn):
+        return functools.wraps(fn)(_async_gen_function(lambda *a, **k: (new_run(), fn(*a, **k))))
+
+    if inspect.isgeneratorfunction(fn):
+        gen_fn = cast(Callable[..., Generator[Any, Any, Any]], fn)
+
+        @functools.wraps(fn)
+        def run_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            return (yield from _stepped(new_run(), gen_fn(*args, **kwargs)))
+
+        return _generator_function_like(fn, run_gen)
+    return None
+
+
 def _later_steps(run: _Runner, result: T) -> T:
-    """``result`` of a call, its code that runs later (a generator's, an async
-    generator's) stepped through ``run``; any other value as it is."""
+    """``result`` of a call, its code that runs later (a coroutine's, a
+    generator's, an async generator's) stepped through ``run``; any other value
+    as it is."""
+    if isinstance(result, types.CoroutineType):
+        return cast(T, _await_stepped(run, result))
     if isinstance(result, types.GeneratorType):
         if _is_iterable_coroutine(result.gi_code):
             return cast(T, _stepped_iterable_coroutine(run, result))
@@ -956,42 +959,14 @@ def wrap_context(fn: Callable[P, T]) -> Callable[P, T]:
     that a plain ``fn`` returns.
     """
     snapshot = copy_context()
-
-    if inspect.iscoroutinefunction(fn):
-        async_fn = cast(Callable[..., Awaitable[Any]], fn)
-
-        @functools.wraps(fn)
-        async def run_async(*args: Any, **kwargs: Any) -> Any:
-            ctx = snapshot.copy()
-            return await _SteppedAwaitable(ctx.run, ctx.run(async_fn, *args, **kwargs))
-
-        return cast(Callable[P, T], run_async)
-
-    if inspect.isasyncgenfunction(fn):
-
-        def start(*args: Any, **kwargs: Any) -> tuple[_Runner, AsyncGenerator[Any, Any]]:
-            ctx = snapshot.copy()
-            return ctx.run, ctx.run(fn, *args, **kwargs)
-
-        return cast(Callable[P, T], functools.wraps(fn)(_async_gen_function(start)))
-
-    if inspect.isgeneratorfunction(fn):
-        gen_fn = cast(Callable[..., Generator[Any, Any, Any]], fn)
-
-        @functools.wraps(fn)
-        def run_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            ctx = snapshot.copy()
-            return (yield from _stepped(ctx.run, ctx.run(gen_fn, *args, **kwargs)))
-
-        return cast(Callable[P, T], _generator_function_like(fn, run_gen))
+    stepping = _stepping_function(fn, lambda: snapshot.copy().run)
+    if stepping is not None:
+        return cast(Callable[P, T], stepping)
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
         ctx = snapshot.copy()
-        result = ctx.run(fn, *args, **kwargs)
-        if isinstance(result, types.CoroutineType):
-            return cast(T, _await_stepped(ctx.run, result))
-        return _later_steps(ctx.run, result)
+        return _later_steps(ctx.run, ctx.run(fn, *args, **kwargs))
 
     return run
 
