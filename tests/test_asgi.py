@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import sys
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import Context, copy_context
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from asgiref.sync import AsyncToSync
+from asgiref.wsgi import WsgiToAsgi
 
 from sessionctx import (
     SessionContext,
@@ -1167,6 +1172,32 @@ async def test_handle_errors_after_the_response_started_only_reraises() -> None:
     assert [m["type"] for m in sent] == ["http.response.start"]
 
 
+async def test_handle_errors_sends_a_500_when_the_server_refused_the_start() -> None:
+    # hypercorn checks the headers as it takes the start message, and raises
+    # before anything is written: the response has not started.
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        for _, value in message.get("headers", ()):
+            if b"\n" in value:
+                raise ValueError("invalid header value")
+        sent.append(message)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1\r\n2")]})
+
+    middleware = SessionIdMiddleware(app, handle_errors=True)
+    with pytest.raises(ValueError, match="invalid header value"):
+        await middleware(http_scope([(HEADER, b"abc")]), receive, send)
+
+    assert sent[0]["status"] == 500
+    assert values_of(sent[0]["headers"], HEADER) == [b"abc"]
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+
+
 async def test_handle_errors_leaves_websockets_to_the_server() -> None:
     sent: list[Message] = []
     middleware = SessionIdMiddleware(failing_app, handle_errors=True)
@@ -1333,3 +1364,73 @@ def test_policy_context_with_and_without_attributes() -> None:
     assert plain == SessionContext("abc")
     assert plain.attributes is None
     assert rich == SessionContext("abc", {"path": "/"})
+
+
+# --------------------------------------------------------------------------- #
+# The send an app gets
+# --------------------------------------------------------------------------- #
+
+
+def is_coroutine_function(fn: object) -> bool:
+    """What asgiref asks of a ``send`` (``asgiref.sync.iscoroutinefunction``)."""
+    if sys.version_info >= (3, 12):
+        return inspect.iscoroutinefunction(fn)
+    return asyncio.iscoroutinefunction(fn)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"handle_errors": True},
+        {"expose_header": True},
+        {"attributes": lambda scope: {"path": scope["path"]}},
+    ],
+    ids=["plain", "handle_errors", "expose_header", "attributes"],
+)
+@pytest.mark.parametrize("scope", [http_scope([]), websocket_scope()], ids=["http", "websocket"])
+async def test_the_send_an_app_gets_is_a_coroutine_function(
+    options: dict[str, Any], scope: Scope
+) -> None:
+    seen: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(is_coroutine_function(send))
+        # asgiref warns about a send it does not take for a coroutine function.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            AsyncToSync(send)
+        start = "http.response.start" if scope["type"] == "http" else "websocket.accept"
+        await send({"type": start, "status": 200, "headers": []})
+
+    sent = await call(SessionIdMiddleware(app, **options), scope, [{"type": "websocket.connect"}])
+
+    assert seen == [True]
+    assert len(values_of(start_headers(sent), HEADER)) == 1
+
+
+@pytest.mark.parametrize("handle_errors", [False, True])
+async def test_a_wsgi_app_behind_asgirefs_wsgi_to_asgi_sees_the_session(
+    handle_errors: bool,
+) -> None:
+    # WsgiToAsgi sends through async_to_sync(send); Django Channels' sync
+    # consumers do the same.
+    seen: list[str | None] = []
+
+    def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append(current_session_id())
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    bridged = WsgiToAsgi(wsgi_app)  # type: ignore[no-untyped-call]
+    middleware = SessionIdMiddleware(bridged, handle_errors=handle_errors)
+    scope = http_scope(
+        [(HEADER, b"abc")], query_string=b"", http_version="1.1", server=("127.0.0.1", 80)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sent = await call(middleware, scope)
+
+    assert seen == ["abc"]
+    assert values_of(start_headers(sent), HEADER) == [b"abc"]
+    assert b"".join(m.get("body", b"") for m in sent) == b"ok"

@@ -21,8 +21,11 @@ the header on 500s)::
 
 from __future__ import annotations
 
+import inspect
+import sys
+import types
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sessionctx._policy import (
     MISSING,
@@ -59,6 +62,57 @@ _SEVERAL = (b"", b"")
 # Bound once: attribute lookups and bound-method objects cost per request.
 _set_session = _current.set
 _reset_session = _current.reset
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _coroutine_function(fn: _F) -> _F:
+    """Mark ``fn``, a plain function returning an awaitable, as a coroutine
+    function: ``inspect.markcoroutinefunction`` on Python 3.12+, before that
+    the attribute ``asyncio.iscoroutinefunction`` reads (asgiref's own way)."""
+    if sys.version_info >= (3, 12):
+        return inspect.markcoroutinefunction(fn)
+    import asyncio.coroutines
+
+    fn._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+    return fn
+
+
+# The ``send`` an app gets is a method object bound to a plain function: one
+# coroutine less per message than an ``async def`` wrapper, and cheaper to
+# make per request than a function object. The function is marked once as a
+# coroutine function, which its methods report too: asgiref's
+# ``async_to_sync(send)`` (Django Channels' sync consumers, ``WsgiToAsgi``)
+# warns about an unmarked one, and fails where warnings are errors.
+_bound = types.MethodType
+
+
+@_coroutine_function
+def _send_with_session(
+    state: tuple[Send, tuple[bytes, bytes], bytes, int], message: Message
+) -> Awaitable[None]:
+    """``send`` (``state[0]``), adding the session header ``pair`` to a
+    message that starts a response unless the app set ``header`` itself
+    (``size``: its length)."""
+    if message["type"] in _STARTS:
+        send, pair, header, size = state
+        # The app's message is never changed: it may send the same dict (a
+        # module-level constant) to every client, and one client's id must
+        # not stay in it for the next.
+        headers = message.get("headers")
+        if type(headers) is not list:
+            message, headers = _with_header_list(message, headers)
+        # The app's own session header, in any letter case, wins (Django
+        # sends names as the app spelled them). Length first: it is cheap.
+        for name, _ in headers:
+            if len(name) == size and name.lower() == header:
+                return send(message)
+        # A new list too: the app may reuse its own for every response.
+        message = _copy(message)
+        message["headers"] = [*headers, pair]
+        return send(message)
+    return state[0](message)
 
 
 class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
@@ -161,35 +215,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         if self._expose:
             send = _exposing(send, header)
 
-        # A plain function returning ``send``'s awaitable: one coroutine less
-        # per message than an ``async def`` wrapper. What it needs is bound
-        # as defaults rather than closed over: no cells to make per request,
-        # and the header loop reads plain locals.
-        def send_with_session(
-            message: Message,
-            send: Send = send,
-            pair: tuple[bytes, bytes] = pair,
-            header: bytes = header,
-            size: int = self._header_size,
-        ) -> Awaitable[None]:
-            if message["type"] in _STARTS:
-                # The app's message is never changed: it may send the same
-                # dict (a module-level constant) to every client, and one
-                # client's id must not stay in it for the next.
-                headers = message.get("headers")
-                if type(headers) is not list:
-                    message, headers = _with_header_list(message, headers)
-                # The app's own session header, in any letter case, wins
-                # (Django sends names as the app spelled them). Length first:
-                # it is cheap.
-                for name, _ in headers:
-                    if len(name) == size and name.lower() == header:
-                        return send(message)
-                # A new list too: the app may reuse its own for every response.
-                message = _copy(message)
-                message["headers"] = [*headers, pair]
-            return send(message)
-
+        send_with_session = _bound(_send_with_session, (send, pair, header, self._header_size))
         # True: the session of a request (see sessionctx.session._Active).
         if self._plain:
             token = _set_session([request_sid, None, True])
@@ -246,24 +272,20 @@ def _is_preflight(scope: Scope, raw: Iterable[tuple[bytes, bytes]]) -> bool:
 
 
 async def _app_or_500(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    """Run ``app``; when it raises before starting a response, send a plain 500.
+    """Run ``app``; when it raises before a response has started, send a plain 500.
 
     The 500 goes through ``send``, the session wrapper, so it carries the
     session header, and on HTTP/1.x ``Connection: close``: the app's exception
     is re-raised either way, and a server closes the connection once it gets it.
+    A start the server refused (hypercorn checks the headers as it takes them)
+    has not started the response.
     """
-    started = False
-
-    def tracking(message: Message) -> Awaitable[None]:
-        nonlocal started
-        if message["type"] in _STARTS:
-            started = True
-        return send(message)
-
+    # ``send``, and whether the server has taken a start message.
+    state: list[Any] = [send, False]
     try:
-        await app(scope, receive, tracking)
+        await app(scope, receive, _bound(_tracking, state))
     except Exception:
-        if not started and scope["type"] == "http":
+        if not state[1] and scope["type"] == "http":
             try:
                 await _send_plain(
                     send,
@@ -279,6 +301,19 @@ async def _app_or_500(app: ASGIApp, scope: Scope, receive: Receive, send: Send) 
                 # 500 (say, the client is gone) must not replace it.
                 pass
         raise
+
+
+@_coroutine_function
+def _tracking(state: list[Any], message: Message) -> Awaitable[None]:
+    """``send`` (``state[0]``), noting in ``state[1]`` that a start message was taken."""
+    if message["type"] in _STARTS:
+        return _start(state, message)
+    return cast("Send", state[0])(message)
+
+
+async def _start(state: list[Any], message: Message) -> None:
+    await state[0](message)
+    state[1] = True
 
 
 def _with_header_list(

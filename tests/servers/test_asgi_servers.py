@@ -440,3 +440,21 @@ async def test_handle_errors_500_closes_the_connection_it_announces(server: str)
                 ok = await http.get("/ok", headers={"X-Session-Id": f"ok-{i}"})
                 assert (ok.status_code, ok.text) == (200, "ok")
                 assert ok.headers["x-session-id"] == f"ok-{i}"
+
+
+async def test_handle_errors_500_follows_a_start_hypercorn_refused() -> None:
+    # hypercorn checks the headers of a start message as it takes it, and
+    # raises before anything is written: the response has not started, so the
+    # 500 still goes out, with the session header.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1\n2")]})
+        await send({"type": "http.response.body", "body": b"never sent"})
+
+    with serving("hypercorn", SessionIdMiddleware(app, handle_errors=True)) as address:
+        async with httpx.AsyncClient(base_url=f"http://{address}", timeout=CLIENT_TIMEOUT) as http:
+            for i in range(3):
+                failed = await http.get("/", headers={"X-Session-Id": f"refused-{i}"})
+                assert (failed.status_code, failed.text) == (500, "Internal Server Error")
+                assert failed.headers["x-session-id"] == f"refused-{i}"
