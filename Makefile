@@ -6,11 +6,12 @@ STAMP := $(VENV)/.sessionctx-installed
 BENCH_STAMP := $(VENV)/.sessionctx-bench-installed
 LINTED := src tests benchmarks examples
 
-.PHONY: help install test lint typecheck pytest demo bench stress clean
+.PHONY: help install test test-oldest lint typecheck pytest demo bench stress clean
 
 help:
 	@echo "make demo   - two real services sharing one session id (sets itself up)"
 	@echo "make test   - ruff, mypy --strict, pytest with branch coverage (sets itself up)"
+	@echo "make test-oldest - the tests against the oldest supported versions (own venv)"
 	@echo "make bench  - benchmarks against peers and a hand-written floor"
 	@echo "make stress - large reliability runs (load, faults, leaks)"
 
@@ -43,6 +44,22 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The suite (but the reliability runs) against the lowest versions
+# pyproject.toml declares, pinned in constraints/oldest.txt, in a venv of its own.
+OLDEST_VENV ?= .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.sessionctx-installed
+
+$(OLDEST_STAMP): pyproject.toml constraints/oldest.txt
+	rm -rf $(OLDEST_VENV)
+	$(PYTHON) -m venv $(OLDEST_VENV) || { rm -rf $(OLDEST_VENV); $(PYTHON) -m venv --without-pip $(OLDEST_VENV) && $(PYTHON) -m pip --python $(OLDEST_VENV)/bin/python install pip; }
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints/oldest.txt -e '.[test]'
+	@touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_VENV)/bin/python -m pytest -q --ignore=tests/reliability $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
 demo: $(STAMP)
 	$(PY) -m examples.two_agents
 
@@ -64,4 +81,4 @@ stress: $(STAMP)
 	SESSIONCTX_STRESS=1 $(PY) -m pytest -m reliability tests/reliability -p no:cov -q
 
 clean:
-	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) $(OLDEST_VENV) .coverage .coverage.* .mypy_cache .ruff_cache build dist

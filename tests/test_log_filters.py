@@ -60,6 +60,12 @@ def test_the_default_must_be_a_str() -> None:
         SessionIdFilter(default=None)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("name", [None, 5, b"app"])
+def test_the_name_must_be_a_str(name: object) -> None:
+    with pytest.raises(TypeError, match=f"name must be a str, not {type(name).__name__}"):
+        SessionIdFilter(name=name)  # type: ignore[arg-type]
+
+
 def test_formats_through_a_handler(logger: logging.Logger) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -206,3 +212,65 @@ def test_a_subclass_with_a_class_level_default_logs(
 
     assert stream.getvalue().splitlines() == [f"{placeholder} outside", "abc inside"]
     assert [session_id_of(r) for r in next_handler.records] == ["n/a", "abc"]
+
+
+def test_a_memory_handler_with_the_filter_keeps_each_records_session(
+    logger: logging.Logger,
+) -> None:
+    # The filter on the buffering handler itself: each record keeps the
+    # session it was logged in, whichever request fills the buffer.
+    stream = io.StringIO()
+    output = logging.StreamHandler(stream)
+    output.addFilter(SessionIdFilter())
+    output.setFormatter(logging.Formatter("%(session_id)s %(message)s"))
+    buffered = logging.handlers.MemoryHandler(capacity=100, target=output)
+    buffered.addFilter(SessionIdFilter())
+    logger.addHandler(buffered)
+
+    with session("alice"):
+        logger.info("from alice")
+    logger.info("outside")
+    with session("bob"):
+        logger.error("from bob, flushes")
+
+    assert stream.getvalue().splitlines() == [
+        "alice from alice",
+        "- outside",
+        "bob from bob, flushes",
+    ]
+
+
+def test_a_record_made_in_another_thread_gets_the_default_not_this_threads_session(
+    logger: logging.Logger,
+) -> None:
+    # A MemoryHandler without the filter, flushed by another thread's request:
+    # the filter behind it must not write that request's id on the records
+    # the first thread logged.
+    stream = io.StringIO()
+    output = logging.StreamHandler(stream)
+    output.addFilter(SessionIdFilter())
+    output.setFormatter(logging.Formatter("%(session_id)s %(message)s"))
+    logger.addHandler(logging.handlers.MemoryHandler(capacity=100, target=output))
+
+    def alice() -> None:
+        with session("alice"):
+            logger.info("from alice")
+
+    thread = threading.Thread(target=alice)
+    thread.start()
+    thread.join()
+    with session("bob"):
+        logger.error("from bob, flushes")
+
+    assert stream.getvalue().splitlines() == ["- from alice", "bob from bob, flushes"]
+
+
+def test_without_thread_ids_on_records_the_session_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logging, "logThreads", False)
+    record = make_record()
+    assert record.thread is None
+    with session("abc"):
+        SessionIdFilter().filter(record)
+    assert session_id_of(record) == "abc"

@@ -18,6 +18,7 @@ or from ``logging.config.dictConfig``::
 from __future__ import annotations
 
 import logging
+from threading import get_ident
 
 from sessionctx.session import _get
 
@@ -43,11 +44,14 @@ class SessionIdFilter(logging.Filter):
     there is none, unless the record has a value already (given with
     ``extra={"session_id": ...}``). It never drops a record.
 
-    The id is read when the record passes the filter, i.e. in the thread or
-    task that logs, so attach it to handlers of loggers called from request
-    code. A ``QueueHandler`` with this filter keeps the id, or the ``extra=``
-    value, found at that point, also when the listener's handlers have the
-    filter too. Outside a session each handler's filter writes its own
+    The id is read when the record passes the filter, so the filter belongs
+    on the first handler a record reaches. A handler that holds records back
+    and passes them on later, a ``QueueHandler`` or a ``MemoryHandler``, needs
+    it itself: what it found is kept when the handlers behind it have the
+    filter too. Those run later, maybe in another request's session, and a
+    filter there alone would write that session's id; it writes the default
+    instead for a record made in another thread than its own. Outside a
+    session each handler's filter writes its own
     ``default``: another handler's filter, or a ``QueueHandler``'s in the same
     process, does not decide it. A record pickled to another process carries
     the default as a plain ``str``, which is kept there like an ``extra=``
@@ -62,6 +66,8 @@ class SessionIdFilter(logging.Filter):
     default: str
 
     def __init__(self, name: str = "", default: str = "-") -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}: {name!r}")
         super().__init__(name)
         self.default = default
 
@@ -78,7 +84,11 @@ class SessionIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "session_id" not in record.__dict__:
             active = _get()  # what current_session_id() reads, one call less per record
-            if active is not None:
+            # The session of the thread that made the record; a record made in
+            # another thread (a QueueListener's, a MemoryHandler flushed by
+            # another request) gets the default, never that thread's id.
+            # ``thread`` is None with logging.logThreads off.
+            if active is not None and (record.thread is None or record.thread == get_ident()):
                 record.session_id = active[0]
                 return True
         elif type(record.__dict__["session_id"]) is not _Default:

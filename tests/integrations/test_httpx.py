@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import weakref
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Any
 
 import httpx
 import pytest
@@ -189,9 +191,12 @@ def proxy_url() -> Iterator[str]:
 def test_a_proxy_is_given_to_the_wrapped_transport(proxy_url: str) -> None:
     # What the README and the module say: the client's own proxy= goes around
     # the session transport; the wrapped transport's proxy goes through it.
-    around = httpx.Client(transport=SessionTransport(), proxy=proxy_url, timeout=10)
+    # httpx < 0.26 names the client's argument proxies=.
+    client_proxy = "proxy" if "proxy" in inspect.signature(httpx.Client).parameters else "proxies"
+    options: dict[str, Any] = {client_proxy: proxy_url}
+    around = httpx.Client(transport=SessionTransport(), timeout=10, **options)
     through = httpx.Client(
-        transport=SessionTransport(httpx.HTTPTransport(proxy=proxy_url)), timeout=10
+        transport=SessionTransport(httpx.HTTPTransport(proxy=httpx.Proxy(proxy_url))), timeout=10
     )
     with around, through, session("sess-proxy"):
         sent_around = around.get("http://service.invalid/a").json()

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import httpx
 import pytest
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.trace import SpanKind, use_span
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from sessionctx import ContextThreadPoolExecutor, session
+from sessionctx.asgi import SessionIdMiddleware
 from sessionctx.integrations.opentelemetry import SessionSpanProcessor
+from sessionctx.wsgi import SessionIdMiddleware as WsgiSessionIdMiddleware
+from tests.support import ASGIApp, Receive, Scope, Send
 from tests.tracing import Tracing
 
 
@@ -161,6 +173,11 @@ def test_options_are_kept_in_order_without_duplicates() -> None:
         pytest.param({"attribute_names": ()}, ValueError, "at least one", id="empty"),
         pytest.param({"attribute_names": ("",)}, ValueError, "must not be empty", id="blank"),
         pytest.param({"attribute_names": (1,)}, TypeError, "must be a str", id="not-str"),
+        pytest.param(
+            {"attribute_names": None}, TypeError, "attribute_names .* not NoneType", id="none"
+        ),
+        pytest.param({"attribute_names": 5}, TypeError, "attribute_names .* not int: 5", id="int"),
+        pytest.param({"attribute_names": {"session.id": 1}}, TypeError, "not dict", id="mapping"),
         pytest.param({"attributes_key": ""}, ValueError, "must not be empty", id="blank-key"),
         pytest.param({"attributes_key": b"k"}, TypeError, "must be a str", id="bytes-key"),
         pytest.param(
@@ -173,3 +190,147 @@ def test_invalid_options_are_rejected(
 ) -> None:
     with pytest.raises(error, match=message):
         SessionSpanProcessor(**kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- #
+# The request's SERVER span, started by an instrumentation outside the middleware
+# --------------------------------------------------------------------------- #
+
+
+def instrumented_app(
+    recorder: Tracing, *, outermost: bool, handler_session: str | None = None, **options: Any
+) -> ASGIApp:
+    """A Starlette app under OpenTelemetry's ASGI middleware (what
+    ``FastAPIInstrumentor`` installs) and ``SessionIdMiddleware``: inside it,
+    as ``add_middleware`` puts it, or outermost."""
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        if handler_session is None:
+            with recorder.tracer.start_as_current_span("work"):
+                return PlainTextResponse("ok")
+        # A session of the handler's own, and a span in it, before anything
+        # else starts a span under the SERVER span.
+        with session(handler_session), recorder.tracer.start_as_current_span("work"):
+            return PlainTextResponse("ok")
+
+    telemetry = Middleware(OpenTelemetryMiddleware, tracer_provider=recorder.provider)
+    sessions = Middleware(SessionIdMiddleware, **options)
+    if outermost:
+        inner = Starlette(routes=[Route("/items", endpoint)], middleware=[telemetry])
+        return SessionIdMiddleware(inner, **options)
+    return Starlette(routes=[Route("/items", endpoint)], middleware=[telemetry, sessions])
+
+
+async def get_items(app: ASGIApp, headers: dict[str, str]) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        return await client.get("/items", headers=headers)
+
+
+def server_span_attributes(recorder: Tracing) -> dict[str, object]:
+    (server,) = [s for s in recorder.exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    return dict(server.attributes or {})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("outermost", [False, True], ids=["instrumentation-outside", "outermost"])
+async def test_the_request_server_span_gets_the_requests_session(
+    recorder: Tracing, outermost: bool
+) -> None:
+    response = await get_items(
+        instrumented_app(recorder, outermost=outermost), {"X-Session-Id": "sess-req"}
+    )
+    assert response.headers["x-session-id"] == "sess-req"
+    assert server_span_attributes(recorder)["session.id"] == "sess-req"
+    assert recorder.attributes("work")["session.id"] == "sess-req"
+
+
+@pytest.mark.anyio
+async def test_the_server_span_gets_the_requests_attributes_not_a_handler_session(
+    recorder: Tracing,
+) -> None:
+    app = instrumented_app(
+        recorder,
+        outermost=False,
+        handler_session="sess-inner",
+        attributes=lambda scope: {"path": scope["path"]},
+    )
+    await get_items(app, {"X-Session-Id": "sess-req"})
+    server = server_span_attributes(recorder)
+    assert server["session.id"] == "sess-req"
+    assert server["session.attributes"] == '{"path":"/items"}'
+    assert recorder.attributes("work")["session.id"] == "sess-inner"
+
+
+@pytest.mark.anyio
+async def test_a_server_span_keeps_a_name_it_was_started_with() -> None:
+    recorder = Tracing(SessionSpanProcessor(attribute_names=("session.id", "alias.id")))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        with recorder.tracer.start_as_current_span("work"):
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    async def instrumented(scope: Scope, receive: Receive, send: Send) -> None:
+        with recorder.tracer.start_as_current_span(
+            "request", kind=SpanKind.SERVER, attributes={"alias.id": "given"}
+        ):
+            await SessionIdMiddleware(app)(scope, receive, send)
+
+    try:
+        await get_items(instrumented, {"X-Session-Id": "sess-req"})
+    finally:
+        recorder.provider.shutdown()
+    assert recorder.attributes("request") == {"alias.id": "given", "session.id": "sess-req"}
+    assert recorder.attributes("work") == {"session.id": "sess-req", "alias.id": "sess-req"}
+
+
+def test_a_server_span_outside_any_request_is_left_alone(recorder: Tracing) -> None:
+    # Only a request's session goes up to its SERVER span, not a session()
+    # block of code that runs under some SERVER span.
+    tracer = recorder.tracer
+    with (
+        tracer.start_as_current_span("server", kind=SpanKind.SERVER),
+        session("block"),
+        tracer.start_as_current_span("child"),
+    ):
+        pass
+    assert "session.id" not in recorder.attributes("server")
+    assert recorder.attributes("child")["session.id"] == "block"
+
+
+@pytest.mark.anyio
+async def test_a_finished_server_span_is_left_alone(recorder: Tracing) -> None:
+    tracer = recorder.tracer
+    server = tracer.start_span("server", kind=SpanKind.SERVER)
+    server.end()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        with use_span(server), tracer.start_as_current_span("late"):
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    await get_items(SessionIdMiddleware(app), {"X-Session-Id": "sess-req"})
+    assert "session.id" not in recorder.attributes("server")
+    assert recorder.attributes("late")["session.id"] == "sess-req"
+
+
+def test_a_wsgi_request_server_span_gets_the_session(recorder: Tracing) -> None:
+    # What OpenTelemetry's WSGI middleware does around the session middleware:
+    # the SERVER span is current when the session middleware copies the context.
+    tracer = recorder.tracer
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with tracer.start_as_current_span("work"):
+            start_response("204 No Content", [])
+            return []
+
+    sessions = WsgiSessionIdMiddleware(app)
+
+    def instrumented(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        with tracer.start_as_current_span("request", kind=SpanKind.SERVER):
+            return sessions(environ, start_response)
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_X_SESSION_ID": "sess-wsgi"}
+    instrumented(environ, lambda status, headers, exc_info=None: None)
+    assert recorder.attributes("request")["session.id"] == "sess-wsgi"

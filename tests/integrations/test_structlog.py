@@ -8,7 +8,7 @@ import json
 
 import pytest
 import structlog
-from structlog.testing import capture_logs
+from structlog.testing import LogCapture
 
 from sessionctx import session
 from sessionctx.integrations.structlog import add_session_id
@@ -69,7 +69,9 @@ async def test_concurrent_tasks_log_their_own_ids() -> None:
     ]
 
 
-def test_works_with_structlog_capture_logs() -> None:
-    with capture_logs(processors=[add_session_id]) as captured, session("sess-1"):
-        structlog.get_logger().info("hello")
-    assert captured == [{"event": "hello", "log_level": "info", "session_id": "sess-1"}]
+def test_works_with_structlog_log_capture() -> None:
+    captured = LogCapture()
+    log = structlog.wrap_logger(None, processors=[add_session_id, captured])
+    with session("sess-1"):
+        log.info("hello")
+    assert captured.entries == [{"event": "hello", "log_level": "info", "session_id": "sess-1"}]

@@ -20,6 +20,11 @@ from hypercorn.config import Config as HypercornConfig
 from tests.support import HOST, ASGIApp, free_port, wait_until_listening
 
 SERVERS = ("uvicorn", "hypercorn")
+# uvicorn's own WebSocket protocol on the websockets library's sans-I/O API
+# (uvicorn >= 0.35); before it, the one on the library's legacy API.
+WEBSOCKETS = (
+    "websockets-sansio" if "websockets-sansio" in uvicorn.config.WS_PROTOCOLS else "websockets"
+)
 STARTUP_TIMEOUT = 15.0
 SHUTDOWN_TIMEOUT = 10.0
 
@@ -46,7 +51,7 @@ def _uvicorn(app: ASGIApp, port: int, **options: Any) -> Iterator[None]:
         host=HOST,
         port=port,
         lifespan="on",
-        ws="websockets-sansio",
+        ws=WEBSOCKETS,
         log_level="warning",
         timeout_graceful_shutdown=2,
         **options,

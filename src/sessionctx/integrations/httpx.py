@@ -15,7 +15,7 @@ are then ignored); set those on the wrapped transport instead, e.g.
 ``SessionTransport(httpx.HTTPTransport(retries=2))``. A client's ``proxy=`` and
 ``mounts=`` route requests through transports of their own, around this one:
 give the proxy to the wrapped transport,
-``SessionTransport(httpx.HTTPTransport(proxy=...))``, and wrap each mounted
+``SessionTransport(httpx.HTTPTransport(proxy=httpx.Proxy(...)))``, and wrap each mounted
 transport in a session transport of its own.
 
 The header is written into the request being sent, so

@@ -17,19 +17,26 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 try:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import Span, SpanProcessor
+    from opentelemetry.trace import SpanKind, get_current_span
 except ImportError:
     raise ImportError(
         "sessionctx.integrations.opentelemetry needs the OpenTelemetry SDK; "
         "install with: pip install 'sessionctx[otel]' opentelemetry-sdk"
     ) from None
 
-from sessionctx.session import current_session
+from sessionctx.session import (
+    SessionContext,
+    _get,
+    _plain_context,
+    _request_of,
+    current_session,
+)
 
 __all__ = ["SessionSpanProcessor"]
 
@@ -57,6 +64,15 @@ class SessionSpanProcessor(SpanProcessor):
     started with no session active get no attribute; for them the processor
     costs one ``ContextVar`` read.
 
+    The request's own span: an instrumentation outside ``SessionIdMiddleware``
+    (``FastAPIInstrumentor``, OpenTelemetry's ASGI or WSGI middleware) starts
+    its ``SERVER`` span before the request has a session. The first span
+    started inside the request under it, e.g. the instrumentation's
+    ``http receive`` / ``http send`` spans, then sets the request's session on
+    that parent too, when the parent is a local ``SERVER`` span still recording
+    (only on the names it does not have, as above). Wrapping ``SessionIdMiddleware`` outermost gives
+    the ``SERVER`` span its session when it starts.
+
     >>> from opentelemetry.sdk.trace import TracerProvider
     >>> provider = TracerProvider()
     >>> provider.add_span_processor(
@@ -74,6 +90,11 @@ class SessionSpanProcessor(SpanProcessor):
                 "attribute_names must be a sequence of attribute names, not a single name: "
                 f"{attribute_names!r}"
             )
+        if not isinstance(attribute_names, Iterable) or isinstance(attribute_names, Mapping):
+            raise TypeError(
+                "attribute_names must be a sequence of attribute names, not "
+                f"{type(attribute_names).__name__}: {attribute_names!r}"
+            )
         names = tuple(dict.fromkeys(_check_name(n, "attribute name") for n in attribute_names))
         if not names:
             raise ValueError("attribute_names must name at least one attribute")
@@ -90,6 +111,23 @@ class SessionSpanProcessor(SpanProcessor):
         ctx = current_session()
         if ctx is None:
             return
+        self._stamp(span, ctx)
+        request = _request_of(_get())
+        if request is None:
+            return
+        parent: Any = get_current_span(parent_context)
+        if (
+            isinstance(parent, Span)
+            and parent.kind is SpanKind.SERVER
+            and parent.is_recording()
+            and not all(name in (parent.attributes or ()) for name in self.attribute_names)
+        ):
+            # The request's SERVER span, started before its session: the
+            # request's own session, not one set inside it, on the names it
+            # does not have.
+            self._stamp(parent, request[1] or _plain_context(request[0]))
+
+    def _stamp(self, span: Span, ctx: SessionContext) -> None:
         # What the span was started with: the SDK stores it before on_start.
         started_with = span.attributes or ()
         attributes = {name: ctx.id for name in self.attribute_names if name not in started_with}
