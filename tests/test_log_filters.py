@@ -274,3 +274,18 @@ def test_without_thread_ids_on_records_the_session_is_written(
     with session("abc"):
         SessionIdFilter().filter(record)
     assert session_id_of(record) == "abc"
+
+
+def test_the_thread_id_is_read_as_logging_reads_it(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gevent and eventlet patch threading.get_ident, maybe after sessionctx
+    # was imported: the filter compares with what logging put on the record.
+    monkeypatch.setattr(threading, "get_ident", lambda: 424242)
+    handler = ListHandler()
+    handler.addFilter(SessionIdFilter())
+    logger.addHandler(handler)
+    with session("abc"):
+        logger.info("patched")
+    assert handler.records[0].thread == 424242
+    assert session_id_of(handler.records[0]) == "abc"

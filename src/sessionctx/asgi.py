@@ -61,6 +61,7 @@ _NO_HEADERS = (MISSING, None)
 _SEVERAL = (b"", b"")
 # Bound once: attribute lookups and bound-method objects cost per request.
 _set_session = _current.set
+_get_session = _current.get
 _reset_session = _current.reset
 
 
@@ -216,18 +217,19 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             send = _exposing(send, header)
 
         send_with_session = _bound(_send_with_session, (send, pair, header, self._header_size))
-        # True: the session of a request (see sessionctx.session._Active).
+        # A bool: the session of a request, True when it began outside any
+        # session (see sessionctx.session._Active).
         if self._plain:
-            token = _set_session([request_sid, None, True])
+            token = _set_session([request_sid, None, _get_session() is None])
             try:
                 return await self.app(scope, receive, send_with_session)
             finally:
                 _reset_session(token)
         make_context = self._make_context
         token = _set_session(
-            [request_sid, None, True]
+            [request_sid, None, _get_session() is None]
             if make_context is None
-            else [request_sid, make_context(request_sid, scope), True]
+            else [request_sid, make_context(request_sid, scope), _get_session() is None]
         )
         try:
             if self._handle_errors:

@@ -18,7 +18,7 @@ or from ``logging.config.dictConfig``::
 from __future__ import annotations
 
 import logging
-from threading import get_ident
+import threading
 
 from sessionctx.session import _get
 
@@ -87,8 +87,11 @@ class SessionIdFilter(logging.Filter):
             # The session of the thread that made the record; a record made in
             # another thread (a QueueListener's, a MemoryHandler flushed by
             # another request) gets the default, never that thread's id.
-            # ``thread`` is None with logging.logThreads off.
-            if active is not None and (record.thread is None or record.thread == get_ident()):
+            # ``thread`` is None with logging.logThreads off. get_ident is looked
+            # up when called, as logging does: gevent and eventlet patch it.
+            if active is not None and (
+                record.thread is None or record.thread == threading.get_ident()
+            ):
                 record.session_id = active[0]
                 return True
         elif type(record.__dict__["session_id"]) is not _Default:

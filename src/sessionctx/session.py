@@ -314,9 +314,13 @@ def _make_context(sid: str, attributes: Mapping[str, Any] | None) -> SessionCont
 #: several times cheaper to make than the frozen object.
 #:
 #: A third item ties the session to a request a ``SessionIdMiddleware`` runs:
-#: ``True`` in the list the middleware sets; a session set inside that request
+#: a ``bool`` in the list the middleware sets, ``True`` when the request began
+#: outside any session, ``False`` when inside one (an app called in-process
+#: by another request's code); a session set inside that request
 #: (``session()``, ``set_session_id()``) holds the middleware's list there.
-#: See :func:`_request_runs`.
+#: See :func:`_request_runs`. The OpenTelemetry integration appends a fourth
+#: item to the middleware's list once it has looked for the request's SERVER
+#: span.
 _Active = list[Any]
 
 _current: ContextVar[_Active | None] = ContextVar("sessionctx.session", default=None)

@@ -59,6 +59,7 @@ __all__ = ["SessionIdMiddleware"]
 Headers = list[tuple[str, str]]
 
 _set_session = _current.set
+_get_session = _current.get
 # Where a2wsgi's WSGIMiddleware keeps the ASGI scope it built the environ from.
 _ASGI_SCOPE: Final = "asgi.scope"
 _TEXT_PLAIN: Final = ("Content-Type", "text/plain; charset=utf-8")
@@ -241,16 +242,17 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         # The session is set in the request's own context, which is dropped
         # with the request: no token to reset in the server thread.
         tracked: _TrackedStartResponse | None = None
-        # True: the session of a request (see sessionctx.session._Active).
+        # A bool: the session of a request, True when it began outside any
+        # session (see sessionctx.session._Active).
         if self._plain:
-            ctx.run(_set_session, [request_sid, None, True])
+            ctx.run(_set_session, [request_sid, None, _get_session() is None])
             body = ctx.run(self.app, environ, start_response_with_session)
         else:
             make_context = self._make_context
             session = (
-                [request_sid, None, True]
+                [request_sid, None, _get_session() is None]
                 if make_context is None
-                else [request_sid, make_context(request_sid, environ), True]
+                else [request_sid, make_context(request_sid, environ), _get_session() is None]
             )
             app: WSGIApplication = self.app
             ctx.run(_set_session, session)

@@ -315,6 +315,13 @@ async def test_a_finished_server_span_is_left_alone(recorder: Tracing) -> None:
     assert recorder.attributes("late")["session.id"] == "sess-req"
 
 
+def ignore_start(
+    status: str, headers: list[tuple[str, str]], exc_info: Any = None
+) -> Callable[[bytes], object]:
+    """A WSGI ``start_response`` that keeps nothing."""
+    return lambda data: None
+
+
 def test_a_wsgi_request_server_span_gets_the_session(recorder: Tracing) -> None:
     # What OpenTelemetry's WSGI middleware does around the session middleware:
     # the SERVER span is current when the session middleware copies the context.
@@ -332,5 +339,54 @@ def test_a_wsgi_request_server_span_gets_the_session(recorder: Tracing) -> None:
             return sessions(environ, start_response)
 
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_X_SESSION_ID": "sess-wsgi"}
-    instrumented(environ, lambda status, headers, exc_info=None: None)
+    instrumented(environ, ignore_start)
     assert recorder.attributes("request")["session.id"] == "sess-wsgi"
+
+
+@pytest.mark.anyio
+async def test_an_app_called_in_process_leaves_the_callers_server_span_alone(
+    recorder: Tracing,
+) -> None:
+    # The handler calls another app, with a SessionIdMiddleware of its own,
+    # before its own request has started any span: that app's request, and
+    # its spans, run under the caller's SERVER span, which keeps the caller's
+    # session.
+    tracer = recorder.tracer
+
+    async def inner_app(scope: Scope, receive: Receive, send: Send) -> None:
+        with tracer.start_as_current_span("inner work"):
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    inner = SessionIdMiddleware(inner_app)
+
+    async def outer_app(scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await get_items(inner, {"X-Session-Id": "sess-inner"})
+        assert answer.headers["x-session-id"] == "sess-inner"
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    outer = OpenTelemetryMiddleware(
+        SessionIdMiddleware(outer_app), tracer_provider=recorder.provider
+    )
+    await get_items(outer, {"X-Session-Id": "sess-outer"})
+    assert server_span_attributes(recorder)["session.id"] == "sess-outer"
+    assert recorder.attributes("inner work")["session.id"] == "sess-inner"
+
+
+def test_a_wsgi_app_called_inside_a_session_leaves_the_server_span_alone(
+    recorder: Tracing,
+) -> None:
+    tracer = recorder.tracer
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with tracer.start_as_current_span("work"):
+            start_response("204 No Content", [])
+            return []
+
+    sessions = WsgiSessionIdMiddleware(app)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_X_SESSION_ID": "sess-wsgi"}
+    with tracer.start_as_current_span("request", kind=SpanKind.SERVER), session("caller"):
+        sessions(environ, ignore_start)
+    assert "session.id" not in recorder.attributes("request")
+    assert recorder.attributes("work")["session.id"] == "sess-wsgi"

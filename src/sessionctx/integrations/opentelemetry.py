@@ -40,6 +40,9 @@ from sessionctx.session import (
 
 __all__ = ["SessionSpanProcessor"]
 
+#: Marks a request whose first span's parent was looked at.
+_LOOKED = "sessionctx.opentelemetry: looked"
+
 
 def _check_name(value: object, what: str) -> str:
     if not isinstance(value, str):
@@ -66,12 +69,15 @@ class SessionSpanProcessor(SpanProcessor):
 
     The request's own span: an instrumentation outside ``SessionIdMiddleware``
     (``FastAPIInstrumentor``, OpenTelemetry's ASGI or WSGI middleware) starts
-    its ``SERVER`` span before the request has a session. The first span
-    started inside the request under it, e.g. the instrumentation's
-    ``http receive`` / ``http send`` spans, then sets the request's session on
-    that parent too, when the parent is a local ``SERVER`` span still recording
-    (only on the names it does not have, as above). Wrapping ``SessionIdMiddleware`` outermost gives
-    the ``SERVER`` span its session when it starts.
+    its ``SERVER`` span before the request has a session. When the first span
+    started in the request is a child of a local ``SERVER`` span still
+    recording (the ASGI instrumentation's ``http receive`` / ``http send``
+    spans are), the request's session is set on that parent too: the
+    request's own session, not one set inside it, on the names the parent
+    does not have. Not for a request that began inside a session, such as an
+    app called in-process by another request's code: the parent is that
+    request's span. Wrapping ``SessionIdMiddleware`` outermost gives the
+    ``SERVER`` span its session when it starts.
 
     >>> from opentelemetry.sdk.trace import TracerProvider
     >>> provider = TracerProvider()
@@ -113,14 +119,22 @@ class SessionSpanProcessor(SpanProcessor):
             return
         self._stamp(span, ctx)
         request = _request_of(_get())
-        if request is None:
+        # One look per request, at the parent of the first span started in it:
+        # later spans pay a length check. The mark is a fourth item on the
+        # middleware's list (see sessionctx.session._Active).
+        if request is None or len(request) > 3:
+            return
+        request.append(_LOOKED)
+        # True: a request that began outside any session. One called in-process
+        # from another request's code runs under that request's SERVER span.
+        if request[2] is not True:
             return
         parent: Any = get_current_span(parent_context)
         if (
-            isinstance(parent, Span)
-            and parent.kind is SpanKind.SERVER
+            getattr(parent, "kind", None) is SpanKind.SERVER
+            and isinstance(parent, Span)
             and parent.is_recording()
-            and not all(name in (parent.attributes or ()) for name in self.attribute_names)
+            and not all(map((parent.attributes or {}).__contains__, self.attribute_names))
         ):
             # The request's SERVER span, started before its session: the
             # request's own session, not one set inside it, on the names it
