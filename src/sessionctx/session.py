@@ -319,8 +319,8 @@ def _make_context(sid: str, attributes: Mapping[str, Any] | None) -> SessionCont
 #: by another request's code); a session set inside that request
 #: (``session()``, ``set_session_id()``) holds the middleware's list there.
 #: See :func:`_request_runs`. The OpenTelemetry integration appends a fourth
-#: item to the middleware's list once it has looked for the request's SERVER
-#: span.
+#: item to the middleware's list: the span processors that have looked for the
+#: request's SERVER span.
 _Active = list[Any]
 
 _current: ContextVar[_Active | None] = ContextVar("sessionctx.session", default=None)

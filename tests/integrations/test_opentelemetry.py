@@ -9,8 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.context import Context as OtelContext
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.trace import SpanKind, use_span
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    set_span_in_context,
+    use_span,
+)
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -390,3 +398,48 @@ def test_a_wsgi_app_called_inside_a_session_leaves_the_server_span_alone(
         sessions(environ, ignore_start)
     assert "session.id" not in recorder.attributes("request")
     assert recorder.attributes("work")["session.id"] == "sess-wsgi"
+
+
+def remote_parent() -> OtelContext:
+    """A context whose span is the caller's, from another process."""
+    caller = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    return set_span_in_context(NonRecordingSpan(caller))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("first_parent", ["remote", "none"])
+async def test_a_first_span_under_no_local_parent_leaves_the_look_to_the_next(
+    recorder: Tracing, first_parent: str
+) -> None:
+    # The handler's first span continues the caller's trace (or starts a new
+    # one): not a child of the SERVER span, which the next span under it
+    # still gives the request's session.
+    tracer = recorder.tracer
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        context = remote_parent() if first_parent == "remote" else OtelContext()
+        with tracer.start_as_current_span("job", context=context):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    outer = OpenTelemetryMiddleware(SessionIdMiddleware(app), tracer_provider=recorder.provider)
+    await get_items(outer, {"X-Session-Id": "sess-req"})
+    assert recorder.attributes("job")["session.id"] == "sess-req"
+    assert server_span_attributes(recorder)["session.id"] == "sess-req"
+
+
+@pytest.mark.anyio
+async def test_each_processor_sets_its_names_on_the_server_span(recorder: Tracing) -> None:
+    recorder.provider.add_span_processor(
+        SessionSpanProcessor(attribute_names=("tracectrl.session_id",), attributes_key=None)
+    )
+    await get_items(instrumented_app(recorder, outermost=False), {"X-Session-Id": "sess-req"})
+    server = server_span_attributes(recorder)
+    assert server["session.id"] == "sess-req"
+    assert server["tracectrl.session_id"] == "sess-req"

@@ -40,9 +40,6 @@ from sessionctx.session import (
 
 __all__ = ["SessionSpanProcessor"]
 
-#: Marks a request whose first span's parent was looked at.
-_LOOKED = "sessionctx.opentelemetry: looked"
-
 
 def _check_name(value: object, what: str) -> str:
     if not isinstance(value, str):
@@ -70,13 +67,13 @@ class SessionSpanProcessor(SpanProcessor):
     The request's own span: an instrumentation outside ``SessionIdMiddleware``
     (``FastAPIInstrumentor``, OpenTelemetry's ASGI or WSGI middleware) starts
     its ``SERVER`` span before the request has a session. When the first span
-    started in the request is a child of a local ``SERVER`` span still
-    recording (the ASGI instrumentation's ``http receive`` / ``http send``
-    spans are), the request's session is set on that parent too: the
-    request's own session, not one set inside it, on the names the parent
-    does not have. Not for a request that began inside a session, such as an
-    app called in-process by another request's code: the parent is that
-    request's span. Wrapping ``SessionIdMiddleware`` outermost gives the
+    started in the request under a span of this process is a child of a local
+    ``SERVER`` span still recording (the ASGI instrumentation's ``http
+    receive`` / ``http send`` spans are), the request's session is set on that
+    parent too: the request's own session, not one set inside it, on the names
+    the parent does not have. Not for a request that began inside a session,
+    such as an app called in-process by another request's code: the parent is
+    that request's span. Wrapping ``SessionIdMiddleware`` outermost gives the
     ``SERVER`` span its session when it starts.
 
     >>> from opentelemetry.sdk.trace import TracerProvider
@@ -119,20 +116,29 @@ class SessionSpanProcessor(SpanProcessor):
             return
         self._stamp(span, ctx)
         request = _request_of(_get())
-        # One look per request, at the parent of the first span started in it:
-        # later spans pay a length check. The mark is a fourth item on the
-        # middleware's list (see sessionctx.session._Active).
-        if request is None or len(request) > 3:
+        if request is None:
             return
-        request.append(_LOOKED)
-        # True: a request that began outside any session. One called in-process
-        # from another request's code runs under that request's SERVER span.
-        if request[2] is not True:
+        # One look per request and processor, at the parent of the first span
+        # started in the request under a span of this process: later spans pay
+        # a length check and a list scan. The processors that looked are a
+        # fourth item on the middleware's list (see sessionctx.session._Active).
+        looked: list[SessionSpanProcessor] | None = request[3] if len(request) > 3 else None
+        if looked is not None and self in looked:
             return
         parent: Any = get_current_span(parent_context)
+        if not isinstance(parent, Span):
+            # No parent, or a remote one (a span under the caller's trace
+            # context): the next span may still be the SERVER span's child.
+            return
+        if looked is None:
+            request.append([self])
+        else:
+            looked.append(self)
+        # True: a request that began outside any session. One called in-process
+        # from another request's code runs under that request's SERVER span.
         if (
-            getattr(parent, "kind", None) is SpanKind.SERVER
-            and isinstance(parent, Span)
+            request[2] is True
+            and parent.kind is SpanKind.SERVER
             and parent.is_recording()
             and not all(map((parent.attributes or {}).__contains__, self.attribute_names))
         ):
