@@ -31,6 +31,15 @@ def session_id_of(record: logging.LogRecord) -> object:
     return record.__dict__["session_id"]
 
 
+def id_lines() -> tuple[logging.Handler, io.StringIO]:
+    """A handler with the filter that writes ``session_id message`` lines into the stream."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(SessionIdFilter())
+    handler.setFormatter(logging.Formatter("%(session_id)s %(message)s"))
+    return handler, stream
+
+
 def make_record(message: str = "hello") -> logging.LogRecord:
     return logging.LogRecord("test", logging.INFO, __file__, 1, message, None, None)
 
@@ -109,10 +118,7 @@ def test_a_queue_keeps_the_id_of_the_thread_that_logged(logger: logging.Logger) 
     queue_handler = logging.handlers.QueueHandler(records)
     queue_handler.addFilter(SessionIdFilter())
     logger.addHandler(queue_handler)
-    stream = io.StringIO()
-    output = logging.StreamHandler(stream)
-    output.addFilter(SessionIdFilter())
-    output.setFormatter(logging.Formatter("%(session_id)s %(message)s"))
+    output, stream = id_lines()
     listener = logging.handlers.QueueListener(records, output, respect_handler_level=True)
 
     listener.start()
@@ -219,10 +225,7 @@ def test_a_memory_handler_with_the_filter_keeps_each_records_session(
 ) -> None:
     # The filter on the buffering handler itself: each record keeps the
     # session it was logged in, whichever request fills the buffer.
-    stream = io.StringIO()
-    output = logging.StreamHandler(stream)
-    output.addFilter(SessionIdFilter())
-    output.setFormatter(logging.Formatter("%(session_id)s %(message)s"))
+    output, stream = id_lines()
     buffered = logging.handlers.MemoryHandler(capacity=100, target=output)
     buffered.addFilter(SessionIdFilter())
     logger.addHandler(buffered)
@@ -246,10 +249,7 @@ def test_a_record_made_in_another_thread_gets_the_default_not_this_threads_sessi
     # A MemoryHandler without the filter, flushed by another thread's request:
     # the filter behind it must not write that request's id on the records
     # the first thread logged.
-    stream = io.StringIO()
-    output = logging.StreamHandler(stream)
-    output.addFilter(SessionIdFilter())
-    output.setFormatter(logging.Formatter("%(session_id)s %(message)s"))
+    output, stream = id_lines()
     logger.addHandler(logging.handlers.MemoryHandler(capacity=100, target=output))
 
     def alice() -> None:

@@ -330,17 +330,22 @@ def ignore_start(
     return lambda data: None
 
 
+def wsgi_app_with_a_span(recorder: Tracing) -> WsgiSessionIdMiddleware:
+    """A WSGI app that starts a span ``work``, behind the session middleware."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with recorder.tracer.start_as_current_span("work"):
+            start_response("204 No Content", [])
+            return []
+
+    return WsgiSessionIdMiddleware(app)
+
+
 def test_a_wsgi_request_server_span_gets_the_session(recorder: Tracing) -> None:
     # What OpenTelemetry's WSGI middleware does around the session middleware:
     # the SERVER span is current when the session middleware copies the context.
     tracer = recorder.tracer
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        with tracer.start_as_current_span("work"):
-            start_response("204 No Content", [])
-            return []
-
-    sessions = WsgiSessionIdMiddleware(app)
+    sessions = wsgi_app_with_a_span(recorder)
 
     def instrumented(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         with tracer.start_as_current_span("request", kind=SpanKind.SERVER):
@@ -386,13 +391,7 @@ def test_a_wsgi_app_called_inside_a_session_leaves_the_server_span_alone(
     recorder: Tracing,
 ) -> None:
     tracer = recorder.tracer
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        with tracer.start_as_current_span("work"):
-            start_response("204 No Content", [])
-            return []
-
-    sessions = WsgiSessionIdMiddleware(app)
+    sessions = wsgi_app_with_a_span(recorder)
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_X_SESSION_ID": "sess-wsgi"}
     with tracer.start_as_current_span("request", kind=SpanKind.SERVER), session("caller"):
         sessions(environ, ignore_start)
