@@ -44,18 +44,17 @@ class SessionIdFilter(logging.Filter):
     there is none, unless the record has a value already (given with
     ``extra={"session_id": ...}``). It never drops a record.
 
-    The id is read when the record passes the filter, so the filter belongs
-    on the first handler a record reaches. A handler that holds records back
-    and passes them on later, a ``QueueHandler`` or a ``MemoryHandler``, needs
-    it itself: what it found is kept when the handlers behind it have the
-    filter too. Those run later, maybe in another request's session, and a
-    filter there alone would write that session's id; it writes the default
-    instead for a record made in another thread than its own. Outside a
-    session each handler's filter writes its own
-    ``default``: another handler's filter, or a ``QueueHandler``'s in the same
-    process, does not decide it. A record pickled to another process carries
-    the default as a plain ``str``, which is kept there like an ``extra=``
-    value.
+    The id is read when the record passes the filter, so the filter belongs on
+    the first handler a record reaches. A handler that holds records back and
+    passes them on later, a ``QueueHandler`` or a ``MemoryHandler``, needs it
+    itself: what it found is kept when the handlers behind it have the filter
+    too. Those run later, maybe in another request's session, and a filter
+    there alone would write that session's id; it writes the default instead
+    for a record made in another thread than its own. Outside a session each
+    handler's filter writes its own ``default``: another handler's filter, or a
+    ``QueueHandler``'s in the same process, does not decide it. A record
+    pickled to another process carries the default as a plain ``str``, which is
+    kept there like an ``extra=`` value.
 
     ``default`` can be set later too, to a ``str`` only (else ``TypeError``,
     and the old value stays). A copy of the filter (``copy.deepcopy``, a pickle

@@ -9,14 +9,14 @@ Each transport wraps another one (httpx's own by default) and adds
     client = httpx.Client(transport=SessionTransport())
     async_client = httpx.AsyncClient(transport=AsyncSessionTransport())
 
-A client given a transport no longer builds its own from ``verify``,
-``cert``, ``http2``, ``limits`` or ``trust_env`` (proxies from the environment
-are then ignored); set those on the wrapped transport instead, e.g.
+A client given a transport no longer builds its own from ``verify``, ``cert``,
+``http2``, ``limits`` or ``trust_env`` (proxies from the environment are then
+ignored); set those on the wrapped transport instead, e.g.
 ``SessionTransport(httpx.HTTPTransport(retries=2))``. A client's ``proxy=`` and
 ``mounts=`` route requests through transports of their own, around this one:
 give the proxy to the wrapped transport,
-``SessionTransport(httpx.HTTPTransport(proxy=httpx.Proxy(...)))``, and wrap each mounted
-transport in a session transport of its own.
+``SessionTransport(httpx.HTTPTransport(proxy=httpx.Proxy(...)))``, and wrap
+each mounted transport in a session transport of its own.
 
 The header is written into the request being sent, so
 ``response.request.headers`` shows it. A request sent again
