@@ -217,20 +217,18 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             send = _exposing(send, header)
 
         send_with_session = _bound(_send_with_session, (send, pair, header, self._header_size))
-        # A bool: the session of a request, True when it began outside any
-        # session (see sessionctx.session._Active).
+        # The third item marks the session of a request: True when it began
+        # outside any session (see sessionctx.session._Active).
+        outside = _get_session() is None
         if self._plain:
-            token = _set_session([request_sid, None, _get_session() is None])
+            token = _set_session([request_sid, None, outside])
             try:
                 return await self.app(scope, receive, send_with_session)
             finally:
                 _reset_session(token)
         make_context = self._make_context
-        token = _set_session(
-            [request_sid, None, _get_session() is None]
-            if make_context is None
-            else [request_sid, make_context(request_sid, scope), _get_session() is None]
-        )
+        context = None if make_context is None else make_context(request_sid, scope)
+        token = _set_session([request_sid, context, outside])
         try:
             if self._handle_errors:
                 await _app_or_500(self.app, scope, receive, send_with_session)

@@ -242,18 +242,16 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         # The session is set in the request's own context, which is dropped
         # with the request: no token to reset in the server thread.
         tracked: _TrackedStartResponse | None = None
-        # A bool: the session of a request, True when it began outside any
-        # session (see sessionctx.session._Active).
+        # The third item marks the session of a request: True when it began
+        # outside any session (see sessionctx.session._Active).
+        outside = _get_session() is None
         if self._plain:
-            ctx.run(_set_session, [request_sid, None, _get_session() is None])
+            ctx.run(_set_session, [request_sid, None, outside])
             body = ctx.run(self.app, environ, start_response_with_session)
         else:
             make_context = self._make_context
-            session = (
-                [request_sid, None, _get_session() is None]
-                if make_context is None
-                else [request_sid, make_context(request_sid, environ), _get_session() is None]
-            )
+            context = None if make_context is None else make_context(request_sid, environ)
+            session = [request_sid, context, outside]
             app: WSGIApplication = self.app
             ctx.run(_set_session, session)
             if not self._handle_errors:
