@@ -160,6 +160,11 @@ def test_inject_sends_w3c_baggage_along() -> None:
         pytest.param(
             {"traceparent": TRACEPARENT, "baggage": "session.id=abc"}, id="baggage-session-id"
         ),
+        # requests' way of dropping a header: a header nobody reads is not checked.
+        pytest.param(
+            {"traceparent": TRACEPARENT, "X-Session-Id": "abc", "Authorization": None},
+            id="none-for-another-header",
+        ),
     ],
 )
 def test_extract_attaches_the_trace_and_sets_the_session(headers: object) -> None:

@@ -338,3 +338,25 @@ def test_header_names_are_lowered_and_deduplicated() -> None:
 def test_unsupported_headers_raise_type_error(headers: Any) -> None:
     with pytest.raises(TypeError):
         extract_session_id(headers)
+
+
+def test_a_bad_header_name_is_called_a_name() -> None:
+    with pytest.raises(TypeError, match="header names must be str or bytes, not int: 5"):
+        extract_session_id({5: "abc", "X-Session-Id": "abc"})
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param(None, id="none"),  # requests: a None value drops a header
+        pytest.param(0, id="int"),
+        pytest.param(object(), id="object"),
+    ],
+)
+def test_headers_that_are_not_read_may_hold_any_value(other: object) -> None:
+    headers: Any = {"Content-Length": other, "X-Session-Id": "abc", "Traceparent": other}
+    assert extract_session_id(headers) == "abc"
+    assert extract_session_id([*headers.items(), ("Accept", other)]) == "abc"
+    # The headers that are read still have to be text.
+    with pytest.raises(TypeError, match="header values must be str or bytes"):
+        extract_session_id({"Content-Length": other, "baggage": other})

@@ -1512,6 +1512,18 @@ def test_inject_replaces_other_spellings_in_a_plain_dict() -> None:
     assert extract_session_id(headers) == "abc"
 
 
+def test_inject_replaces_bytes_spellings_in_a_plain_dict() -> None:
+    """Raw names (as an ASGI scope holds them) are spellings too: both would
+    be sent, and a receiver takes two session headers for none."""
+    headers: Any = {b"x-session-id": b"stale", b"X-Session-ID": b"stale", b"accept": b"*/*"}
+    with session("abc"):
+        inject_session_headers(headers)
+    assert headers == {b"accept": b"*/*", "X-Session-Id": "abc"}
+    assert extract_session_id(headers) == "abc"
+    sent = httpx.Request("GET", "http://127.0.0.1/", headers=headers).headers
+    assert sent.get_list("x-session-id") == ["abc"]
+
+
 @pytest.mark.parametrize(
     ("header_name", "error"),
     [

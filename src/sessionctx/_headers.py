@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -195,16 +196,22 @@ class HeaderLookup:
 _DEFAULT_LOOKUP = HeaderLookup(ACCEPTED_HEADER_NAMES)
 
 
-def _text(value: object) -> str:
+def _text(value: object, what: str = "values") -> str:
     if isinstance(value, bytes):
         return value.decode("latin-1")
     if isinstance(value, str):
         return value
-    raise TypeError(f"header values must be str or bytes, not {type(value).__name__}: {value!r}")
+    raise TypeError(
+        f"header {what} must be str or bytes, not {type(value).__name__}: {value!r:.50}"
+    )
 
 
-def _group(headers: object) -> dict[str, list[str]]:
-    """Group any supported header shape by lower-case name."""
+def _group(headers: object) -> dict[str, list[object]]:
+    """Group any supported header shape by lower-case name.
+
+    Values stay as given until :func:`_read` reads them: a header nobody
+    looks at may hold anything (``None`` drops a header in ``requests``).
+    """
     if isinstance(headers, Mapping) or hasattr(headers, "items"):
         pairs: Iterable[Any] = headers.items()
     elif isinstance(headers, (list, tuple)):
@@ -214,19 +221,24 @@ def _group(headers: object) -> dict[str, list[str]]:
             "headers must be a mapping, an object with .items(), or a list of "
             f"(name, value) pairs, not {type(headers).__name__}"
         )
-    grouped: dict[str, list[str]] = {}
+    grouped: dict[str, list[object]] = {}
     for pair in pairs:
         try:
             name, value = pair
         except (TypeError, ValueError):
             raise TypeError(f"headers must hold (name, value) pairs, not {pair!r:.50}") from None
-        key = _text(name).lower()
-        bucket = grouped.setdefault(key, [])
+        bucket = grouped.setdefault(_text(name, "names").lower(), [])
         if isinstance(value, (list, tuple)):
-            bucket.extend(_text(v) for v in value)
+            bucket.extend(value)
         else:
-            bucket.append(_text(value))
+            bucket.append(value)
     return grouped
+
+
+def _read(grouped: Mapping[str, list[object]], name: str) -> list[str] | None:
+    """The values of one lower-case ``name`` in ``grouped``, as text."""
+    values = grouped.get(name)
+    return None if values is None else [_text(value) for value in values]
 
 
 def extract_session_id(
@@ -247,4 +259,4 @@ def extract_session_id(
     lookup = (
         _DEFAULT_LOOKUP if header_names is ACCEPTED_HEADER_NAMES else HeaderLookup(header_names)
     )
-    return lookup.lookup_values(_group(headers).get)[1]
+    return lookup.lookup_values(partial(_read, _group(headers)))[1]

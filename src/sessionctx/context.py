@@ -41,7 +41,7 @@ except ImportError:
         "sessionctx.context needs opentelemetry-api; install with: pip install 'sessionctx[otel]'"
     ) from None
 
-from sessionctx._headers import _group
+from sessionctx._headers import _group, _read
 from sessionctx.session import (
     current_session_id,
     extract_session_id,
@@ -55,13 +55,13 @@ __all__ = ["extract_trace_headers", "inject_trace_headers", "propagated_context"
 H = TypeVar("H", bound=MutableMapping[str, str])
 
 
-class _LowerCaseGetter(Getter[Mapping[str, list[str]]]):
+class _LowerCaseGetter(Getter[Mapping[str, list[object]]]):
     """Reads headers grouped by lower-case name, in whatever case a propagator asks."""
 
-    def get(self, carrier: Mapping[str, list[str]], key: str) -> list[str] | None:
-        return carrier.get(key.lower())
+    def get(self, carrier: Mapping[str, list[object]], key: str) -> list[str] | None:
+        return _read(carrier, key.lower())
 
-    def keys(self, carrier: Mapping[str, list[str]]) -> list[str]:
+    def keys(self, carrier: Mapping[str, list[object]]) -> list[str]:
         return list(carrier)
 
 

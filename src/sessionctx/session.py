@@ -878,7 +878,8 @@ def inject_session_headers(
     mapping (a ``dict``, ``httpx.Headers``, ...), else ``TypeError``/``ValueError``,
     with or without a session.
     In a plain ``dict`` (case-sensitive keys) other spellings of
-    ``header_name`` are removed, so only one such header is sent.
+    ``header_name`` (any letter case, ``str`` or ``bytes``) are removed, so
+    only one such header is sent.
 
     >>> with session("abc"):
     ...     inject_session_headers({})
@@ -895,11 +896,13 @@ def inject_session_headers(
     sid = current_session_id()
     if sid is not None:
         if isinstance(headers, dict):
+            # A valid header name is ASCII: its bytes spelling is the same letters.
             lowered = header_name.lower()
+            spellings = (lowered, lowered.encode("ascii"))
             others = [
                 k
                 for k in headers
-                if k != header_name and isinstance(k, str) and k.lower() == lowered
+                if k != header_name and isinstance(k, (str, bytes)) and k.lower() in spellings
             ]
             for key in others:
                 del headers[key]
