@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from django.core.asgi import get_asgi_application
-from django.test import override_settings
+from django.test import AsyncClient, Client, override_settings
 
+from sessionctx import session
 from sessionctx.asgi import SessionIdMiddleware
 from tests import django_urls
 from tests.support import ASGIApp, asgi_client, assert_session, configure_django
@@ -91,3 +92,23 @@ async def test_django_request_rejected_before_django_runs(django_asgi: ASGIApp) 
 
     assert response.status_code == 400
     assert response.text == "Missing X-Session-Id header"
+
+
+# Django's test clients build a handler of their own and never call asgi.py or
+# wsgi.py: the README says so, and that a session opened around them is seen.
+
+
+@pytest.mark.parametrize("path", ["/async/", "/sync/"])
+def test_djangos_client_sees_a_session_opened_around_it(path: str) -> None:
+    with override_settings(**PROJECT_SETTINGS):
+        assert Client().get(path).json()["sid"] is None
+        with session("test-id"):
+            assert Client().get(path).json()["sid"] == "test-id"
+
+
+@pytest.mark.parametrize("path", ["/async/", "/sync/"])
+async def test_djangos_async_client_sees_a_session_opened_around_it(path: str) -> None:
+    with override_settings(**PROJECT_SETTINGS):
+        assert (await AsyncClient().get(path)).json()["sid"] is None
+        with session("test-id"):
+            assert (await AsyncClient().get(path)).json()["sid"] == "test-id"

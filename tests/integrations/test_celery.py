@@ -9,12 +9,19 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
+import celery
 import pytest
 from celery import Celery, signals
 from celery.contrib.testing.worker import start_worker
 from celery.local import Proxy
 
-from sessionctx import current_session_id, is_valid_session_id, session, set_session_id
+from sessionctx import (
+    current_session,
+    current_session_id,
+    is_valid_session_id,
+    session,
+    set_session_id,
+)
 from sessionctx.integrations import celery as sessionctx_celery
 
 TIMEOUT = 10
@@ -56,6 +63,14 @@ def running_worker(app: Celery) -> Iterator[None]:
             yield
     finally:
         signals.setup_logging.disconnect(dispatch_uid="tests.keep_logging")
+
+
+def session_seen_by_task() -> list[object]:
+    """The id and attributes of the session a task runs in, as JSON returns them."""
+    active = current_session()
+    if active is None:
+        return [None, None]
+    return [active.id, None if active.attributes is None else dict(active.attributes)]
 
 
 def session_header(request: Any) -> object:
@@ -122,10 +137,15 @@ class Worker:
         def spawn() -> str:
             return str(report.delay().id)
 
+        @task(app, "session_seen")
+        def session_seen() -> list[object]:
+            return session_seen_by_task()
+
         self.report = report
         self.fail = fail
         self.retry_once = retry_once
         self.spawn = spawn
+        self.session_seen = session_seen
 
 
 @pytest.fixture(scope="class")
@@ -238,6 +258,23 @@ class TestWorker:
         child = worker.app.AsyncResult(child_id)
         assert child.get(timeout=TIMEOUT, interval=0.01) == ["sess-parent", "sess-parent"]
 
+    def test_a_workflow_sent_in_a_session_runs_in_it(self, worker: Worker) -> None:
+        steps = worker.report.si(), worker.report.si()
+        with session("sess-flow"):
+            chained = celery.chain(*steps).apply_async()
+            grouped = celery.group(*steps).apply_async()
+            chord = celery.chord(steps, worker.session_seen.si()).apply_async()
+        assert chained.get(timeout=TIMEOUT, interval=0.01)[0] == "sess-flow"
+        assert chained.parent is not None
+        assert chained.parent.get(timeout=TIMEOUT, interval=0.01)[0] == "sess-flow"
+        assert [sid for sid, _ in grouped.get(timeout=TIMEOUT, interval=0.01)] == ["sess-flow"] * 2
+        assert chord.get(timeout=TIMEOUT, interval=0.01) == ["sess-flow", None]
+
+    def test_only_the_id_travels(self, worker: Worker) -> None:
+        with session("sess-attrs", attributes={"user": "u1"}):
+            result = worker.session_seen.delay()
+        assert result.get(timeout=TIMEOUT, interval=0.01) == ["sess-attrs", None]
+
 
 def test_an_app_that_is_not_connected_is_unaffected() -> None:
     connected, plain = make_app(), make_app()
@@ -283,6 +320,30 @@ def test_eager_task_keeps_the_callers_session_and_restores_it(eager_app: Celery)
 
     with session("caller"):
         assert leaky.delay().get() == "caller"
+        assert current_session_id() == "caller"
+
+
+def test_eager_task_sees_what_a_worker_sees_the_callers_id_only(eager_app: Celery) -> None:
+    """Tests run with task_always_eager must not see attributes a worker never gets."""
+
+    @task(eager_app, "session_seen")
+    def session_seen() -> list[object]:
+        return session_seen_by_task()
+
+    with session("caller", attributes={"user": "u1"}) as caller:
+        assert session_seen.delay().get() == ["caller", None]
+        assert session_seen.apply().get() == ["caller", None]
+        assert current_session() is caller
+
+
+def test_an_eager_workflow_runs_in_the_callers_session(eager_app: Celery) -> None:
+    @task(eager_app, "report")
+    def report() -> str | None:
+        return current_session_id()
+
+    with session("caller"):
+        assert celery.chain(report.si(), report.si()).apply_async().get() == "caller"
+        assert celery.group(report.si(), report.si()).apply_async().get() == ["caller"] * 2
         assert current_session_id() == "caller"
 
 

@@ -21,8 +21,11 @@ How it works, with Celery's signals:
 - ``task_prerun``: for tasks of a connected app, the worker sets that session
   for the task's run; without a valid header it starts a new one and writes
   its id into ``task.request.headers`` (over an invalid one). A task run
-  eagerly (``task.apply()``, ``task_always_eager``) with no header keeps the
-  caller's session, since it runs in the caller's thread.
+  eagerly (``task.apply()``, ``task_always_eager``) with no header runs in
+  the caller's session id, since it runs in the caller's thread.
+
+Only the id travels: a session's attributes stay in the process that set
+them, and an eager run does not see them either, as a worker would not.
 - ``task_postrun``: the worker restores the session it had before the task.
   Celery sends it from a ``finally`` block, so this happens after success,
   failure, retry, reject and ignore alike; ``on_failure``, ``on_retry`` and
@@ -56,7 +59,7 @@ except ImportError:
 
 from sessionctx._headers import SESSION_HEADER_NAME
 from sessionctx._validation import generate_session_id, is_valid_session_id
-from sessionctx.session import _Active, _current, _get, current_session_id, set_session_id
+from sessionctx.session import _Active, _current, current_session_id, set_session_id
 
 __all__ = ["connect", "disconnect"]
 
@@ -140,19 +143,19 @@ def _header_session_id(request: Any) -> str | None:
 
 def _start_task(task_id: str, request: Any) -> None:
     sid = _header_session_id(request)
-    caller = _get() if sid is None and request.is_eager else None
-    if caller is not None:
-        # Set the caller's session again, so that the reset after the task
-        # also undoes whatever the task body set.
-        token = _current.set(caller)
-    else:
-        if sid is None:
-            sid = generate_session_id()
-            # task.retry() republishes request.headers (eagerly too), so the
-            # next attempt finds this id there instead of none or an invalid one.
-            headers = request.headers if isinstance(request.headers, Mapping) else {}
-            request.headers = {**headers, SESSION_HEADER_NAME: sid}
-        token = set_session_id(sid)
+    if sid is None and request.is_eager:
+        # Run in the caller's thread with no message: its id, as a message
+        # would carry it. Only the id, as on a worker, so that tests run
+        # eagerly see what production sees.
+        sid = current_session_id()
+    if sid is None:
+        sid = generate_session_id()
+        # task.retry() republishes request.headers (eagerly too), so the
+        # next attempt finds this id there instead of none or an invalid one.
+        headers = request.headers if isinstance(request.headers, Mapping) else {}
+        request.headers = {**headers, SESSION_HEADER_NAME: sid}
+    # The reset after the task also undoes whatever the task body set.
+    token = set_session_id(sid)
     _tokens.setdefault((task_id, threading.get_ident()), []).append(token)
 
 
