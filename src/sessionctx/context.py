@@ -31,15 +31,15 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import TypeVar, overload
 
+from sessionctx._extras import missing_library
+
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import propagate
     from opentelemetry.context import Context
     from opentelemetry.propagators.textmap import Getter
-except ImportError:
-    raise ImportError(
-        "sessionctx.context needs opentelemetry-api; install with: pip install 'sessionctx[otel]'"
-    ) from None
+except ImportError as error:
+    missing_library(error, __name__, "opentelemetry", "pip install 'sessionctx[otel]'")
 
 from sessionctx._headers import _group, _read
 from sessionctx.session import (

@@ -95,3 +95,40 @@ def test_importing_sessionctx_imports_no_integration() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("module", "dependency"),
+    [
+        pytest.param("sessionctx.integrations.requests", "urllib3", id="requests-without-urllib3"),
+        pytest.param("sessionctx.integrations.httpx", "idna", id="httpx-without-idna"),
+        pytest.param("sessionctx.integrations.celery", "kombu", id="celery-without-kombu"),
+    ],
+)
+def test_a_broken_install_is_not_taken_for_a_missing_extra(module: str, dependency: str) -> None:
+    """The library is there but cannot be imported: its own error comes through,
+    since installing the extra again would not mend it."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules[{dependency!r}] = None  # as if it were not installed
+        try:
+            import {module}
+        except ModuleNotFoundError as error:
+            print(type(error).__name__, error.name)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    kind, name = done.stdout.split()
+    assert kind == "ModuleNotFoundError"
+    assert name.split(".")[0] == dependency
+
+
+def test_a_missing_library_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    block(monkeypatch, "opentelemetry.sdk")
+    monkeypatch.delitem(sys.modules, "sessionctx.integrations.opentelemetry", raising=False)
+    with pytest.raises(ImportError, match=r"needs opentelemetry\.sdk\S*; install with"):
+        importlib.import_module("sessionctx.integrations.opentelemetry")

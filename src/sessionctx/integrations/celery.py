@@ -48,14 +48,13 @@ from collections.abc import Mapping
 from contextvars import Token
 from typing import Any, cast
 
+from sessionctx._extras import missing_library
+
 try:
     from celery import Celery, signals
     from celery.local import Proxy
-except ImportError:
-    raise ImportError(
-        "sessionctx.integrations.celery needs celery; "
-        "install with: pip install 'sessionctx[celery]'"
-    ) from None
+except ImportError as error:
+    missing_library(error, __name__, "celery", "pip install 'sessionctx[celery]'")
 
 from sessionctx._headers import SESSION_HEADER_NAME
 from sessionctx._validation import generate_session_id, is_valid_session_id

@@ -29,12 +29,12 @@ from __future__ import annotations
 import weakref
 from types import TracebackType
 
+from sessionctx._extras import missing_library
+
 try:
     import httpx
-except ImportError:
-    raise ImportError(
-        "sessionctx.integrations.httpx needs httpx; install with: pip install 'sessionctx[httpx]'"
-    ) from None
+except ImportError as error:
+    missing_library(error, __name__, "httpx", "pip install 'sessionctx[httpx]'")
 
 from sessionctx.session import _add_outgoing_header
 

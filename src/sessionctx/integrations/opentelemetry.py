@@ -20,15 +20,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from sessionctx._extras import missing_library
+
 try:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import Span, SpanProcessor
     from opentelemetry.trace import SpanKind, get_current_span
-except ImportError:
-    raise ImportError(
-        "sessionctx.integrations.opentelemetry needs the OpenTelemetry SDK; "
-        "install with: pip install 'sessionctx[otel]' opentelemetry-sdk"
-    ) from None
+except ImportError as error:
+    missing_library(
+        error, __name__, "opentelemetry", "pip install 'sessionctx[otel]' opentelemetry-sdk"
+    )
 
 from sessionctx.session import (
     SessionContext,

@@ -25,14 +25,13 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from sessionctx._extras import missing_library
+
 try:
     import requests
     from requests.adapters import HTTPAdapter
-except ImportError:
-    raise ImportError(
-        "sessionctx.integrations.requests needs requests; "
-        "install with: pip install 'sessionctx[requests]'"
-    ) from None
+except ImportError as error:
+    missing_library(error, __name__, "requests", "pip install 'sessionctx[requests]'")
 
 
 from sessionctx.session import _add_outgoing_header

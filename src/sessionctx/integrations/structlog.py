@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
+from sessionctx._extras import missing_library
+
 try:
     import structlog  # noqa: F401  (checks that the extra is installed)
-except ImportError:
-    raise ImportError(
-        "sessionctx.integrations.structlog needs structlog; "
-        "install with: pip install 'sessionctx[structlog]'"
-    ) from None
+except ImportError as error:
+    missing_library(error, __name__, "structlog", "pip install 'sessionctx[structlog]'")
 
 from sessionctx.session import current_session_id
 

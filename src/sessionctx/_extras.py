@@ -1,0 +1,20 @@
+"""The error an integration raises when the library it needs is not installed."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+
+def missing_library(error: ImportError, module: str, package: str, install: str) -> NoReturn:
+    """Raise from ``module``'s failed import of ``package``.
+
+    When ``package`` (a distribution's top-level module, or one of its
+    submodules) is not installed, the error says what to install. Any other
+    failure, such as a dependency missing from an installed ``package`` or a
+    name a too-old version lacks, is raised as it is: installing the extra
+    again would not mend it.
+    """
+    name = error.name if isinstance(error, ModuleNotFoundError) else None
+    if name is not None and (name == package or name.startswith(package + ".")):
+        raise ImportError(f"{module} needs {name}; install with: {install}") from None
+    raise error
