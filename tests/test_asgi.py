@@ -702,6 +702,22 @@ REJECT_CASES = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("options", "headers"),
+    [({"on_missing": "reject"}, []), ({"on_invalid": "reject"}, [(HEADER, b"a b")])],
+)
+async def test_a_rejected_head_request_gets_no_body(
+    options: dict[str, Any], headers: RawHeaders
+) -> None:
+    """RFC 9110: a response to HEAD has no content, only its length."""
+    messages = await call(
+        SessionIdMiddleware(RecordingApp(), **options), http_scope(headers, method="HEAD")
+    )
+    assert messages[0]["status"] == 400
+    assert int(values_of(start_headers(messages), b"content-length")[0]) > 0
+    assert messages[1] == {"type": "http.response.body", "body": b""}
+
+
 @pytest.mark.parametrize(("options", "headers", "body"), REJECT_CASES)
 async def test_reject_answers_400_without_calling_the_app(
     options: dict[str, Any], headers: RawHeaders, body: bytes

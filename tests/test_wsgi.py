@@ -556,6 +556,23 @@ def test_reject_still_applies_to_what_is_not_a_preflight_missing_the_id(
     assert app.visits == []
 
 
+@pytest.mark.parametrize(
+    ("options", "headers"),
+    [({"on_missing": "reject"}, {}), ({"on_invalid": "reject"}, {"X-Session-Id": "a b"})],
+)
+def test_a_rejected_head_request_gets_no_body(
+    options: dict[str, Any], headers: dict[str, str]
+) -> None:
+    """RFC 9110: a response to HEAD has no content; a server that sent it anyway
+    (waitress does) would corrupt the next response on the connection."""
+    environ = make_environ(headers)
+    environ["REQUEST_METHOD"] = "HEAD"
+    server = Server()
+    assert server.run(SessionIdMiddleware(RecordingApp(), **options), environ) == b""
+    assert server.status == "400 Bad Request"
+    assert int(values_of(server.headers, "Content-Length")[0]) > 0
+
+
 @pytest.mark.parametrize(("options", "headers", "body"), REJECT_CASES)
 def test_reject_answers_400_without_calling_the_app(
     options: dict[str, Any], headers: dict[str, str], body: str
@@ -954,6 +971,30 @@ def test_list_and_tuple_bodies_are_returned_as_they_are(
     assert returned is body
     assert len(returned) == 2  # type: ignore[arg-type]
     assert server.session_header()
+
+
+class SizedClosingBody(ClosingBody):
+    """A body with ``len()`` and ``close()``, such as a list subclass with ``close()``."""
+
+    def __len__(self) -> int:
+        self.seen.append(("len", current_session_id()))
+        return len(self.chunks)
+
+
+def test_a_wrapped_body_keeps_the_len_of_the_apps_body() -> None:
+    """waitress and wsgiref set Content-Length for a body of len() 1."""
+    body = SizedClosingBody(chunks=(b"one chunk",))
+    returned = SessionIdMiddleware(body_app(body))(
+        make_environ({"X-Session-Id": "abc"}), Server().start_response
+    )
+
+    assert returned is not body
+    assert len(returned) == 1  # type: ignore[arg-type]
+    assert body.seen == [("len", "abc")]
+    assert not hasattr(
+        SessionIdMiddleware(body_app(ClosingBody()))(make_environ(), Server().start_response),
+        "__len__",
+    )
 
 
 class RecordingFile(io.BytesIO):

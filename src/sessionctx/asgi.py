@@ -203,7 +203,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             sid, state = self._policy.decide(state, sid)
             if sid is None:
                 if state != MISSING or not _is_preflight(scope, raw):
-                    return await self._reject(scope_type, raw, receive, send, state)
+                    return await self._reject(scope, raw, receive, send, state)
                 # Browsers never send custom headers on a CORS preflight:
                 # rejecting it would block the request that follows.
                 sid = self._policy.new_id()
@@ -239,7 +239,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
 
     async def _reject(
         self,
-        scope_type: str,
+        scope: Scope,
         raw: Iterable[tuple[bytes, bytes]],
         receive: Receive,
         send: Send,
@@ -248,7 +248,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         reason = self._policy.reject_body(
             state, lambda name: any(key == name.encode("latin-1") for key, _ in raw)
         )
-        if scope_type == "websocket":
+        if scope["type"] == "websocket":
             message = await receive()
             if message["type"] == "websocket.connect":
                 # Closing before accept makes the server refuse the handshake
@@ -262,7 +262,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                     }
                 )
             return
-        await _send_plain(send, 400, reason)
+        await _send_plain(send, scope, 400, reason)
 
 
 def _is_preflight(scope: Scope, raw: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -289,6 +289,7 @@ async def _app_or_500(app: ASGIApp, scope: Scope, receive: Receive, send: Send) 
             try:
                 await _send_plain(
                     send,
+                    scope,
                     500,
                     _ERROR_BODY,
                     # The exception goes on to the server, which then closes the
@@ -353,11 +354,18 @@ def _exposing(send: Send, name: bytes) -> Send:
 
 
 async def _send_plain(
-    send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+    send: Send,
+    scope: Scope,
+    status: int,
+    body: bytes,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
     headers = [_TEXT_PLAIN, (b"content-length", str(len(body)).encode("ascii")), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    # A response to HEAD has no content (RFC 9110, 9.3.2), only its length.
+    await send(
+        {"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body}
+    )
 
 
 def _expose_header(headers: list[tuple[bytes, bytes]], name: bytes) -> list[tuple[bytes, bytes]]:

@@ -32,7 +32,7 @@ leak into the next request served by that thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextvars import Context, copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -108,7 +108,8 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     ``request_finished``) is made to run inside it whenever the wrapper allows
     setting ``close`` on the instance. Any other body is wrapped in an iterator
     whose ``close()`` closes the application's body exactly once, also when
-    iteration never started or raised. When the body's ``__iter__`` (run in the
+    iteration never started or raised, and which has the body's ``len()`` when
+    it has one (without ``handle_errors``). When the body's ``__iter__`` (run in the
     request's context) hands out the iterator of a list or tuple, as Django's
     ``HttpResponse`` does, the server steps that iterator directly: stepping it
     runs no code of the application.
@@ -126,7 +127,9 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     header: werkzeug, gunicorn and ``wsgiref`` then discard what was given to
     ``start_response`` and send a 500 page of their own. Once the application
     called ``start_response``, errors are left to the server (gunicorn, for
-    one, would merge the header lists of both calls).
+    one, would merge the header lists of both calls; an application that
+    replaces its response by calling ``start_response`` again with
+    ``exc_info`` gets the session header once there too).
 
     >>> def hello(environ, start_response):
     ...     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -230,6 +233,10 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             size: int = self._header_size,
             initials: frozenset[str] = self._header_initials,
         ) -> Callable[[bytes], object]:
+            if exc_info is not None and _keeps_first_headers(start_response):
+                # The server adds these headers to the first call's, which
+                # already hold the session header.
+                return start_response(status, headers, exc_info)
             # The application's own session header, in any letter case, wins.
             # Length and first letter before lower(), which makes a string.
             for name, _ in headers:
@@ -281,6 +288,9 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         ):
             return _file_in_context(ctx, body)
         if tracked is None:
+            if hasattr(body, "__len__"):
+                # waitress and wsgiref set Content-Length for a body of len() 1.
+                return _SizedContextBody(ctx, body)
             return _ContextBody(ctx, body)
         return _GuardedBody(ctx, body, tracked, start_response, pair)
 
@@ -289,7 +299,25 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     ) -> list[bytes]:
         body = self._policy.reject_body(state, lambda name: environ_key(name) in environ)
         start_response("400 Bad Request", [_TEXT_PLAIN, ("Content-Length", str(len(body)))])
-        return [body]
+        # A response to HEAD has no content (RFC 9110, 9.3.2), only its
+        # length; waitress, for one, would send it, and the client would read
+        # it as the start of the next response on the connection.
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+def _keeps_first_headers(start_response: StartResponse) -> bool:
+    """Whether ``start_response``, called again with ``exc_info`` to replace
+    the response, adds the new headers to those of its first call.
+
+    PEP 3333 says they replace them, and werkzeug, waitress and ``wsgiref``
+    do so; gunicorn's ``Response.start_response`` appends them. The session
+    header would then be sent twice, which a client reads as one invalid id.
+    """
+    response = getattr(start_response, "__self__", None)
+    return (
+        type(response).__module__.startswith("gunicorn.")
+        and getattr(response, "status", None) is not None
+    )
 
 
 def _bridged(environ: WSGIEnvironment) -> bool:
@@ -358,6 +386,15 @@ class _ContextBody:
         if close is not None:
             self._close = None
             self._ctx.run(close)
+
+
+class _SizedContextBody(_ContextBody):
+    """A :class:`_ContextBody` that keeps the ``len()`` of a body that has one."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return self._ctx.run(len, cast(Sized, self._body))
 
 
 class _GuardedBody(_ContextBody):

@@ -164,6 +164,19 @@ def test_handle_errors_500_reaches_the_client_with_the_header(server: Server) ->
     assert body == b"Internal Server Error"
 
 
+def test_a_response_replaced_with_exc_info_carries_the_header_once(server: Server) -> None:
+    """gunicorn adds the headers of the second call to the first's."""
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=20)
+    try:
+        conn.request("GET", "/replaced", headers={"X-Session-Id": "replaced-1"})
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (503, b"replaced")
+        sent = [value for name, value in response.getheaders() if name.lower() == "x-session-id"]
+    finally:
+        conn.close()
+    assert sent == ["replaced-1"]
+
+
 def test_a_file_is_sent_zero_copy_and_closed_in_the_session(server: Server) -> None:
     key = uuid.uuid4().hex
     sid = f"file-{key[:12]}"

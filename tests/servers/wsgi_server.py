@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -73,6 +74,14 @@ def endpoints(environ: WSGIEnvironment, start_response: StartResponse) -> Iterab
         return _stream(chunks)
     if path == "/boom":
         raise RuntimeError("failed before start_response")
+    if path == "/replaced":
+        # PEP 3333's way to replace a response that has not been sent yet.
+        start_response("200 OK", [_TEXT])
+        try:
+            raise RuntimeError("failed after start_response, before the body")
+        except RuntimeError:
+            start_response("503 Service Unavailable", [_TEXT], sys.exc_info())
+        return [b"replaced"]
     if path == "/file":
         key = parse_qs(environ["QUERY_STRING"])["key"][0]
         start_response("200 OK", [("Content-Type", "text/x-python")])
