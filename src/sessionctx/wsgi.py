@@ -233,16 +233,18 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             size: int = self._header_size,
             initials: frozenset[str] = self._header_initials,
         ) -> Callable[[bytes], object]:
-            if exc_info is not None and _keeps_first_headers(start_response):
-                # The server adds these headers to the first call's, which
-                # already hold the session header.
-                return start_response(status, headers, exc_info)
             # The application's own session header, in any letter case, wins.
             # Length and first letter before lower(), which makes a string.
             for name, _ in headers:
                 if len(name) == size and name[0] in initials and name.lower() == lower:
                     return start_response(status, headers, exc_info)
-            # A new list: the application may reuse its own for every response.
+            if exc_info is None:
+                # A new list: the application may reuse its own for every response.
+                return start_response(status, [*headers, pair])
+            if _keeps_first_headers(start_response):
+                # The server adds these headers to the first call's, which
+                # already hold the session header.
+                return start_response(status, headers, exc_info)
             return start_response(status, [*headers, pair], exc_info)
 
         ctx = copy_context()
