@@ -165,6 +165,15 @@ def test_inject_sends_w3c_baggage_along() -> None:
             {"traceparent": TRACEPARENT, "X-Session-Id": "abc", "Authorization": None},
             id="none-for-another-header",
         ),
+        pytest.param(
+            {
+                "REQUEST_METHOD": "GET",
+                "wsgi.version": (1, 0),
+                "HTTP_TRACEPARENT": TRACEPARENT,
+                "HTTP_X_SESSION_ID": "abc",
+            },
+            id="wsgi-environ",
+        ),
     ],
 )
 def test_extract_attaches_the_trace_and_sets_the_session(headers: object) -> None:

@@ -11,9 +11,11 @@ import pytest
 import requests.structures
 import starlette.datastructures
 import werkzeug.datastructures
+from django.test import RequestFactory
 
 from sessionctx import ACCEPTED_HEADER_NAMES, extract_session_id
 from sessionctx._headers import INVALID, MISSING, VALID, HeaderLookup
+from tests.support import configure_django
 
 UUID4 = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
 
@@ -360,3 +362,27 @@ def test_headers_that_are_not_read_may_hold_any_value(other: object) -> None:
     # The headers that are read still have to be text.
     with pytest.raises(TypeError, match="header values must be str or bytes"):
         extract_session_id({"Content-Length": other, "baggage": other})
+
+
+def test_a_wsgi_environ_is_read_by_its_http_keys() -> None:
+    """A WSGI environ or Django's request.META: its keys are not header names."""
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "wsgi.version": (1, 0),
+        "CONTENT_LENGTH": "",
+        "HTTP_X_SESSION_ID": "from-environ",
+        "HTTP_X_TRACECTRL_SESSION": "other",
+    }
+    assert extract_session_id(environ) == "from-environ"
+    assert extract_session_id({**environ, "HTTP_X_SESSION_ID": "a b"}) is None
+    del environ["HTTP_X_SESSION_ID"]
+    assert extract_session_id(environ) == "other"
+    assert extract_session_id({"REQUEST_METHOD": "GET", "HTTP_BAGGAGE": "session.id=b"}) == "b"
+    assert extract_session_id({"REQUEST_METHOD": "GET"}) is None
+
+
+def test_djangos_request_meta_is_an_environ() -> None:
+    configure_django({})
+    request = RequestFactory().get("/", HTTP_X_SESSION_ID="from-meta")
+    assert extract_session_id(request.META) == "from-meta"
+    assert extract_session_id(request.headers) == "from-meta"

@@ -13,6 +13,7 @@ import logging
 import math
 import pickle
 import re
+import subprocess
 import sys
 import threading
 import types
@@ -1510,6 +1511,24 @@ def test_inject_replaces_other_spellings_in_a_plain_dict() -> None:
         inject_session_headers(headers)
     assert headers == {"Accept": "*/*", "X-Session-Id": "abc"}
     assert extract_session_id(headers) == "abc"
+
+
+def test_inject_compares_no_str_with_bytes() -> None:
+    """Under ``python -bb`` comparing a str key with bytes raises BytesWarning."""
+    script = (
+        "from sessionctx import inject_session_headers, session\n"
+        "with session('abc'):\n"
+        "    print(inject_session_headers({'Accept': '*/*', b'x-session-id': b'old'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-bb", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'Accept': '*/*', 'X-Session-Id': 'abc'}"
 
 
 def test_inject_replaces_bytes_spellings_in_a_plain_dict() -> None:

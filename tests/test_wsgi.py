@@ -1220,6 +1220,26 @@ def test_handle_errors_sends_a_500_with_the_header_then_reraises(app: WSGIApplic
     assert server.chunks == [b"Internal Server Error"]
 
 
+@pytest.mark.parametrize(
+    "app",
+    [
+        pytest.param(raise_before_start, id="in-the-call"),
+        pytest.param(raise_lazily_before_start, id="in-the-body"),
+    ],
+)
+def test_handle_errors_500_to_a_head_request_has_no_body(app: WSGIApplication) -> None:
+    environ = make_environ({"X-Session-Id": "e"})
+    environ["REQUEST_METHOD"] = "HEAD"
+    server = Server()
+
+    with pytest.raises(Boom, match="before start_response"):
+        server.run(SessionIdMiddleware(app, handle_errors=True), environ)
+
+    assert server.status == "500 Internal Server Error"
+    assert values_of(server.headers, "Content-Length") == ["21"]
+    assert server.chunks == []
+
+
 def test_handle_errors_reraises_from_close_when_the_server_stops_first() -> None:
     server = Server()
     body = SessionIdMiddleware(raise_before_start, handle_errors=True)(

@@ -14,7 +14,11 @@ def missing_library(error: ImportError, module: str, package: str, install: str)
     name a too-old version lacks, is raised as it is: installing the extra
     again would not mend it.
     """
-    name = error.name if isinstance(error, ModuleNotFoundError) else None
-    if name is not None and (name == package or name.startswith(package + ".")):
+    name = error.name
+    # A name the package lacks (``from package import name``) is an ImportError
+    # with a path: a too-old version. Without a path the package is only a
+    # namespace, left by another distribution that shares it (opentelemetry-*).
+    missing = isinstance(error, ModuleNotFoundError) or error.path is None
+    if missing and name is not None and (name == package or name.startswith(package + ".")):
         raise ImportError(f"{module} needs {name}; install with: {install}") from None
     raise error

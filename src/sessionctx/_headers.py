@@ -212,8 +212,16 @@ def _group(headers: object) -> dict[str, list[object]]:
     Values stay as given until :func:`_read` reads them: a header nobody
     looks at may hold anything (``None`` drops a header in ``requests``).
     """
-    if isinstance(headers, Mapping) or hasattr(headers, "items"):
-        pairs: Iterable[Any] = headers.items()
+    if isinstance(headers, Mapping) and "REQUEST_METHOD" in headers:
+        # A WSGI environ, or Django's request.META: its headers are the
+        # HTTP_ keys (CONTENT_TYPE and CONTENT_LENGTH hold no session).
+        pairs: Iterable[Any] = [
+            (key[5:].replace("_", "-"), value)
+            for key, value in headers.items()
+            if isinstance(key, str) and key.startswith("HTTP_")
+        ]
+    elif isinstance(headers, Mapping) or hasattr(headers, "items"):
+        pairs = headers.items()
     elif isinstance(headers, (list, tuple)):
         pairs = headers
     else:
@@ -249,7 +257,9 @@ def extract_session_id(
     Names are matched case-insensitively, in the priority order of
     ``header_names``; the first name present decides (an invalid value gives
     ``None``, it does not fall through). Without any of those names, the W3C
-    ``baggage`` member ``session.id`` is used.
+    ``baggage`` member ``session.id`` is used. A mapping with a
+    ``REQUEST_METHOD`` key is taken for a WSGI ``environ`` (or Django's
+    ``request.META``), whose headers are its ``HTTP_...`` keys.
 
     >>> extract_session_id({"mirascope-session-id": "abc"})
     'abc'

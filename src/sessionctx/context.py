@@ -118,10 +118,11 @@ def extract_trace_headers(headers: object) -> Context:
 
     Extracts with the global OpenTelemetry propagator (header names are
     matched case-insensitively; ``headers`` may be a dict, any object with
-    ``.items()`` such as Starlette, httpx or werkzeug headers, or raw ASGI
-    pairs), **attaches** the result to the current context, and when the
-    headers carry a valid session id (``X-Session-Id``, the other accepted
-    names, or the ``baggage`` member ``session.id``) makes it the active
+    ``.items()`` such as Starlette, httpx or werkzeug headers, raw ASGI
+    pairs, or a WSGI ``environ`` / Django ``request.META``), **attaches**
+    the result to the current context, and when the headers carry a valid
+    session id (``X-Session-Id``, the other accepted names, or the
+    ``baggage`` member ``session.id``) makes it the active
     session. Returns the extracted ``Context``.
 
     The headers are trusted: call it for requests from your own services

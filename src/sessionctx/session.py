@@ -896,13 +896,16 @@ def inject_session_headers(
     sid = current_session_id()
     if sid is not None:
         if isinstance(headers, dict):
-            # A valid header name is ASCII: its bytes spelling is the same letters.
+            # A valid header name is ASCII: its bytes spelling is the same
+            # letters. Each key is compared with the spelling of its own type
+            # (comparing str with bytes warns under python -b).
             lowered = header_name.lower()
-            spellings = (lowered, lowered.encode("ascii"))
+            lowered_bytes = lowered.encode("ascii")
             others = [
                 k
                 for k in headers
-                if k != header_name and isinstance(k, (str, bytes)) and k.lower() in spellings
+                if (isinstance(k, str) and k != header_name and k.lower() == lowered)
+                or (isinstance(k, bytes) and k.lower() == lowered_bytes)
             ]
             for key in others:
                 del headers[key]

@@ -32,6 +32,7 @@ leak into the next request served by that thread.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Sized
 from contextvars import Context, copy_context
 from functools import partial
@@ -129,7 +130,8 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     called ``start_response``, errors are left to the server (gunicorn, for
     one, would merge the header lists of both calls; an application that
     replaces its response by calling ``start_response`` again with
-    ``exc_info`` gets the session header once there too).
+    ``exc_info`` gets the session header once there too, when nothing but
+    this middleware's own wrappers stands between it and gunicorn).
 
     >>> def hello(environ, start_response):
     ...     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -241,9 +243,9 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             if exc_info is None:
                 # A new list: the application may reuse its own for every response.
                 return start_response(status, [*headers, pair])
-            if _keeps_first_headers(start_response):
+            if _server_kept_session_header(start_response, lower):
                 # The server adds these headers to the first call's, which
-                # already hold the session header.
+                # hold the session header already.
                 return start_response(status, headers, exc_info)
             return start_response(status, [*headers, pair], exc_info)
 
@@ -272,7 +274,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
                 except Exception as exc:
                     if tracked.called:
                         raise
-                    failed = _GuardedBody(ctx, (), tracked, start_response, pair)
+                    failed = _GuardedBody(ctx, (), tracked, start_response, pair, environ)
                     failed.fail(exc)
                     return failed
 
@@ -294,7 +296,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
                 # waitress and wsgiref set Content-Length for a body of len() 1.
                 return _SizedContextBody(ctx, body)
             return _ContextBody(ctx, body)
-        return _GuardedBody(ctx, body, tracked, start_response, pair)
+        return _GuardedBody(ctx, body, tracked, start_response, pair, environ)
 
     def _reject(
         self, environ: WSGIEnvironment, start_response: StartResponse, state: int
@@ -307,18 +309,24 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
 
-def _keeps_first_headers(start_response: StartResponse) -> bool:
+def _server_kept_session_header(start_response: StartResponse, lower: str) -> bool:
     """Whether ``start_response``, called again with ``exc_info`` to replace
-    the response, adds the new headers to those of its first call.
+    the response, keeps a session header it took on its first call.
 
-    PEP 3333 says they replace them, and werkzeug, waitress and ``wsgiref``
-    do so; gunicorn's ``Response.start_response`` appends them. The session
-    header would then be sent twice, which a client reads as one invalid id.
+    PEP 3333 says the new headers replace the first call's, and werkzeug,
+    waitress and ``wsgiref`` do so; gunicorn's ``Response.start_response``
+    appends them to those it kept. Adding the session header again would send
+    it twice, which a client reads as one invalid id. Seen through wrappers
+    that set ``__wrapped__`` (this module's own do); gunicorn behind another
+    wrapper is not recognised.
     """
-    response = getattr(start_response, "__self__", None)
-    return (
-        type(response).__module__.startswith("gunicorn.")
-        and getattr(response, "status", None) is not None
+    response = getattr(inspect.unwrap(start_response), "__self__", None)
+    if not type(response).__module__.startswith("gunicorn."):
+        return False
+    # Not there when gunicorn refused the first headers before reaching it.
+    kept = getattr(response, "headers", None)
+    return isinstance(kept, list) and any(
+        isinstance(name, str) and name.lower() == lower for name, _ in kept
     )
 
 
@@ -408,7 +416,7 @@ class _GuardedBody(_ContextBody):
     ``close()`` when the server stops iterating first, so it is never lost.
     """
 
-    __slots__ = ("_error", "_error_sent", "_pair", "_start_response", "_tracked")
+    __slots__ = ("_error", "_error_body", "_error_sent", "_pair", "_start_response", "_tracked")
 
     def __init__(
         self,
@@ -417,8 +425,12 @@ class _GuardedBody(_ContextBody):
         tracked: _TrackedStartResponse,
         start_response: StartResponse,
         pair: tuple[str, str],
+        environ: WSGIEnvironment,
     ) -> None:
         super().__init__(ctx, body)
+        # A response to HEAD has no content (RFC 9110, 9.3.2), only its length.
+        head = environ.get("REQUEST_METHOD") == "HEAD"
+        self._error_body = b"" if head else _ERROR_BODY
         self._tracked = tracked
         self._start_response = start_response
         self._pair = pair
@@ -443,7 +455,7 @@ class _GuardedBody(_ContextBody):
         if error is not None:
             if not self._error_sent:
                 self._error_sent = True
-                return _ERROR_BODY
+                return self._error_body
             self._error = None
             raise error
         try:
@@ -455,7 +467,7 @@ class _GuardedBody(_ContextBody):
                 raise
             self.fail(exc)
         self._error_sent = True
-        return _ERROR_BODY
+        return self._error_body
 
     def close(self) -> None:
         try:
@@ -493,4 +505,5 @@ def _exposing(start_response: StartResponse, name: bytes) -> StartResponse:
         ]
         return start_response(status, headers, exc_info)
 
+    start_response_exposing.__wrapped__ = start_response  # type: ignore[attr-defined]
     return start_response_exposing

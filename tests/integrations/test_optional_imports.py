@@ -4,12 +4,15 @@ says which extra to install when the library is missing."""
 from __future__ import annotations
 
 import importlib
+import pathlib
 import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+import sessionctx
 
 INTEGRATIONS = [
     "sessionctx.context",
@@ -132,3 +135,61 @@ def test_a_missing_library_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delitem(sys.modules, "sessionctx.integrations.opentelemetry", raising=False)
     with pytest.raises(ImportError, match=r"needs opentelemetry\.sdk\S*; install with"):
         importlib.import_module("sessionctx.integrations.opentelemetry")
+
+
+def test_a_namespace_left_by_another_distribution_is_a_missing_library(
+    tmp_path: pathlib.Path,
+) -> None:
+    """``opentelemetry-proto`` without ``opentelemetry-api`` leaves ``opentelemetry``
+    a namespace package, where ``from opentelemetry import context`` fails."""
+    (tmp_path / "opentelemetry" / "proto").mkdir(parents=True)
+    script = textwrap.dedent(
+        """
+        import sys
+        for name in [n for n in sys.modules if n.split(".")[0] == "opentelemetry"]:
+            del sys.modules[name]
+        sys.path = [p for p in sys.path if "site-packages" not in p]
+        sys.path[:0] = [sys.argv[1], sys.argv[2]]
+        try:
+            import sessionctx.context
+        except ImportError as error:
+            print(error)
+        """
+    )
+    src = pathlib.Path(sessionctx.__file__).parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sessionctx.context needs opentelemetry; install with" in done.stdout
+
+
+def test_a_name_a_too_old_version_lacks_is_not_taken_for_a_missing_library(
+    tmp_path: pathlib.Path,
+) -> None:
+    (tmp_path / "httpx").mkdir()
+    (tmp_path / "httpx" / "__init__.py").write_text("from httpx._nothing_here import Client\n")
+    (tmp_path / "httpx" / "_nothing_here.py").write_text("")
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path[:0] = [sys.argv[1]]
+        try:
+            import sessionctx.integrations.httpx
+        except ImportError as error:
+            print(type(error).__name__, error)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ImportError cannot import name 'Client'")

@@ -164,13 +164,23 @@ def test_handle_errors_500_reaches_the_client_with_the_header(server: Server) ->
     assert body == b"Internal Server Error"
 
 
-def test_a_response_replaced_with_exc_info_carries_the_header_once(server: Server) -> None:
-    """gunicorn adds the headers of the second call to the first's."""
+@pytest.mark.parametrize(
+    ("path", "status", "body"),
+    [
+        ("/replaced", 503, b"replaced"),
+        ("/replaced?expose", 503, b"replaced"),
+        ("/refused-first", 500, b"refused"),
+    ],
+)
+def test_a_response_replaced_with_exc_info_carries_the_header_once(
+    server: Server, path: str, status: int, body: bytes
+) -> None:
+    """gunicorn adds the headers of the second call to those it took from the first."""
     conn = http.client.HTTPConnection(HOST, server.port, timeout=20)
     try:
-        conn.request("GET", "/replaced", headers={"X-Session-Id": "replaced-1"})
+        conn.request("GET", path, headers={"X-Session-Id": "replaced-1"})
         response = conn.getresponse()
-        assert (response.status, response.read()) == (503, b"replaced")
+        assert (response.status, response.read()) == (status, body)
         sent = [value for name, value in response.getheaders() if name.lower() == "x-session-id"]
     finally:
         conn.close()

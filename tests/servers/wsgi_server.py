@@ -82,6 +82,15 @@ def endpoints(environ: WSGIEnvironment, start_response: StartResponse) -> Iterab
         except RuntimeError:
             start_response("503 Service Unavailable", [_TEXT], sys.exc_info())
         return [b"replaced"]
+    if path == "/refused-first":
+        # The same, after a server that checks headers (gunicorn) refused the
+        # first ones: before it got to the session header, appended last.
+        try:
+            start_response("200 OK", [_TEXT, ("X-Bad", "a\r\nb")])
+            raise RuntimeError("a server that takes any header: replaced all the same")
+        except Exception:
+            start_response("500 Internal Server Error", [_TEXT], sys.exc_info())
+        return [b"refused"]
     if path == "/file":
         key = parse_qs(environ["QUERY_STRING"])["key"][0]
         start_response("200 OK", [("Content-Type", "text/x-python")])
@@ -162,4 +171,15 @@ class ThreadContextProbe:
             self._check()
 
 
-app = ThreadContextProbe(SessionIdMiddleware(endpoints, handle_errors=True))
+_MIDDLEWARE = SessionIdMiddleware(endpoints, handle_errors=True)
+# One that wraps start_response once more, for requests with the query "expose".
+_EXPOSING = SessionIdMiddleware(endpoints, expose_header=True)
+
+
+def _by_query(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    if environ["QUERY_STRING"] == "expose":
+        return _EXPOSING(environ, start_response)
+    return _MIDDLEWARE(environ, start_response)
+
+
+app = ThreadContextProbe(_by_query)
