@@ -35,7 +35,7 @@ from sessionctx._extras import missing_library
 
 try:
     from opentelemetry import context as otel_context
-    from opentelemetry import propagate
+    from opentelemetry import propagate, trace
     from opentelemetry.context import Context
     from opentelemetry.propagators.textmap import Getter
 except ImportError as error:
@@ -101,8 +101,27 @@ def _extract(headers: object) -> tuple[Context, str | None]:
     # On top of the current context, as OpenTelemetry's propagators compose:
     # headers without ``traceparent`` (a caller that sends only its session)
     # keep the current span, the server's say, instead of starting a new trace.
-    ctx = propagate.extract(grouped, context=otel_context.get_current(), getter=_GETTER)
+    current = otel_context.get_current()
+    ctx = propagate.extract(grouped, context=current, getter=_GETTER)
+    span = trace.get_current_span(current)
+    if _continues(span, trace.get_current_span(ctx).get_span_context()):
+        # The server's instrumentation continued this very trace already: its
+        # span stays the parent of what follows, as without this call, instead
+        # of the spans after it becoming its siblings under the caller's.
+        ctx = trace.set_span_in_context(span, ctx)
     return ctx, extract_session_id(grouped)
+
+
+def _continues(span: trace.Span, caller: trace.SpanContext) -> bool:
+    """Whether ``span`` is recording, and a child of the span ``caller``."""
+    parent = getattr(span, "parent", None)  # an SDK span's parent
+    return (
+        isinstance(parent, trace.SpanContext)
+        and caller.is_valid
+        and parent.trace_id == caller.trace_id
+        and parent.span_id == caller.span_id
+        and span.is_recording()
+    )
 
 
 def _session_differs(sid: str | None) -> bool:

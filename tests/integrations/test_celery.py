@@ -82,6 +82,7 @@ class Probe:
 
     def __init__(self) -> None:
         self.before: dict[str, list[str | None]] = defaultdict(list)
+        self.early: dict[str, list[str | None]] = defaultdict(list)
         self.during: dict[str, list[str | None]] = defaultdict(list)
         self.after: dict[str, list[str | None]] = defaultdict(list)
         self.headers: dict[str, list[object]] = defaultdict(list)
@@ -90,6 +91,9 @@ class Probe:
 
     def record_before(self, task_id: str, **kwargs: Any) -> None:
         self.before[task_id].append(current_session_id())
+
+    def record_early(self, task_id: str, **kwargs: Any) -> None:
+        self.early[task_id].append(current_session_id())
 
     def record_after(self, task_id: str, **kwargs: Any) -> None:
         with self._ran:
@@ -153,12 +157,15 @@ def worker() -> Iterator[Worker]:
     app = make_app()
     probe = Probe()
     w = Worker(app, probe)
-    # Connected before and after sessionctx's handlers, so they see the
-    # worker thread just before the task's session is set and just after it
-    # is reset.
-    signals.task_prerun.connect(probe.record_before, weak=False, dispatch_uid="tests.before")
+    # A task_prerun handler connected before sessionctx's, as an instrumentation
+    # is (OpenTelemetry's starts the task's span in one): sessionctx's runs first.
+    signals.task_prerun.connect(probe.record_early, weak=False, dispatch_uid="tests.early")
     signals.task_failure.connect(probe.record_failure, weak=False, dispatch_uid="tests.failure")
     sessionctx_celery.connect(app)
+    # Put ahead of sessionctx's and after it, so that they see the worker
+    # thread just before the task's session is set and just after it is reset.
+    signals.task_prerun.connect(probe.record_before, weak=False, dispatch_uid="tests.before")
+    sessionctx_celery._run_first(signals.task_prerun, "tests.before")
     signals.task_postrun.connect(probe.record_after, weak=False, dispatch_uid="tests.after")
     try:
         with running_worker(app):
@@ -166,6 +173,7 @@ def worker() -> Iterator[Worker]:
     finally:
         sessionctx_celery.disconnect(app)
         signals.task_prerun.disconnect(dispatch_uid="tests.before")
+        signals.task_prerun.disconnect(dispatch_uid="tests.early")
         signals.task_failure.disconnect(dispatch_uid="tests.failure")
         signals.task_postrun.disconnect(dispatch_uid="tests.after")
 
@@ -177,6 +185,15 @@ class TestWorker:
         assert result.get(timeout=TIMEOUT, interval=0.01) == ["sess-1", "sess-1"]
         assert worker.probe.before[result.id] == [None]
         assert worker.probe.after_runs(result.id) == [None]
+
+    def test_a_prerun_handler_connected_earlier_sees_the_tasks_session(
+        self, worker: Worker
+    ) -> None:
+        with session("sess-early"):
+            result = worker.report.delay()
+        assert result.get(timeout=TIMEOUT, interval=0.01)[0] == "sess-early"
+        assert worker.probe.early[result.id] == ["sess-early"]
+        assert worker.probe.before[result.id] == [None]
 
     def test_tasks_from_different_sessions_see_their_own(self, worker: Worker) -> None:
         with session("sess-a"):

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from sessionctx import ContextThreadPoolExecutor, session
 from sessionctx.asgi import SessionIdMiddleware
+from sessionctx.context import extract_trace_headers, propagated_context
 from sessionctx.integrations.opentelemetry import SessionSpanProcessor
 from sessionctx.wsgi import SessionIdMiddleware as WsgiSessionIdMiddleware
 from tests.support import ASGIApp, Receive, Scope, Send
@@ -442,3 +443,61 @@ async def test_each_processor_sets_its_names_on_the_server_span(recorder: Tracin
     server = server_span_attributes(recorder)
     assert server["session.id"] == "sess-req"
     assert server["tracectrl.session_id"] == "sess-req"
+
+
+# --------------------------------------------------------------------------- #
+# extract_trace_headers in a handler under an instrumentation that continued the
+# caller's trace already (the README's service B)
+# --------------------------------------------------------------------------- #
+
+CALLER_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+OTHER_TRACEPARENT = "00-1bf7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01"
+
+
+def service_b(recorder: Tracing, how: str, carried: dict[str, str]) -> ASGIApp:
+    async def endpoint(request: Request) -> PlainTextResponse:
+        # ``carried``: the headers the handler continues from, by default the request's.
+        headers = carried or request.headers
+        if how == "extract":
+            extract_trace_headers(headers)
+            with recorder.tracer.start_as_current_span("work"):
+                pass
+        else:
+            with propagated_context(headers), recorder.tracer.start_as_current_span("work"):
+                pass
+        return PlainTextResponse("ok")
+
+    telemetry = Middleware(OpenTelemetryMiddleware, tracer_provider=recorder.provider)
+    sessions = Middleware(SessionIdMiddleware)
+    return Starlette(routes=[Route("/items", endpoint)], middleware=[telemetry, sessions])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["extract", "propagated"])
+async def test_spans_after_extract_stay_under_the_server_span_that_continued_the_trace(
+    recorder: Tracing, how: str
+) -> None:
+    headers = {"traceparent": CALLER_TRACEPARENT, "X-Session-Id": "caller-1"}
+    await get_items(service_b(recorder, how, {}), headers)
+
+    (server,) = [s for s in recorder.exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    work = recorder.span("work")
+    assert server.parent is not None
+    assert f"{server.parent.span_id:016x}" == CALLER_TRACEPARENT.split("-")[2]
+    assert work.parent is not None
+    assert server.context is not None
+    assert work.parent.span_id == server.context.span_id
+    assert server_span_attributes(recorder)["session.id"] == "caller-1"
+    assert recorder.attributes("work")["session.id"] == "caller-1"
+
+
+@pytest.mark.anyio
+async def test_extract_of_another_trace_still_parents_on_the_caller(recorder: Tracing) -> None:
+    # Headers the server's span did not continue (a message's, say): its trace wins.
+    carried = {"traceparent": OTHER_TRACEPARENT, "X-Session-Id": "job-1"}
+    await get_items(service_b(recorder, "extract", carried), {"traceparent": CALLER_TRACEPARENT})
+
+    work = recorder.span("work")
+    assert work.parent is not None
+    assert f"{work.parent.span_id:016x}" == OTHER_TRACEPARENT.split("-")[2]
+    assert recorder.attributes("work")["session.id"] == "job-1"

@@ -19,6 +19,7 @@ How it works, with Celery's signals:
   every task message published from the process carries the header; workers
   of apps that are not connected ignore it.
 - ``task_prerun``: for tasks of a connected app, the worker sets that session
+  (ahead of the other ``task_prerun`` handlers, which see the task's session)
   for the task's run; without a valid header it starts a new one and writes
   its id into ``task.request.headers`` (over an invalid one). A task run
   eagerly (``task.apply()``, ``task_always_eager``) with no header runs in
@@ -95,6 +96,7 @@ def connect(app: Celery) -> None:
     uid = _dispatch_uid(app)
     signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=uid)
     signals.task_prerun.connect(on_prerun, weak=False, dispatch_uid=uid)
+    _run_first(signals.task_prerun, uid)
     signals.task_postrun.connect(on_postrun, weak=False, dispatch_uid=uid)
 
 
@@ -109,6 +111,24 @@ def disconnect(app: Celery) -> None:
     signals.before_task_publish.disconnect(dispatch_uid=uid)
     signals.task_prerun.disconnect(dispatch_uid=uid)
     signals.task_postrun.disconnect(dispatch_uid=uid)
+
+
+def _run_first(signal: Any, uid: object) -> None:
+    """Move ``signal``'s receiver connected under ``uid`` ahead of the others.
+
+    Celery calls receivers in the order they were connected, and a
+    ``task_prerun`` receiver connected before :func:`connect` would see the
+    worker's session instead of the task's: OpenTelemetry's
+    ``CeleryInstrumentor`` starts the task's span in one, and
+    ``opentelemetry-instrument`` connects it before any app module runs.
+    """
+    with signal.lock:
+        receivers = signal.receivers
+        for index, (lookup_key, _) in enumerate(receivers):
+            if lookup_key[0] == uid:
+                receivers.insert(0, receivers.pop(index))
+                signal.sender_receivers_cache.clear()
+                return
 
 
 def _unproxied(app: Celery) -> Celery:
