@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 import threading
+import types
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
@@ -1238,6 +1239,53 @@ def test_handle_errors_500_to_a_head_request_has_no_body(app: WSGIApplication) -
     assert server.status == "500 Internal Server Error"
     assert values_of(server.headers, "Content-Length") == ["21"]
     assert server.chunks == []
+
+
+def replacing_app(first: Headers) -> WSGIApplication:
+    """Starts with ``first``, then replaces the response with ``exc_info`` (PEP 3333),
+    also when the server refused ``first``."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        try:
+            start_response("200 OK", first)
+            raise Boom("after start_response, before the body")
+        except Exception:
+            start_response(
+                "503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info()
+            )
+        return [b"replaced"]
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("first", "options"),
+    [
+        pytest.param([("Content-Type", "text/plain")], {}, id="plain"),
+        pytest.param([("Content-Type", "text/plain")], {"expose_header": True}, id="expose-header"),
+        pytest.param([("X-Session-Id", "app")], {}, id="the-apps-own"),
+        # gunicorn refuses a value with CR/LF before it gets to the session header.
+        pytest.param([("X-Bad", "a\r\nb")], {}, id="refused-first"),
+    ],
+)
+def test_gunicorns_response_keeps_one_session_header_when_replaced(
+    first: Headers, options: dict[str, Any]
+) -> None:
+    """gunicorn's Response appends the headers of a start_response call made again with
+    exc_info to those it kept from the first (here its real class, in-process)."""
+    from gunicorn.config import Config
+    from gunicorn.http.wsgi import Response
+
+    response = Response(types.SimpleNamespace(version=(1, 1), method="GET"), None, Config())
+    app = SessionIdMiddleware(replacing_app(first), **options)
+    environ = make_environ({"X-Session-Id": "abc"})
+
+    # A refusal raises into the app, which replaces the response.
+    assert app(environ, response.start_response) == [b"replaced"]
+
+    assert response.status == "503 Service Unavailable"
+    sent = [value for name, value in response.headers if name.lower() == "x-session-id"]
+    assert sent == (["app"] if first[0][0] == "X-Session-Id" else ["abc"])
 
 
 def test_handle_errors_reraises_from_close_when_the_server_stops_first() -> None:

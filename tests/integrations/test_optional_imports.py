@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 import sessionctx
+from sessionctx._extras import missing_library
 
 INTEGRATIONS = [
     "sessionctx.context",
@@ -193,3 +194,10 @@ def test_a_name_a_too_old_version_lacks_is_not_taken_for_a_missing_library(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ImportError cannot import name 'Client'")
+
+
+def test_another_modules_failure_is_raised_as_it_is() -> None:
+    error = ModuleNotFoundError("No module named 'urllib3'", name="urllib3")
+    with pytest.raises(ModuleNotFoundError) as raised:
+        missing_library(error, "sessionctx.integrations.requests", "requests", "pip install x")
+    assert raised.value is error
