@@ -169,6 +169,7 @@ def test_inject_sends_w3c_baggage_along() -> None:
             {
                 "REQUEST_METHOD": "GET",
                 "wsgi.version": (1, 0),
+                "wsgi.multithread": True,
                 "HTTP_TRACEPARENT": TRACEPARENT,
                 "HTTP_X_SESSION_ID": "abc",
             },

@@ -11,6 +11,7 @@ import pytest
 import requests.structures
 import starlette.datastructures
 import werkzeug.datastructures
+from django.http.request import HttpHeaders
 from django.test import RequestFactory
 
 from sessionctx import ACCEPTED_HEADER_NAMES, extract_session_id
@@ -364,21 +365,50 @@ def test_headers_that_are_not_read_may_hold_any_value(other: object) -> None:
         extract_session_id({"Content-Length": other, "baggage": other})
 
 
+ENVIRON: dict[str, Any] = {
+    "REQUEST_METHOD": "GET",
+    "wsgi.version": (1, 0),
+    "wsgi.multithread": True,
+    "CONTENT_LENGTH": "",
+}
+
+
 def test_a_wsgi_environ_is_read_by_its_http_keys() -> None:
     """A WSGI environ or Django's request.META: its keys are not header names."""
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "wsgi.version": (1, 0),
-        "CONTENT_LENGTH": "",
-        "HTTP_X_SESSION_ID": "from-environ",
-        "HTTP_X_TRACECTRL_SESSION": "other",
-    }
+    environ = {**ENVIRON, "HTTP_X_SESSION_ID": "from-environ", "HTTP_X_TRACECTRL_SESSION": "other"}
     assert extract_session_id(environ) == "from-environ"
     assert extract_session_id({**environ, "HTTP_X_SESSION_ID": "a b"}) is None
     del environ["HTTP_X_SESSION_ID"]
     assert extract_session_id(environ) == "other"
-    assert extract_session_id({"REQUEST_METHOD": "GET", "HTTP_BAGGAGE": "session.id=b"}) == "b"
-    assert extract_session_id({"REQUEST_METHOD": "GET"}) is None
+    assert extract_session_id({**ENVIRON, "HTTP_BAGGAGE": "session.id=b"}) == "b"
+    assert extract_session_id(ENVIRON) is None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(dict, id="dict"),
+        pytest.param(httpx.Headers, id="httpx"),
+        pytest.param(requests.structures.CaseInsensitiveDict, id="requests"),
+        pytest.param(
+            lambda pairs: HttpHeaders(
+                {"HTTP_" + k.upper().replace("-", "_"): v for k, v in pairs.items()}
+            ),
+            id="django",
+        ),
+    ],
+)
+@pytest.mark.parametrize("name", ["Request-Method", "request_method", "REQUEST_METHOD"])
+def test_a_request_method_header_does_not_make_headers_an_environ(
+    make: Callable[[dict[str, str]], Any], name: str
+) -> None:
+    """Any client may send a header of that name (uvicorn keeps underscores)."""
+    headers = make({name: "POST", "X-Session-Id": "caller-1"})
+    assert extract_session_id(headers) == "caller-1"
+    if make is not dict:
+        # A header mapping is never an environ, whatever it holds.
+        headers = make({name: "POST", "X-Session-Id": "caller-1", "wsgi.multithread": "1"})
+        assert extract_session_id(headers) == "caller-1"
 
 
 def test_djangos_request_meta_is_an_environ() -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 from urllib.parse import unquote
 
 from sessionctx._validation import _match_id, _raw_id_ok
@@ -206,13 +206,23 @@ def _text(value: object, what: str = "values") -> str:
     )
 
 
+def _is_environ(headers: object) -> TypeGuard[dict[str, Any]]:
+    """Whether ``headers`` is a WSGI environ or Django's ``request.META``: a
+    plain dict with keys PEP 3333 requires (Django's ASGI requests have them
+    too). Header mappings are never plain dicts of such keys; asking one of
+    them for ``REQUEST_METHOD`` would find a ``Request-Method`` header."""
+    return (
+        isinstance(headers, dict) and "REQUEST_METHOD" in headers and "wsgi.multithread" in headers
+    )
+
+
 def _group(headers: object) -> dict[str, list[object]]:
     """Group any supported header shape by lower-case name.
 
     Values stay as given until :func:`_read` reads them: a header nobody
     looks at may hold anything (``None`` drops a header in ``requests``).
     """
-    if isinstance(headers, Mapping) and "REQUEST_METHOD" in headers:
+    if _is_environ(headers):
         # A WSGI environ, or Django's request.META: its headers are the
         # HTTP_ keys (CONTENT_TYPE and CONTENT_LENGTH hold no session).
         pairs: Iterable[Any] = [
@@ -257,9 +267,8 @@ def extract_session_id(
     Names are matched case-insensitively, in the priority order of
     ``header_names``; the first name present decides (an invalid value gives
     ``None``, it does not fall through). Without any of those names, the W3C
-    ``baggage`` member ``session.id`` is used. A mapping with a
-    ``REQUEST_METHOD`` key is taken for a WSGI ``environ`` (or Django's
-    ``request.META``), whose headers are its ``HTTP_...`` keys.
+    ``baggage`` member ``session.id`` is used. A WSGI ``environ`` (or
+    Django's ``request.META``) is read by its ``HTTP_...`` keys.
 
     >>> extract_session_id({"mirascope-session-id": "abc"})
     'abc'
