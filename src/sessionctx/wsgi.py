@@ -303,10 +303,17 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     ) -> list[bytes]:
         body = self._policy.reject_body(state, lambda name: environ_key(name) in environ)
         start_response("400 Bad Request", [_TEXT_PLAIN, ("Content-Length", str(len(body)))])
-        # A response to HEAD has no content (RFC 9110, 9.3.2), only its
-        # length; waitress, for one, would send it, and the client would read
-        # it as the start of the next response on the connection.
-        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+        return [] if _is_head(environ) else [body]
+
+
+def _is_head(environ: WSGIEnvironment) -> bool:
+    """Whether the response the middleware makes itself must leave its body out.
+
+    A response to HEAD has no content (RFC 9110, 9.3.2), only its length;
+    waitress, for one, would send it, and the client would read it as the
+    start of the next response on the connection.
+    """
+    return environ.get("REQUEST_METHOD") == "HEAD"
 
 
 def _server_kept_session_header(start_response: StartResponse, lower: str) -> bool:
@@ -428,9 +435,7 @@ class _GuardedBody(_ContextBody):
         environ: WSGIEnvironment,
     ) -> None:
         super().__init__(ctx, body)
-        # A response to HEAD has no content (RFC 9110, 9.3.2), only its length.
-        head = environ.get("REQUEST_METHOD") == "HEAD"
-        self._error_body = b"" if head else _ERROR_BODY
+        self._error_body = b"" if _is_head(environ) else _ERROR_BODY
         self._tracked = tracked
         self._start_response = start_response
         self._pair = pair

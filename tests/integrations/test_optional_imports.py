@@ -32,6 +32,19 @@ def block(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
     monkeypatch.setitem(sys.modules, package, None)
 
 
+def run_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a Python of its own, which must exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 @pytest.mark.parametrize(
     ("module", "missing", "advice"),
     [
@@ -94,10 +107,7 @@ def test_importing_sessionctx_imports_no_integration() -> None:
         print(",".join(loaded))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(script)
     assert done.stdout.strip() == ""
 
 
@@ -122,10 +132,7 @@ def test_a_broken_install_is_not_taken_for_a_missing_extra(module: str, dependen
             print(type(error).__name__, error.name)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(script)
     kind, name = done.stdout.split()
     assert kind == "ModuleNotFoundError"
     assert name.split(".")[0] == dependency
@@ -158,14 +165,7 @@ def test_a_namespace_left_by_another_distribution_is_a_missing_library(
         """
     )
     src = pathlib.Path(sessionctx.__file__).parent.parent
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path), str(src)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(script, str(tmp_path), str(src))
     assert "sessionctx.context needs opentelemetry; install with" in done.stdout
 
 
@@ -185,14 +185,7 @@ def test_a_name_a_too_old_version_lacks_is_not_taken_for_a_missing_library(
             print(type(error).__name__, error)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(script, str(tmp_path))
     assert done.stdout.startswith("ImportError cannot import name 'Client'")
 
 

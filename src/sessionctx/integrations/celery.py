@@ -24,9 +24,6 @@ How it works, with Celery's signals:
   its id into ``task.request.headers`` (over an invalid one). A task run
   eagerly (``task.apply()``, ``task_always_eager``) with no header runs in
   the caller's session id, since it runs in the caller's thread.
-
-Only the id travels: a session's attributes stay in the process that set
-them, and an eager run does not see them either, as a worker would not.
 - ``task_postrun``: the worker restores the session it had before the task.
   Celery sends it from a ``finally`` block, so this happens after success,
   failure, retry, reject and ignore alike; ``on_failure``, ``on_retry`` and
@@ -40,6 +37,9 @@ them, and an eager run does not see them either, as a worker would not.
 A ``task.retry()``, in a worker or eager, republishes ``task.request.headers``,
 so every attempt runs in the same session, also one the first attempt started.
 Tasks a task publishes carry its session on.
+
+Only the id travels: a session's attributes stay in the process that set
+them, and an eager run does not see them either, as a worker would not.
 """
 
 from __future__ import annotations

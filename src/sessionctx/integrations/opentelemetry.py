@@ -89,15 +89,16 @@ class SessionSpanProcessor(SpanProcessor):
         attribute_names: Sequence[str] = ("session.id",),
         attributes_key: str | None = "session.attributes",
     ) -> None:
-        if isinstance(attribute_names, (str, bytes)):
+        single = isinstance(attribute_names, (str, bytes))
+        if (
+            single
+            or isinstance(attribute_names, Mapping)
+            or not isinstance(attribute_names, Iterable)
+        ):
+            what = "a single name" if single else type(attribute_names).__name__
             raise TypeError(
-                "attribute_names must be a sequence of attribute names, not a single name: "
+                f"attribute_names must be a sequence of attribute names, not {what}: "
                 f"{attribute_names!r}"
-            )
-        if not isinstance(attribute_names, Iterable) or isinstance(attribute_names, Mapping):
-            raise TypeError(
-                "attribute_names must be a sequence of attribute names, not "
-                f"{type(attribute_names).__name__}: {attribute_names!r}"
             )
         names = tuple(dict.fromkeys(_check_name(n, "attribute name") for n in attribute_names))
         if not names:
