@@ -8,6 +8,7 @@ import signal
 import socket
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -183,6 +184,16 @@ def assert_session(sid: str | None, expected: str | None) -> None:
         assert is_generated(sid), sid
     else:
         assert sid == expected
+
+
+def run_python(*args: str) -> subprocess.CompletedProcess[str]:
+    """This Python run with ``args`` (flags, ``-c`` and a script, its argv), which must
+    exit 0 within a minute; its output is text."""
+    done = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def configure_django(project_settings: Mapping[str, Any]) -> None:

@@ -13,7 +13,6 @@ import logging
 import math
 import pickle
 import re
-import subprocess
 import sys
 import threading
 import types
@@ -45,7 +44,7 @@ from sessionctx import (
     wrap_context,
 )
 from sessionctx.session import _current
-from tests.support import is_generated
+from tests.support import is_generated, run_python
 
 FALLBACK_ENV_VAR = "TRACECTRL_SESSION_ID"
 THREAD_TIMEOUT = 10.0
@@ -1520,14 +1519,7 @@ def test_inject_compares_no_str_with_bytes() -> None:
         "with session('abc'):\n"
         "    print(inject_session_headers({'Accept': '*/*', b'x-session-id': b'old'}))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-bb", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python("-bb", "-c", script)
     assert done.stdout.strip() == "{'Accept': '*/*', 'X-Session-Id': 'abc'}"
 
 

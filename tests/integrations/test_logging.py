@@ -22,6 +22,7 @@ import pytest
 
 from sessionctx import session
 from sessionctx.log_filters import SessionIdFilter
+from tests.support import run_python
 
 SCRIPT = textwrap.dedent(
     """
@@ -68,14 +69,7 @@ SCRIPT = textwrap.dedent(
     [pytest.param([], "-", id="default-dash"), pytest.param(["none"], "none", id="custom-default")],
 )
 def test_dictconfig_filter_puts_the_id_on_every_line(argv: list[str], placeholder: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python("-c", SCRIPT, *argv)
     assert done.stdout.splitlines() == [
         f"INFO [{placeholder}] app: before",
         "INFO [sess-1] app: inside",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import pathlib
 import re
-import subprocess
 import sys
 import textwrap
 
@@ -14,6 +13,7 @@ import pytest
 
 import sessionctx
 from sessionctx._extras import missing_library
+from tests.support import run_python
 
 INTEGRATIONS = [
     "sessionctx.context",
@@ -30,19 +30,6 @@ def block(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
     for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, package, None)
-
-
-def run_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``script`` in a Python of its own, which must exit 0."""
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done
 
 
 @pytest.mark.parametrize(
@@ -107,7 +94,7 @@ def test_importing_sessionctx_imports_no_integration() -> None:
         print(",".join(loaded))
         """
     )
-    done = run_python(script)
+    done = run_python("-c", script)
     assert done.stdout.strip() == ""
 
 
@@ -132,7 +119,7 @@ def test_a_broken_install_is_not_taken_for_a_missing_extra(module: str, dependen
             print(type(error).__name__, error.name)
         """
     )
-    done = run_python(script)
+    done = run_python("-c", script)
     kind, name = done.stdout.split()
     assert kind == "ModuleNotFoundError"
     assert name.split(".")[0] == dependency
@@ -165,7 +152,7 @@ def test_a_namespace_left_by_another_distribution_is_a_missing_library(
         """
     )
     src = pathlib.Path(sessionctx.__file__).parent.parent
-    done = run_python(script, str(tmp_path), str(src))
+    done = run_python("-c", script, str(tmp_path), str(src))
     assert "sessionctx.context needs opentelemetry; install with" in done.stdout
 
 
@@ -185,7 +172,7 @@ def test_a_name_a_too_old_version_lacks_is_not_taken_for_a_missing_library(
             print(type(error).__name__, error)
         """
     )
-    done = run_python(script, str(tmp_path))
+    done = run_python("-c", script, str(tmp_path))
     assert done.stdout.startswith("ImportError cannot import name 'Client'")
 
 
