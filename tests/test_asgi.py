@@ -431,6 +431,47 @@ async def test_the_apps_own_header_wins(name: bytes) -> None:
     assert app.sid == "abc"
 
 
+@pytest.mark.parametrize(
+    ("header_name", "own"),
+    [
+        pytest.param("X-Session-Id", b"x-SeSsIoN-iD", id="spellings-in-a-set"),
+        # More letters than a set of all spellings is kept for.
+        pytest.param("X-Correlation-Identifier", b"x-cORRELATION-identifier", id="long-name"),
+        # A name that cannot be hashed is compared in lower case.
+        pytest.param("X-Session-Id", bytearray(b"X-Session-ID"), id="bytearray-name"),
+    ],
+)
+async def test_the_apps_own_header_wins_in_any_spelling(
+    header_name: str, own: bytes | bytearray
+) -> None:
+    own_headers = [(b"content-type", b"text/plain"), (own, b"set-by-app")]
+    app = RecordingApp(response_headers=own_headers)
+    inbound = [(header_name.lower().encode(), b"abc")]
+
+    messages = await call(SessionIdMiddleware(app, header_name=header_name), http_scope(inbound))
+
+    assert start_headers(messages) == own_headers
+
+
+@pytest.mark.parametrize("header_name", ["X-Session-Id", "X-Correlation-Identifier"])
+async def test_another_name_of_the_same_length_is_not_the_session_header(
+    header_name: str,
+) -> None:
+    lower = header_name.lower().encode()
+    other = b"y" + lower[1:]
+    app = RecordingApp(response_headers=[(b"content-type", b"text/plain"), (other, b"v")])
+
+    messages = await call(
+        SessionIdMiddleware(app, header_name=header_name), http_scope([(lower, b"abc")])
+    )
+
+    assert start_headers(messages) == [
+        (b"content-type", b"text/plain"),
+        (other, b"v"),
+        (lower, b"abc"),
+    ]
+
+
 async def test_custom_header_name_is_sent_lower_case() -> None:
     app = RecordingApp()
 

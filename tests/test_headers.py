@@ -15,7 +15,7 @@ from django.http.request import HttpHeaders
 from django.test import RequestFactory
 
 from sessionctx import ACCEPTED_HEADER_NAMES, extract_session_id
-from sessionctx._headers import INVALID, MISSING, VALID, HeaderLookup
+from sessionctx._headers import INVALID, MISSING, VALID, HeaderLookup, name_spellings
 from tests.support import configure_django
 
 UUID4 = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
@@ -416,3 +416,18 @@ def test_djangos_request_meta_is_an_environ() -> None:
     request = RequestFactory().get("/", HTTP_X_SESSION_ID="from-meta")
     assert extract_session_id(request.META) == "from-meta"
     assert extract_session_id(request.headers) == "from-meta"
+
+
+def test_name_spellings_are_every_letter_case_of_the_name() -> None:
+    spellings = name_spellings("x-session-id", False)
+
+    assert len(spellings) == 2**10
+    assert {"x-session-id", "X-Session-Id", "X-SESSION-ID", "x-SeSsIoN-iD"} <= spellings
+    assert all(name.lower() == "x-session-id" for name in spellings)
+    assert name_spellings("x-session-id", True) == {name.encode() for name in spellings}
+
+
+def test_a_name_of_more_than_twelve_letters_has_no_spellings_kept() -> None:
+    assert len(name_spellings("x-twelve-lttrs", False)) == 2**12
+    assert name_spellings("x-thirteen-ltrs", False) == frozenset()
+    assert name_spellings("x-thirteen-ltrs", True) == frozenset()

@@ -371,6 +371,36 @@ def test_the_apps_own_header_wins(name: str) -> None:
     assert server.headers == [TEXT, (name, "from-app")]
 
 
+@pytest.mark.parametrize(
+    ("header_name", "own"),
+    [
+        pytest.param("X-Session-Id", "x-SeSsIoN-iD", id="spellings-in-a-set"),
+        # More letters than a set of all spellings is kept for.
+        pytest.param("X-Correlation-Identifier", "x-cORRELATION-identifier", id="long-name"),
+    ],
+)
+def test_the_apps_own_header_wins_in_any_spelling(header_name: str, own: str) -> None:
+    app = RecordingApp(response_headers=[TEXT, (own, "from-app")])
+    server = Server()
+    middleware = SessionIdMiddleware(app, header_name=header_name)
+
+    server.run(middleware, make_environ({header_name: "abc"}))
+
+    assert server.headers == [TEXT, (own, "from-app")]
+
+
+@pytest.mark.parametrize("header_name", ["X-Session-Id", "X-Correlation-Identifier"])
+def test_another_name_of_the_same_length_is_not_the_session_header(header_name: str) -> None:
+    other = "Y" + header_name[1:]
+    app = RecordingApp(response_headers=[("Content-Type", "text/plain"), (other, "v")])
+    server = Server()
+    middleware = SessionIdMiddleware(app, header_name=header_name)
+
+    server.run(middleware, make_environ({header_name: "abc"}))
+
+    assert server.headers == [("Content-Type", "text/plain"), (other, "v"), (header_name, "abc")]
+
+
 def test_custom_header_name_is_read_and_written() -> None:
     app = RecordingApp()
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from functools import partial
+from functools import lru_cache, partial
+from itertools import product
 from typing import Any, Final, TypeGuard
 from urllib.parse import unquote
 
@@ -30,11 +31,16 @@ __all__ = [
     "check_header_name",
     "environ_key",
     "extract_session_id",
+    "name_spellings",
 ]
 
 SESSION_HEADER_NAME: Final = "X-Session-Id"
 ACCEPTED_HEADER_NAMES: Final = ("X-Session-Id", "X-TraceCtrl-Session", "Mirascope-Session-Id")
 BAGGAGE_SESSION_KEY: Final = "session.id"
+
+# Header names of at most this many letters have all their spellings in a set
+# (2 ** 12 of them at most).
+_MAX_SPELLED_LETTERS: Final = 12
 
 # RFC 9110 token characters.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -83,6 +89,26 @@ def check_header_name(name: object) -> str:
 def environ_key(name: str) -> str:
     """The WSGI ``environ`` key of header ``name`` (``X-Session-Id``: ``HTTP_X_SESSION_ID``)."""
     return "HTTP_" + name.upper().replace("-", "_")
+
+
+@lru_cache(maxsize=16)
+def name_spellings(lower: str, encoded: bool) -> frozenset[Any]:
+    """Every spelling of the lower-case header name ``lower`` in any letter case
+    (as latin-1 ``bytes`` when ``encoded``), or none for a name of more than 12
+    letters, which would need too many.
+
+    A scan of response headers for the session header then costs one set
+    lookup a name instead of a ``lower()`` of each name of its length
+    (``Content-Type`` has the length of ``X-Session-Id``); for a longer name it
+    compares the ``lower()`` of each name of its length.
+    """
+    letters = [(c, c.upper()) if c.upper() != c else (c,) for c in lower]
+    if sum(len(options) > 1 for options in letters) > _MAX_SPELLED_LETTERS:
+        return frozenset()
+    spellings = map("".join, product(*letters))
+    if encoded:
+        return frozenset(name.encode("latin-1") for name in spellings)
+    return frozenset(spellings)
 
 
 class HeaderLookup:

@@ -27,6 +27,7 @@ import types
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, TypeVar, cast
 
+from sessionctx._headers import name_spellings
 from sessionctx._policy import (
     MISSING,
     PREFLIGHT_HEADER,
@@ -91,13 +92,13 @@ _bound = types.MethodType
 
 @_coroutine_function
 def _send_with_session(
-    state: tuple[Send, tuple[bytes, bytes], bytes, int], message: Message
+    state: tuple[Send, tuple[bytes, bytes], frozenset[bytes]], message: Message
 ) -> Awaitable[None]:
     """``send`` (``state[0]``), adding the session header ``pair`` to a
-    message that starts a response unless the app set ``header`` itself
-    (``size``: its length)."""
+    message that starts a response unless the app set it itself, in any of
+    its ``spellings`` (see :func:`~sessionctx._headers.name_spellings`)."""
     if message["type"] in _STARTS:
-        send, pair, header, size = state
+        send, pair, spellings = state
         # The app's message is never changed: it may send the same dict (a
         # module-level constant) to every client, and one client's id must
         # not stay in it for the next.
@@ -105,10 +106,21 @@ def _send_with_session(
         if type(headers) is not list:
             message, headers = _with_header_list(message, headers)
         # The app's own session header, in any letter case, wins (Django
-        # sends names as the app spelled them). Length first: it is cheap.
-        for name, _ in headers:
-            if len(name) == size and name.lower() == header:
-                return send(message)
+        # sends names as the app spelled them).
+        try:
+            for name, _ in headers:
+                if name in spellings:
+                    return send(message)
+        except TypeError:
+            spellings = frozenset()  # a name that cannot be hashed (a bytearray)
+        if not spellings:
+            # A long name, which has no spellings kept, or a name that cannot
+            # be hashed: each name of its length is compared in lower case.
+            lower = pair[0]
+            size = len(lower)
+            for name, _ in headers:
+                if len(name) == size and name.lower() == lower:
+                    return send(message)
         # A new list too: the app may reuse its own for every response.
         message = _copy(message)
         message["headers"] = [*headers, pair]
@@ -141,9 +153,9 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         "_expose",
         "_handle_errors",
         "_header",
-        "_header_size",
         "_lookup_raw",
         "_plain",
+        "_spellings",
         "_watched",
     )
 
@@ -153,7 +165,9 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         # Everything __call__ needs, bound once so a request pays no lookups.
         # Lower-case on the wire: HTTP/2 forbids upper-case field names.
         self._header = policy.header_name_lower.encode("latin-1")
-        self._header_size = len(self._header)
+        # Every spelling of the name; a long one has none, and is compared in
+        # lower case instead.
+        self._spellings = name_spellings(policy.header_name_lower, True)
         self._lookup_raw = policy.lookup.lookup_raw
         names = frozenset(n.encode("latin-1") for n in policy.lookup.names)
         self._watched = names | {b"baggage"}
@@ -216,7 +230,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         if self._expose:
             send = _exposing(send, header)
 
-        send_with_session = _bound(_send_with_session, (send, pair, header, self._header_size))
+        send_with_session = _bound(_send_with_session, (send, pair, self._spellings))
         # The third item marks the session of a request: True when it began
         # outside any session (see sessionctx.session._Active).
         outside = _get_session() is None

@@ -38,7 +38,7 @@ from contextvars import Context, copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from sessionctx._headers import environ_key
+from sessionctx._headers import environ_key, name_spellings
 from sessionctx._policy import (
     MISSING,
     PREFLIGHT_ENVIRON_KEY,
@@ -150,9 +150,8 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         "_first_key",
         "_handle_errors",
         "_header",
-        "_header_initials",
         "_header_lower",
-        "_header_size",
+        "_header_spellings",
         "_lookup_environ",
         "_plain",
     )
@@ -162,12 +161,9 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
     def _bind(self, policy: SessionPolicy) -> None:
         self._header = policy.header_name
         self._header_lower = policy.header_name_lower
-        self._header_size = len(policy.header_name_lower)
-        # Its first letter in both cases: tested before lower(), which makes
-        # a new string, for names of its length (Content-Type has that of
-        # X-Session-Id).
-        first = policy.header_name_lower[0]
-        self._header_initials = frozenset((first, first.upper()))
+        # Every spelling of the name; a long one has none, and is compared in
+        # lower case instead.
+        self._header_spellings = name_spellings(policy.header_name_lower, False)
         self._environ_key = environ_key(policy.header_name)
         self._expose_name = self._header_lower.encode("latin-1") if policy.expose_header else None
         # Bound once, so that a request pays no attribute lookups for them.
@@ -231,19 +227,28 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             exc_info: OptExcInfo | None = None,
             start_response: StartResponse = start_response,
             pair: tuple[str, str] = pair,
-            lower: str = self._header_lower,
-            size: int = self._header_size,
-            initials: frozenset[str] = self._header_initials,
+            spellings: frozenset[str] = self._header_spellings,
         ) -> Callable[[bytes], object]:
             # The application's own session header, in any letter case, wins.
-            # Length and first letter before lower(), which makes a string.
-            for name, _ in headers:
-                if len(name) == size and name[0] in initials and name.lower() == lower:
-                    return start_response(status, headers, exc_info)
+            try:
+                for name, _ in headers:
+                    if name in spellings:
+                        return start_response(status, headers, exc_info)
+            except TypeError:
+                spellings = frozenset()  # a name that cannot be hashed
+            if not spellings:
+                # A long name, which has no spellings kept, or a name that
+                # cannot be hashed: each name of its length is compared in
+                # lower case.
+                lower = pair[0].lower()
+                size = len(lower)
+                for name, _ in headers:
+                    if len(name) == size and isinstance(name, str) and name.lower() == lower:
+                        return start_response(status, headers, exc_info)
             if exc_info is None:
                 # A new list: the application may reuse its own for every response.
                 return start_response(status, [*headers, pair])
-            if _server_kept_session_header(start_response, lower):
+            if _server_kept_session_header(start_response, pair[0].lower()):
                 # The server adds these headers to the first call's, which
                 # hold the session header already.
                 return start_response(status, headers, exc_info)
