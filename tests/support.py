@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from sessionctx import SessionContext
+from sessionctx.log_filters import SessionIdFilter
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -235,3 +237,27 @@ class VisitLog(Generic[VisitT]):
         seen = self.only.session
         assert seen is not None
         return seen.id
+
+
+class SessionRecords(logging.Handler):
+    """A handler with a ``SessionIdFilter`` that keeps ``(session_id, message, exc_info)``
+    of every record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.addFilter(SessionIdFilter())
+        self.records: list[tuple[str, str, bool]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        entry = (str(record.__dict__["session_id"]), record.getMessage(), bool(record.exc_info))
+        self.records.append(entry)
+
+
+def logged_session_id(error: BaseException) -> str:
+    """The session id ``SessionIdFilter`` writes, outside any session, on a
+    record of ``error`` (as a server logs an exception that left the app)."""
+    record = logging.LogRecord(
+        "server", logging.ERROR, __file__, 0, "error", None, (type(error), error, None)
+    )
+    SessionIdFilter().filter(record)
+    return str(record.__dict__["session_id"])

@@ -33,6 +33,7 @@ from tests.support import (
     VisitLog,
     assert_session,
     is_generated,
+    logged_session_id,
 )
 
 pytestmark = pytest.mark.anyio
@@ -1253,6 +1254,47 @@ async def test_handle_errors_sends_a_500_when_the_server_refused_the_start() -> 
     assert sent[0]["status"] == 500
     assert values_of(sent[0]["headers"], HEADER) == [b"abc"]
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({}, id="plain"),
+        pytest.param({"handle_errors": True}, id="handle-errors"),
+        pytest.param({"attributes": lambda scope: {"k": 1}}, id="attributes"),
+    ],
+)
+async def test_an_exception_from_the_app_carries_the_session_id_to_the_servers_log(
+    options: dict[str, Any],
+) -> None:
+    with pytest.raises(Boom) as raised:
+        await call(SessionIdMiddleware(failing_app, **options), http_scope([(HEADER, b"abc")]))
+
+    assert current_session() is None
+    assert logged_session_id(raised.value) == "abc"
+
+
+@pytest.mark.parametrize("handle_errors", [False, True])
+async def test_an_attributes_callable_that_raises_fails_the_request_as_the_app_would(
+    handle_errors: bool,
+) -> None:
+    def attributes(scope: Scope) -> dict[str, Any]:
+        raise Boom("attributes")
+
+    app = RecordingApp()
+    sent: list[Message] = []
+    middleware = SessionIdMiddleware(app, attributes=attributes, handle_errors=handle_errors)
+
+    with pytest.raises(Boom) as raised:
+        await call(middleware, http_scope([(HEADER, b"abc")]), sent=sent)
+
+    assert app.visits == []
+    assert logged_session_id(raised.value) == "abc"
+    if handle_errors:
+        assert sent[0]["status"] == 500
+        assert values_of(sent[0]["headers"], HEADER) == [b"abc"]
+    else:
+        assert sent == []
 
 
 async def test_handle_errors_leaves_websockets_to_the_server() -> None:

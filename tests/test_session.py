@@ -44,7 +44,7 @@ from sessionctx import (
     wrap_context,
 )
 from sessionctx.session import _current
-from tests.support import is_generated, run_python
+from tests.support import is_generated, logged_session_id, run_python
 
 FALLBACK_ENV_VAR = "TRACECTRL_SESSION_ID"
 THREAD_TIMEOUT = 10.0
@@ -2011,3 +2011,47 @@ def _play(
             scope.__exit__(None, None, None)
             model.remove(sid)
         check()
+
+
+class Failed(Exception):
+    pass
+
+
+@session("deco")
+def failing_function() -> None:
+    raise Failed
+
+
+@session("deco")
+def failing_generator() -> Iterator[int]:
+    yield 1
+    raise Failed
+
+
+@session("deco")
+async def failing_coroutine() -> None:
+    raise Failed
+
+
+async def failing_async_with() -> None:
+    async with session("deco"):
+        raise Failed
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        pytest.param(failing_function, id="function"),
+        pytest.param(lambda: list(failing_generator()), id="generator-step"),
+        pytest.param(lambda: asyncio.run(failing_coroutine()), id="coroutine"),
+        pytest.param(lambda: asyncio.run(failing_async_with()), id="async-with"),
+    ],
+)
+def test_an_exception_that_leaves_a_session_notes_its_id_for_logs_outside(
+    run: Callable[[], object],
+) -> None:
+    with pytest.raises(Failed) as raised:
+        run()
+
+    assert current_session() is None
+    assert logged_session_id(raised.value) == "deco"

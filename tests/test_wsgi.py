@@ -27,7 +27,13 @@ from sessionctx import (
     session,
 )
 from sessionctx.wsgi import SessionIdMiddleware
-from tests.support import REFUSING_A_VALID_ID, VisitLog, assert_session, is_generated
+from tests.support import (
+    REFUSING_A_VALID_ID,
+    VisitLog,
+    assert_session,
+    is_generated,
+    logged_session_id,
+)
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -1205,6 +1211,74 @@ def test_close_runs_exactly_once_in_the_requests_context(
 
     assert inner.closes == 1
     assert inner.seen[-1] == ("close", "abc")
+
+
+# --------------------------------------------------------------------------- #
+# The id of a failed request, for the server's log of the exception
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({}, id="plain"),
+        pytest.param({"handle_errors": True}, id="handle-errors"),
+        pytest.param({"attributes": lambda environ: {"k": 1}}, id="attributes"),
+    ],
+)
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(None, id="app-call"),
+        pytest.param(ClosingBody(fail_at=1), id="a-step"),
+        pytest.param(ClosingBody(fail_at=0), id="the-first-step"),
+        pytest.param(ClosingBody(close_fails=True), id="close"),
+    ],
+)
+def test_an_exception_from_the_app_carries_the_session_id_to_the_servers_log(
+    options: dict[str, Any], body: ClosingBody | None
+) -> None:
+    app = raise_before_start if body is None else body_app(body)
+    middleware = SessionIdMiddleware(app, **options)
+
+    with pytest.raises(Boom) as raised:
+        Server().run(middleware, make_environ({"X-Session-Id": "abc"}))
+
+    assert current_session() is None
+    assert logged_session_id(raised.value) == "abc"
+
+
+def test_the_end_of_a_body_is_no_error_to_note() -> None:
+    body = ClosingBody()
+    returned = SessionIdMiddleware(body_app(body))(make_environ(), Server().start_response)
+    steps = iter(returned)
+    assert list(steps) == [b"a", b"b"]
+    with pytest.raises(StopIteration) as ended:
+        next(steps)
+    assert logged_session_id(ended.value) == "-"
+
+
+@pytest.mark.parametrize("handle_errors", [False, True])
+def test_an_attributes_callable_that_raises_fails_the_request_as_the_app_would(
+    handle_errors: bool,
+) -> None:
+    def attributes(environ: WSGIEnvironment) -> dict[str, Any]:
+        raise Boom("attributes")
+
+    app = RecordingApp()
+    server = Server()
+    middleware = SessionIdMiddleware(app, attributes=attributes, handle_errors=handle_errors)
+
+    with pytest.raises(Boom) as raised:
+        server.run(middleware, make_environ({"X-Session-Id": "abc"}))
+
+    assert app.visits == []
+    assert logged_session_id(raised.value) == "abc"
+    if handle_errors:
+        assert server.status.startswith("500 ")
+        assert server.session_header() == ["abc"]
+    else:
+        assert server.starts == []
 
 
 # --------------------------------------------------------------------------- #

@@ -37,7 +37,7 @@ from sessionctx._policy import (
     SessionPolicy,
 )
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
-from sessionctx.session import _current, _request_runs
+from sessionctx.session import _current, _note_escape, _request_runs
 
 __all__ = ["SessionIdMiddleware"]
 
@@ -238,16 +238,29 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             token = _set_session([request_sid, None, outside])
             try:
                 return await self.app(scope, receive, send_with_session)
+            except BaseException as error:
+                # The server logs it after the session is gone: the id goes with it.
+                _note_escape(error, request_sid)
+                raise
             finally:
                 _reset_session(token)
         make_context = self._make_context
-        context = None if make_context is None else make_context(request_sid, scope)
+        try:
+            context = None if make_context is None else make_context(request_sid, scope)
+        except Exception as error:
+            _note_escape(error, request_sid)
+            if self._handle_errors and scope_type == "http":
+                await _send_500(send_with_session, scope)
+            raise
         token = _set_session([request_sid, context, outside])
         try:
             if self._handle_errors:
                 await _app_or_500(self.app, scope, receive, send_with_session)
             else:
                 await self.app(scope, receive, send_with_session)
+        except BaseException as error:
+            _note_escape(error, request_sid)
+            raise
         finally:
             _reset_session(token)
 
@@ -300,22 +313,27 @@ async def _app_or_500(app: ASGIApp, scope: Scope, receive: Receive, send: Send) 
         await app(scope, receive, _bound(_tracking, state))
     except Exception:
         if not state[1] and scope["type"] == "http":
-            try:
-                await _send_plain(
-                    send,
-                    scope,
-                    500,
-                    _ERROR_BODY,
-                    # The exception goes on to the server, which then closes the
-                    # connection (uvicorn does): said here, a client does not
-                    # send its next request on it. HTTP/2 has no such header.
-                    _CONNECTION_CLOSE if scope.get("http_version", "1.1") in _HTTP1 else (),
-                )
-            except Exception:
-                # The app's exception is the one worth reporting; a failed
-                # 500 (say, the client is gone) must not replace it.
-                pass
+            await _send_500(send, scope)
         raise
+
+
+async def _send_500(send: Send, scope: Scope) -> None:
+    """Send a plain 500 for an exception the server gets next."""
+    try:
+        await _send_plain(
+            send,
+            scope,
+            500,
+            _ERROR_BODY,
+            # The exception goes on to the server, which then closes the
+            # connection (uvicorn does): said here, a client does not
+            # send its next request on it. HTTP/2 has no such header.
+            _CONNECTION_CLOSE if scope.get("http_version", "1.1") in _HTTP1 else (),
+        )
+    except Exception:
+        # The app's exception is the one worth reporting; a failed
+        # 500 (say, the client is gone) must not replace it.
+        pass
 
 
 @_coroutine_function

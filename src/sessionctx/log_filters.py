@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sessionctx.session import _get
+from sessionctx.session import _escaped_session_id, _get
 
 __all__ = ["SessionIdFilter"]
 
@@ -55,6 +55,12 @@ class SessionIdFilter(logging.Filter):
     ``QueueHandler``'s in the same process, does not decide it. A record
     pickled to another process carries the default as a plain ``str``, which is
     kept there like an ``extra=`` value.
+
+    A record made outside any session that logs an exception which left a
+    session (its ``exc_info``, or the exception being handled where it is
+    logged) gets that session's id: a server logs an application's exception
+    after the middleware has restored the context (uvicorn's "Exception in
+    ASGI application", werkzeug's "Error on request").
 
     ``default`` can be set later too, to a ``str`` only (else ``TypeError``,
     and the old value stays). A copy of the filter (``copy.deepcopy``, a pickle
@@ -93,6 +99,13 @@ class SessionIdFilter(logging.Filter):
             ):
                 record.session_id = active[0]
                 return True
+            if active is None:
+                # A server's record of an exception that left a request, made
+                # once the request's session is gone: the exception notes it.
+                escaped = _escaped_session_id(record.exc_info)
+                if escaped is not None:
+                    record.session_id = escaped
+                    return True
         elif type(record.__dict__["session_id"]) is not _Default:
             # Kept: a value given with ``extra=``, or an id set where the record
             # was made, before a ``QueueHandler`` passed it on.

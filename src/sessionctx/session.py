@@ -327,6 +327,62 @@ _current: ContextVar[_Active | None] = ContextVar("sessionctx.session", default=
 _get = _current.get
 
 
+#: Where an exception that left a session keeps that session's id (see
+#: :func:`_note_escape`).
+_ESCAPED_FROM: Final = "_sessionctx_session_id"
+#: Exceptions that end iteration or close a generator: no error to log.
+_CONTROL_FLOW: Final = (StopIteration, StopAsyncIteration, GeneratorExit)
+
+
+def _note_escape(error: BaseException, sid: str) -> None:
+    """Note on ``error``, which is leaving the session ``sid``, that session's id.
+
+    The record a server logs for an application's exception (uvicorn's
+    "Exception in ASGI application", werkzeug's "Error on request", gunicorn's
+    "Error handling request") is made after the middleware has restored the
+    session, and :class:`~sessionctx.log_filters.SessionIdFilter` and the
+    structlog processor read the id from the exception there
+    (:func:`_escaped_session_id`). The innermost session's note stays.
+    """
+    if isinstance(error, _CONTROL_FLOW) or _ESCAPED_FROM in getattr(error, "__dict__", ()):
+        return
+    try:
+        setattr(error, _ESCAPED_FROM, sid)
+    except Exception:
+        pass  # an exception that takes no attributes: no note, the error goes on as it is
+
+
+def _note_escaping(error: object) -> None:
+    """:func:`_note_escape` for ``error`` (if any), leaving the active session."""
+    if error is not None:
+        active = _get()
+        if active is not None:
+            _note_escape(cast(BaseException, error), active[0])
+
+
+def _escaped_session_id(exc_info: object) -> str | None:
+    """The id noted by :func:`_note_escape` on the exception of ``exc_info`` (a
+    log record's ``(type, value, traceback)`` or an exception) or on its causes
+    and contexts, or ``None``.
+
+    Any other ``exc_info`` (``None``, ``True``) stands for the exception being
+    handled where this runs: a server may log the traceback as text from its
+    ``except`` block (werkzeug's "Error on request" does).
+    """
+    if not isinstance(exc_info, (tuple, BaseException)):
+        exc_info = sys.exc_info()
+    error = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) == 3 else exc_info
+    seen = 0
+    # A server may log another exception raised while handling the app's.
+    while isinstance(error, BaseException) and seen < 8:
+        sid = getattr(error, "__dict__", {}).get(_ESCAPED_FROM)
+        if isinstance(sid, str):
+            return sid
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return None
+
+
 def _request_of(active: _Active | None) -> _Active | None:
     """The list a ``SessionIdMiddleware`` set for the request that ``active`` (what
     ``_current`` holds) belongs to, or ``None`` outside any request."""
@@ -514,12 +570,14 @@ class _SessionScope:
         return self._enter(sys._getframe(1))
 
     def __exit__(self, *exc_info: object) -> None:
+        _note_escaping(exc_info[1])
         self._exit(sys._getframe(1))
 
     async def __aenter__(self) -> SessionContext:
         return self._enter(sys._getframe(1))
 
     async def __aexit__(self, *exc_info: object) -> None:
+        _note_escaping(exc_info[1])
         self._exit(sys._getframe(1))
 
     def _enter(self, frame: types.FrameType) -> SessionContext:
@@ -597,6 +655,9 @@ class _SessionScope:
             token = _current.set(active)
             try:
                 result = fn(*args, **kwargs)
+            except BaseException as error:
+                _note_escaping(error)
+                raise
             finally:
                 _current.reset(token)
             # Code that runs later, when awaited or stepped: a wrapper's
@@ -628,6 +689,7 @@ class _Steps:
         self._tokens = (_current.set(self.active), _open_scopes.set(self.scopes))
 
     def __exit__(self, *exc_info: object) -> None:
+        _note_escaping(exc_info[1])
         self.active = _get()
         scopes = _open_scopes.get()
         if scopes:

@@ -49,11 +49,13 @@ from sessionctx._policy import (
 )
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
 from sessionctx.asgi import _expose_header
-from sessionctx.session import _current, _request_runs
+from sessionctx.session import _current, _note_escape, _request_runs
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    # WSGIApplication is named in a string only: the base class's parameter.
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment  # noqa: F401
 
 __all__ = ["SessionIdMiddleware"]
 
@@ -261,27 +263,28 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         # The third item marks the session of a request: True when it began
         # outside any session (see sessionctx.session._Active).
         outside = _get_session() is None
-        if self._plain:
-            ctx.run(_set_session, [request_sid, None, outside])
-            body = ctx.run(self.app, environ, start_response_with_session)
-        else:
-            make_context = self._make_context
-            context = None if make_context is None else make_context(request_sid, environ)
-            session = [request_sid, context, outside]
-            app: WSGIApplication = self.app
-            ctx.run(_set_session, session)
-            if not self._handle_errors:
-                body = ctx.run(app, environ, start_response_with_session)
+        try:
+            if self._plain:
+                ctx.run(_set_session, [request_sid, None, outside])
+                body = ctx.run(self.app, environ, start_response_with_session)
             else:
-                tracked = _TrackedStartResponse(start_response_with_session)
-                try:
-                    body = ctx.run(app, environ, tracked)
-                except Exception as exc:
-                    if tracked.called:
-                        raise
-                    failed = _GuardedBody(ctx, (), tracked, start_response, pair, environ)
-                    failed.fail(exc)
-                    return failed
+                if self._handle_errors:
+                    tracked = _TrackedStartResponse(start_response_with_session)
+                make_context = self._make_context
+                context = None if make_context is None else make_context(request_sid, environ)
+                ctx.run(_set_session, [request_sid, context, outside])
+                body = ctx.run(
+                    self.app, environ, start_response_with_session if tracked is None else tracked
+                )
+        except BaseException as error:
+            # The server logs it after the request's context is gone: the id
+            # goes with it.
+            _note_escape(error, request_sid)
+            if tracked is None or tracked.called or not isinstance(error, Exception):
+                raise
+            failed = _GuardedBody(ctx, (), tracked, start_response, pair, environ)
+            failed.fail(error)
+            return failed
 
         body_type = type(body)
         if body_type is list or body_type is tuple:
@@ -387,7 +390,11 @@ class _ContextBody:
         if self._next is not None:
             return self
         # ``iter()`` may run the application's code too (``__iter__``).
-        inner = self._ctx.run(iter, self._body)
+        try:
+            inner = self._ctx.run(iter, self._body)
+        except BaseException as error:
+            _note_escape_from(self._ctx, error)
+            raise
         self._next = inner.__next__
         if type(inner) in _INERT_ITERATORS:
             # Stepping a list or tuple runs no code of the application (a
@@ -397,17 +404,27 @@ class _ContextBody:
         return self
 
     def __next__(self) -> bytes:
-        step = self._next
-        if step is None:
-            # ``iter()`` may run the application's code too (``__iter__``).
-            step = self._next = self._ctx.run(iter, self._body).__next__
-        return self._ctx.run(step)
+        try:
+            step = self._next
+            if step is None:
+                # ``iter()`` may run the application's code too (``__iter__``).
+                step = self._next = self._ctx.run(iter, self._body).__next__
+            return self._ctx.run(step)
+        except StopIteration:
+            raise
+        except BaseException as error:
+            _note_escape_from(self._ctx, error)
+            raise
 
     def close(self) -> None:
         close = self._close
         if close is not None:
             self._close = None
-            self._ctx.run(close)
+            try:
+                self._ctx.run(close)
+            except BaseException as error:
+                _note_escape_from(self._ctx, error)
+                raise
 
 
 class _SizedContextBody(_ContextBody):
@@ -487,6 +504,14 @@ class _GuardedBody(_ContextBody):
             if error is not None:
                 self._error = None
                 raise error
+
+
+def _note_escape_from(ctx: Context, error: BaseException) -> None:
+    """Note on ``error`` the session it leaves ``ctx`` in (see
+    :func:`sessionctx.session._note_escape`): the server logs it outside."""
+    active = ctx.get(_current)
+    if active is not None:
+        _note_escape(error, active[0])
 
 
 def _file_in_context(ctx: Context, body: Iterable[bytes]) -> Iterable[bytes]:

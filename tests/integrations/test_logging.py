@@ -22,7 +22,7 @@ import pytest
 
 from sessionctx import session
 from sessionctx.log_filters import SessionIdFilter
-from tests.support import run_python
+from tests.support import SessionRecords, logged_session_id, run_python
 
 SCRIPT = textwrap.dedent(
     """
@@ -258,3 +258,61 @@ def test_the_default_can_be_changed() -> None:
     with pytest.raises(TypeError, match="default must be a str"):
         log_filter.default = None  # type: ignore[assignment]
     assert log_filter.default == "n/a"
+
+
+class Boom(Exception):
+    pass
+
+
+def raise_in_session(sid: str) -> Boom:
+    """The exception that left ``session(sid)``, as a server catches it."""
+    try:
+        with session(sid):
+            raise Boom("boom")
+    except Boom as error:
+        return error
+
+
+def test_an_exception_that_left_a_session_carries_its_id_to_a_record_made_outside(
+    logger: logging.Logger,
+) -> None:
+    handler = SessionRecords()
+    logger.addHandler(handler)
+    error = raise_in_session("sess-1")
+
+    logger.error("with exc_info", exc_info=error)
+    logger.error("without")
+    try:
+        raise RuntimeError("while handling") from error
+    except RuntimeError:
+        # A server that writes the traceback as text from its except block.
+        logger.error("text only")
+        logger.exception("a later exception, caused by it")
+    with session("sess-2"):
+        logger.error("in another session", exc_info=error)
+
+    assert [f"{sid} {message}" for sid, message, _ in handler.records] == [
+        "sess-1 with exc_info",
+        "- without",
+        "sess-1 text only",
+        "sess-1 a later exception, caused by it",
+        "sess-2 in another session",
+    ]
+
+
+def test_the_innermost_session_an_exception_left_is_noted() -> None:
+    with pytest.raises(Boom) as raised, session("outer"), session("inner"):
+        raise Boom("boom")
+
+    assert logged_session_id(raised.value) == "inner"
+
+
+def test_an_exception_that_takes_no_attributes_goes_on_unnoted() -> None:
+    class Frozen(Exception):
+        def __setattr__(self, name: str, value: object) -> None:
+            raise AttributeError(name)
+
+    with pytest.raises(Frozen) as raised, session("sess-1"):
+        raise Frozen("frozen")
+
+    assert logged_session_id(raised.value) == "-"

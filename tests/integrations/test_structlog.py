@@ -75,3 +75,24 @@ def test_works_with_structlog_log_capture() -> None:
     with session("sess-1"):
         log.info("hello")
     assert captured.entries == [{"event": "hello", "log_level": "info", "session_id": "sess-1"}]
+
+
+@pytest.mark.parametrize("how", ["exception", "exc_info-true", "tuple", "handled-only"])
+def test_an_exception_that_left_a_session_carries_its_id_outside(how: str) -> None:
+    out = io.StringIO()
+    log = json_logger(out)
+    try:
+        with session("sess-1"):
+            raise ValueError("boom")
+    except ValueError as error:
+        if how == "exception":
+            log.error("failed", exc_info=error)
+        elif how == "exc_info-true":
+            log.error("failed", exc_info=True)
+        elif how == "tuple":
+            log.error("failed", exc_info=(ValueError, error, error.__traceback__))
+        else:
+            log.error("failed")
+    log.error("later")
+
+    assert [line.get("session_id") for line in lines(out)] == ["sess-1", None]

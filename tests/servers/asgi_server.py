@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -77,6 +78,8 @@ def _hypercorn(app: ASGIApp, port: int) -> Iterator[None]:
     config = HypercornConfig()
     config.bind = [f"{HOST}:{port}"]
     config.loglevel = "WARNING"
+    # A logger rather than a stream: a test can add a handler to it.
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 2
     loop = asyncio.new_event_loop()
     stop = threading.Event()

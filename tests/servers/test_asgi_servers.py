@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -27,7 +28,7 @@ from websockets.exceptions import InvalidStatus
 from sessionctx import SessionContext, current_session, current_session_id
 from sessionctx.asgi import SessionIdMiddleware
 from tests.servers.asgi_server import SERVERS, serving
-from tests.support import Receive, Scope, Send
+from tests.support import Receive, Scope, Send, SessionRecords
 
 pytestmark = [pytest.mark.server, pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -451,6 +452,40 @@ async def test_handle_errors_500_closes_the_connection_it_announces(server: str)
                 ok = await http.get("/ok", headers={"X-Session-Id": f"ok-{i}"})
                 assert (ok.status_code, ok.text) == (200, "ok")
                 assert ok.headers["x-session-id"] == f"ok-{i}"
+
+
+@pytest.mark.parametrize("handle_errors", [False, True])
+@pytest.mark.parametrize("server", SERVERS)
+async def test_the_servers_log_of_a_failed_request_carries_its_session_id(
+    server: str, handle_errors: bool
+) -> None:
+    # uvicorn and hypercorn log the app's exception once the middleware has
+    # restored the context: the exception brings the id along.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raise RuntimeError("boom")
+
+    handler = SessionRecords()
+    error_log = logging.getLogger(f"{server}.error")
+    sids = [f"logged-{i}" for i in range(3)]
+    try:
+        middleware = SessionIdMiddleware(app, handle_errors=handle_errors)
+        with serving(server, middleware) as address:
+            # Once the server has set up its logging (uvicorn's clears the handlers).
+            error_log.addHandler(handler)
+            async with httpx.AsyncClient(
+                base_url=f"http://{address}", timeout=CLIENT_TIMEOUT
+            ) as http:
+                for sid in sids:
+                    failed = await http.get("/", headers={"X-Session-Id": sid})
+                    assert failed.status_code == 500
+                    # Without handle_errors the 500 is the server's own.
+                    assert failed.headers.get("x-session-id") == (sid if handle_errors else None)
+            await wait_for(lambda: len([r for r in handler.records if r[2]]) >= len(sids))
+    finally:
+        error_log.removeHandler(handler)
+
+    assert [sid for sid, _, exc_info in handler.records if exc_info] == sids
 
 
 @pytest.mark.skipif(

@@ -9,11 +9,13 @@ fixture ends, whatever the tests did.
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import logging
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from sessionctx.log_filters import SessionIdFilter
 from tests.servers import wsgi_server
 from tests.support import HOST, free_port, server_process, serving_in_thread
 
@@ -39,35 +42,52 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def werkzeug_port() -> Iterator[int]:
-    server = make_server(HOST, 0, wsgi_server.app, threaded=True, request_handler=QuietHandler)
-    with serving_in_thread(server) as port:
-        yield port
-
-
-@pytest.fixture(scope="module")
-def gunicorn_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = free_port()
-    command = [
-        *(sys.executable, "-m", "gunicorn", "tests.servers.wsgi_server:app"),
-        *("--bind", f"{HOST}:{port}", "--worker-class", "gthread", "--workers", "1"),
-        *("--threads", "8", "--graceful-timeout", "2", "--log-level", "warning"),
-    ]
-    output = tmp_path_factory.mktemp("gunicorn") / "gunicorn.out"
-    with server_process(command, port, output):
-        yield port
+#: How the servers' error logs, through ``SessionIdFilter``, write a record.
+LOG_FORMAT = "%(levelname)s [%(session_id)s] %(name)s: %(message)s"
 
 
 @dataclass(frozen=True)
 class Server:
     name: str
     port: int
+    #: What the server's error log has written so far.
+    error_log: Callable[[], str]
+
+
+@pytest.fixture(scope="module")
+def werkzeug() -> Iterator[Server]:
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    handler.addFilter(SessionIdFilter())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    werkzeug_log = logging.getLogger("werkzeug")
+    werkzeug_log.addHandler(handler)
+    server = make_server(HOST, 0, wsgi_server.app, threaded=True, request_handler=QuietHandler)
+    try:
+        with serving_in_thread(server) as port:
+            yield Server("werkzeug", port, log.getvalue)
+    finally:
+        werkzeug_log.removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "gunicorn", "tests.servers.wsgi_server:app"),
+        *("--bind", f"{HOST}:{port}", "--worker-class", "gthread", "--workers", "1"),
+        *("--threads", "8", "--graceful-timeout", "2", "--log-level", "warning"),
+        *("--config", "python:tests.servers.gunicorn_logging"),
+    ]
+    output = tmp_path_factory.mktemp("gunicorn") / "gunicorn.out"
+    with server_process(command, port, output):
+        yield Server("gunicorn", port, lambda: output.read_text(errors="replace"))
 
 
 @pytest.fixture(params=["werkzeug", "gunicorn"])
 def server(request: pytest.FixtureRequest) -> Server:
-    return Server(request.param, request.getfixturevalue(f"{request.param}_port"))
+    served: Server = request.getfixturevalue(request.param)
+    return served
 
 
 def get(port: int, path: str, sid: str | None = None) -> tuple[int, str | None, bytes]:
@@ -162,6 +182,27 @@ def test_handle_errors_500_reaches_the_client_with_the_header(server: Server) ->
     assert status == 500
     assert header == "err-session"
     assert body == b"Internal Server Error"
+
+
+def test_the_servers_log_of_a_failed_request_carries_its_session_id(server: Server) -> None:
+    # werkzeug writes the traceback as text from its except block, gunicorn
+    # logs the exception; both once the request's context is gone.
+    message = {
+        "werkzeug": "werkzeug: Error on request",
+        "gunicorn": "gunicorn.error: Error handling request",
+    }[server.name]
+    sids = [f"logged-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    for sid in sids:
+        assert get(server.port, "/boom", sid)[:2] == (500, sid)
+
+    deadline = time.monotonic() + 10
+    while True:
+        logged = [line for line in server.error_log().splitlines() if message in line]
+        if all(any(f"[{sid}]" in line for line in logged) for sid in sids):
+            break
+        assert time.monotonic() < deadline, server.error_log()
+        time.sleep(0.05)
+    assert not [line for line in logged if "[-]" in line]
 
 
 @pytest.mark.parametrize(

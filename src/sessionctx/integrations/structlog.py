@@ -27,7 +27,7 @@ try:
 except ImportError as error:
     missing_library(error, __name__, "structlog", "pip install 'sessionctx[structlog]'")
 
-from sessionctx.session import current_session_id
+from sessionctx.session import _escaped_session_id, current_session_id
 
 __all__ = ["add_session_id"]
 
@@ -38,8 +38,11 @@ def add_session_id(
     """Set ``event_dict["session_id"]`` to the active session id.
 
     The id is read where the event is logged (the current thread or task).
-    With no session active the key is left out; a ``session_id`` passed to
-    the log call or bound on the logger is kept as it is.
+    With no session active the key is left out, unless the event logs an
+    exception that left a session (``exc_info``, or the exception being
+    handled): then it is that session's id, as a server logs a request's
+    exception once the middleware has restored the context. A ``session_id``
+    passed to the log call or bound on the logger is kept as it is.
 
     >>> from sessionctx import session
     >>> with session("abc"):
@@ -47,6 +50,9 @@ def add_session_id(
     {'event': 'hi', 'session_id': 'abc'}
     """
     sid = current_session_id()
+    if sid is None:
+        # An exception that left a request, logged once its session is gone.
+        sid = _escaped_session_id(event_dict.get("exc_info"))
     if sid is not None:
         event_dict.setdefault("session_id", sid)
     return event_dict
