@@ -342,9 +342,11 @@ def _note_escape(error: BaseException, sid: str) -> None:
     "Error handling request") is made after the middleware has restored the
     session, and :class:`~sessionctx.log_filters.SessionIdFilter` and the
     structlog processor read the id from the exception there
-    (:func:`_escaped_session_id`). The innermost session's note stays.
+    (:func:`_escaped_session_id`). The last session it leaves is noted: the
+    request's, whose id the response carries, over a ``session()`` block
+    inside it; and the latest one for an exception object raised again.
     """
-    if isinstance(error, _CONTROL_FLOW) or _ESCAPED_FROM in getattr(error, "__dict__", ()):
+    if isinstance(error, _CONTROL_FLOW):
         return
     try:
         setattr(error, _ESCAPED_FROM, sid)

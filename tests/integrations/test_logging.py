@@ -300,11 +300,18 @@ def test_an_exception_that_left_a_session_carries_its_id_to_a_record_made_outsid
     ]
 
 
-def test_the_innermost_session_an_exception_left_is_noted() -> None:
+def test_the_last_session_an_exception_left_is_noted() -> None:
+    # A request's id, which its response carries, over a block inside it.
     with pytest.raises(Boom) as raised, session("outer"), session("inner"):
         raise Boom("boom")
 
-    assert logged_session_id(raised.value) == "inner"
+    assert logged_session_id(raised.value) == "outer"
+
+    # An exception object raised again: the latest session it left.
+    with pytest.raises(Boom), session("again"):
+        raise raised.value
+
+    assert logged_session_id(raised.value) == "again"
 
 
 def test_an_exception_that_takes_no_attributes_goes_on_unnoted() -> None:
