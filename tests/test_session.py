@@ -2055,3 +2055,15 @@ def test_an_exception_that_leaves_a_session_notes_its_id_for_logs_outside(
 
     assert current_session() is None
     assert logged_session_id(raised.value) == "deco"
+
+
+def test_an_exception_leaving_a_session_that_was_cleared_notes_no_id() -> None:
+    @session("cleared")
+    def clears_then_fails() -> None:
+        set_session_id(None)
+        raise Failed
+
+    with pytest.raises(Failed) as raised:
+        clears_then_fails()
+
+    assert logged_session_id(raised.value) == "-"

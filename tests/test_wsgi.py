@@ -7,7 +7,7 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -25,6 +25,7 @@ from sessionctx import (
     current_session_id,
     is_valid_session_id,
     session,
+    set_session_id,
 )
 from sessionctx.wsgi import SessionIdMiddleware
 from tests.support import (
@@ -1018,20 +1019,19 @@ class SizedClosingBody(ClosingBody):
         return len(self.chunks)
 
 
-def test_a_wrapped_body_keeps_the_len_of_the_apps_body() -> None:
+@pytest.mark.parametrize("handle_errors", [False, True])
+def test_a_wrapped_body_keeps_the_len_of_the_apps_body(handle_errors: bool) -> None:
     """waitress and wsgiref set Content-Length for a body of len() 1."""
     body = SizedClosingBody(chunks=(b"one chunk",))
-    returned = SessionIdMiddleware(body_app(body))(
+    returned = SessionIdMiddleware(body_app(body), handle_errors=handle_errors)(
         make_environ({"X-Session-Id": "abc"}), Server().start_response
     )
 
     assert returned is not body
     assert len(returned) == 1  # type: ignore[arg-type]
     assert body.seen == [("len", "abc")]
-    assert not hasattr(
-        SessionIdMiddleware(body_app(ClosingBody()))(make_environ(), Server().start_response),
-        "__len__",
-    )
+    unsized = SessionIdMiddleware(body_app(ClosingBody()), handle_errors=handle_errors)
+    assert not hasattr(unsized(make_environ(), Server().start_response), "__len__")
 
 
 class RecordingFile(io.BytesIO):
@@ -1218,6 +1218,13 @@ def test_close_runs_exactly_once_in_the_requests_context(
 # --------------------------------------------------------------------------- #
 
 
+class FailingIter:
+    """A body whose ``__iter__`` raises."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise Boom("iter failed")
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -1230,15 +1237,16 @@ def test_close_runs_exactly_once_in_the_requests_context(
     "body",
     [
         pytest.param(None, id="app-call"),
-        pytest.param(ClosingBody(fail_at=1), id="a-step"),
-        pytest.param(ClosingBody(fail_at=0), id="the-first-step"),
-        pytest.param(ClosingBody(close_fails=True), id="close"),
+        pytest.param(lambda: ClosingBody(fail_at=1), id="a-step"),
+        pytest.param(lambda: ClosingBody(fail_at=0), id="the-first-step"),
+        pytest.param(lambda: ClosingBody(close_fails=True), id="close"),
+        pytest.param(FailingIter, id="iter"),
     ],
 )
 def test_an_exception_from_the_app_carries_the_session_id_to_the_servers_log(
-    options: dict[str, Any], body: ClosingBody | None
+    options: dict[str, Any], body: Callable[[], Iterable[bytes]] | None
 ) -> None:
-    app = raise_before_start if body is None else body_app(body)
+    app = raise_before_start if body is None else body_app(body())
     middleware = SessionIdMiddleware(app, **options)
 
     with pytest.raises(Boom) as raised:
@@ -1246,6 +1254,29 @@ def test_an_exception_from_the_app_carries_the_session_id_to_the_servers_log(
 
     assert current_session() is None
     assert logged_session_id(raised.value) == "abc"
+
+
+def test_a_body_that_cleared_the_session_notes_no_id() -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+        set_session_id(None)
+        start_response("200 OK", [TEXT])
+        return ClosingBody(fail_at=0)._steps()
+
+    with pytest.raises(Boom) as raised:
+        Server().run(SessionIdMiddleware(app), make_environ({"X-Session-Id": "abc"}))
+
+    assert logged_session_id(raised.value) == "-"
+
+
+def test_an_unhashable_response_header_name_is_compared_in_lower_case() -> None:
+    # Not a valid WSGI header name (a str is): left for the server to turn down.
+    odd = bytearray(b"X-Session-Id")
+    app = RecordingApp(response_headers=[TEXT, (odd, "x")])  # type: ignore[list-item]
+    server = Server()
+
+    server.run(SessionIdMiddleware(app), make_environ({"X-Session-Id": "abc"}))
+
+    assert server.headers == [TEXT, (odd, "x"), ("X-Session-Id", "abc")]
 
 
 def test_the_end_of_a_body_is_no_error_to_note() -> None:

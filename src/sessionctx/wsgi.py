@@ -299,12 +299,12 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             and hasattr(body, "read")
         ):
             return _file_in_context(ctx, body)
+        # waitress and wsgiref set Content-Length for a body of len() 1.
+        sized = hasattr(body, "__len__")
         if tracked is None:
-            if hasattr(body, "__len__"):
-                # waitress and wsgiref set Content-Length for a body of len() 1.
-                return _SizedContextBody(ctx, body)
-            return _ContextBody(ctx, body)
-        return _GuardedBody(ctx, body, tracked, start_response, pair, environ)
+            return _SizedContextBody(ctx, body) if sized else _ContextBody(ctx, body)
+        guarded = _SizedGuardedBody if sized else _GuardedBody
+        return guarded(ctx, body, tracked, start_response, pair, environ)
 
     def _reject(
         self, environ: WSGIEnvironment, start_response: StartResponse, state: int
@@ -504,6 +504,15 @@ class _GuardedBody(_ContextBody):
             if error is not None:
                 self._error = None
                 raise error
+
+
+class _SizedGuardedBody(_GuardedBody):
+    """A :class:`_GuardedBody` that keeps the ``len()`` of a body that has one
+    (a 500 in its place is one chunk, sent with its own ``Content-Length``)."""
+
+    __slots__ = ()
+
+    __len__ = _SizedContextBody.__len__
 
 
 def _note_escape_from(ctx: Context, error: BaseException) -> None:
