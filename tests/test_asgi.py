@@ -1274,6 +1274,53 @@ async def test_an_exception_from_the_app_carries_the_session_id_to_the_servers_l
     assert logged_session_id(raised.value) == "abc"
 
 
+async def test_one_exception_failing_two_requests_at_once_shows_neither_id() -> None:
+    # A failed Future raises its one exception object in every task awaiting it.
+    shared: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    shared.set_exception(Boom("upstream down"))
+    second_left = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await shared
+
+    middleware = SessionIdMiddleware(app)
+
+    async def serve(sid: bytes, wait: bool) -> str:
+        try:
+            await call(middleware, http_scope([(HEADER, sid)]))
+        except Boom as error:
+            if wait:
+                await second_left.wait()
+            else:
+                second_left.set()
+            return logged_session_id(error)
+        raise AssertionError("did not fail")
+
+    first = asyncio.create_task(serve(b"user-a", True))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(serve(b"user-b", False))
+
+    assert [await first, await second] == ["-", "-"]
+
+
+async def test_a_type_error_of_the_servers_send_is_raised_once() -> None:
+    calls = []
+
+    def send(message: Message) -> Awaitable[None]:
+        calls.append(message["type"])
+        raise TypeError("not a valid message")
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    app = RecordingApp(response_headers=[(HEADER, b"own")])
+
+    with pytest.raises(TypeError, match="not a valid message"):
+        await SessionIdMiddleware(app)(http_scope([]), receive, send)
+
+    assert calls == ["http.response.start"]
+
+
 @pytest.mark.parametrize("handle_errors", [False, True])
 async def test_an_attributes_callable_that_raises_fails_the_request_as_the_app_would(
     handle_errors: bool,

@@ -2038,13 +2038,21 @@ async def failing_async_with() -> None:
         raise Failed
 
 
+async def logged_in_the_task(fail: Callable[[], Awaitable[None]]) -> str:
+    """What a record made in the task, outside the session, shows for the error."""
+    try:
+        await fail()
+    except Failed as error:
+        assert current_session() is None
+        return logged_session_id(error)
+    raise AssertionError("did not fail")
+
+
 @pytest.mark.parametrize(
     "run",
     [
         pytest.param(failing_function, id="function"),
         pytest.param(lambda: list(failing_generator()), id="generator-step"),
-        pytest.param(lambda: asyncio.run(failing_coroutine()), id="coroutine"),
-        pytest.param(lambda: asyncio.run(failing_async_with()), id="async-with"),
     ],
 )
 def test_an_exception_that_leaves_a_session_notes_its_id_for_logs_outside(
@@ -2055,6 +2063,32 @@ def test_an_exception_that_leaves_a_session_notes_its_id_for_logs_outside(
 
     assert current_session() is None
     assert logged_session_id(raised.value) == "deco"
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        pytest.param(failing_coroutine, id="coroutine"),
+        pytest.param(failing_async_with, id="async-with"),
+    ],
+)
+def test_an_exception_that_leaves_a_session_in_a_task_notes_its_id_for_that_task(
+    fail: Callable[[], Awaitable[None]],
+) -> None:
+    assert asyncio.run(logged_in_the_task(fail)) == "deco"
+
+
+def test_a_record_made_in_another_task_shows_no_id_for_the_exception() -> None:
+    async def main() -> str:
+        task = asyncio.create_task(failing_coroutine())
+        try:
+            await task
+        except Failed as error:
+            # The one exception a failed task raises in every task awaiting it.
+            return logged_session_id(error)
+        raise AssertionError("did not fail")
+
+    assert asyncio.run(main()) == "-"
 
 
 def test_an_exception_leaving_a_session_that_was_cleared_notes_no_id() -> None:

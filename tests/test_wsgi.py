@@ -8,6 +8,7 @@ import threading
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -1268,15 +1269,67 @@ def test_a_body_that_cleared_the_session_notes_no_id() -> None:
     assert logged_session_id(raised.value) == "-"
 
 
-def test_an_unhashable_response_header_name_is_compared_in_lower_case() -> None:
-    # Not a valid WSGI header name (a str is): left for the server to turn down.
+def test_a_response_header_name_that_cannot_be_hashed_is_a_type_error() -> None:
+    # WSGI header names are str; a server turns down anything else too.
     odd = bytearray(b"X-Session-Id")
     app = RecordingApp(response_headers=[TEXT, (odd, "x")])  # type: ignore[list-item]
     server = Server()
 
-    server.run(SessionIdMiddleware(app), make_environ({"X-Session-Id": "abc"}))
+    with pytest.raises(TypeError, match="bytearray"):
+        server.run(SessionIdMiddleware(app), make_environ({"X-Session-Id": "abc"}))
 
-    assert server.headers == [TEXT, (odd, "x"), ("X-Session-Id", "abc")]
+    assert server.starts == []
+
+
+def test_one_exception_failing_two_requests_at_once_shows_neither_id() -> None:
+    # A failed Future raises its one exception object in every waiter: a
+    # server logging it for one request must not show the other's id.
+    shared: Future[None] = Future()
+    shared.set_exception(Boom("upstream down"))
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        shared.result()
+        return []
+
+    middleware = SessionIdMiddleware(app)
+    first_left = threading.Event()
+    logged: dict[str, str] = {}
+
+    def serve(sid: str, wait: threading.Event | None) -> None:
+        try:
+            middleware(make_environ({"X-Session-Id": sid}), Server().start_response)
+        except Boom as error:
+            if wait is not None:
+                first_left.set()
+                wait.wait(10)
+            logged[sid] = logged_session_id(error)
+
+    second_left = threading.Event()
+    first = threading.Thread(target=serve, args=("user-a", second_left))
+    first.start()
+    assert first_left.wait(10)
+    second = threading.Thread(target=serve, args=("user-b", None))
+    second.start()
+    second.join(10)
+    second_left.set()
+    first.join(10)
+
+    assert logged == {"user-a": "-", "user-b": "-"}
+
+
+def test_a_type_error_of_the_servers_start_response_is_raised_once() -> None:
+    calls = []
+
+    def start_response(status: str, headers: Headers, exc_info: object = None) -> Any:
+        calls.append(status)
+        raise TypeError("5 is not a string")
+
+    app = RecordingApp(response_headers=[("X-Session-Id", "own"), ("Content-Length", 5)])  # type: ignore[list-item]
+
+    with pytest.raises(TypeError, match="5 is not a string"):
+        SessionIdMiddleware(app)(make_environ(), start_response)
+
+    assert calls == ["200 OK"]
 
 
 def test_the_end_of_a_body_is_no_error_to_note() -> None:

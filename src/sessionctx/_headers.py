@@ -38,9 +38,9 @@ SESSION_HEADER_NAME: Final = "X-Session-Id"
 ACCEPTED_HEADER_NAMES: Final = ("X-Session-Id", "X-TraceCtrl-Session", "Mirascope-Session-Id")
 BAGGAGE_SESSION_KEY: Final = "session.id"
 
-# Header names of at most this many letters have all their spellings in a set
-# (2 ** 12 of them at most).
-_MAX_SPELLED_LETTERS: Final = 12
+# Header names with at most 2 ** 16 characters in all their spellings have
+# them in a set: up to 12 letters (4,096 spellings) in a short name.
+_MAX_SPELLED_CHARACTERS: Final = 1 << 16
 
 # RFC 9110 token characters.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -94,8 +94,9 @@ def environ_key(name: str) -> str:
 @lru_cache(maxsize=16)
 def name_spellings(lower: str, encoded: bool) -> frozenset[Any]:
     """Every spelling of the lower-case header name ``lower`` in any letter case
-    (as latin-1 ``bytes`` when ``encoded``), or none for a name of more than 12
-    letters, which would need too many.
+    (as latin-1 ``bytes`` when ``encoded``), or none for a name whose
+    spellings would take more than 2 ** 16 characters in all (a name of more
+    than 12 letters, or a long one), which would cost too much memory.
 
     A scan of response headers for the session header then costs one set
     lookup a name instead of a ``lower()`` of each name of its length
@@ -103,7 +104,7 @@ def name_spellings(lower: str, encoded: bool) -> frozenset[Any]:
     compares the ``lower()`` of each name of its length.
     """
     letters = [(c, c.upper()) if c.upper() != c else (c,) for c in lower]
-    if sum(len(options) > 1 for options in letters) > _MAX_SPELLED_LETTERS:
+    if len(lower) << sum(len(options) > 1 for options in letters) > _MAX_SPELLED_CHARACTERS:
         return frozenset()
     spellings = map("".join, product(*letters))
     if encoded:

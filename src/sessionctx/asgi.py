@@ -107,15 +107,20 @@ def _send_with_session(
             message, headers = _with_header_list(message, headers)
         # The app's own session header, in any letter case, wins (Django
         # sends names as the app spelled them).
-        try:
-            for name, _ in headers:
-                if name in spellings:
-                    return send(message)
-        except TypeError:
-            spellings = frozenset()  # a name that cannot be hashed (a bytearray)
+        if spellings:
+            calling = False
+            try:
+                for name, _ in headers:
+                    if name in spellings:
+                        calling = True
+                        return send(message)
+            except TypeError:
+                if calling:
+                    raise  # the server's own
+                spellings = frozenset()  # a name that cannot be hashed (a bytearray)
         if not spellings:
             # A long name, which has no spellings kept, or a name that cannot
-            # be hashed: each name of its length is compared in lower case.
+            # be hashed: the names of its length are compared in lower case.
             lower = pair[0]
             size = len(lower)
             for name, _ in headers:
@@ -240,7 +245,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
                 return await self.app(scope, receive, send_with_session)
             except BaseException as error:
                 # The server logs it after the session is gone: the id goes with it.
-                _note_escape(error, request_sid)
+                _note_escape(error, _get_session())
                 raise
             finally:
                 _reset_session(token)
@@ -248,7 +253,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         try:
             context = None if make_context is None else make_context(request_sid, scope)
         except Exception as error:
-            _note_escape(error, request_sid)
+            _note_escape(error, [request_sid, None, outside])
             if self._handle_errors and scope_type == "http":
                 await _send_500(send_with_session, scope)
             raise
@@ -259,7 +264,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             else:
                 await self.app(scope, receive, send_with_session)
         except BaseException as error:
-            _note_escape(error, request_sid)
+            _note_escape(error, _get_session())
             raise
         finally:
             _reset_session(token)

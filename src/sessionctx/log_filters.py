@@ -18,9 +18,10 @@ or from ``logging.config.dictConfig``::
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
-from sessionctx.session import _escaped_session_id, _get
+from sessionctx.session import _get, _record_session_id
 
 __all__ = ["SessionIdFilter"]
 
@@ -57,10 +58,12 @@ class SessionIdFilter(logging.Filter):
     kept there like an ``extra=`` value.
 
     A record made outside any session that logs an exception which left a
-    session (its ``exc_info``, or the exception being handled where it is
-    logged) gets that session's id: a server logs an application's exception
-    after the middleware has restored the context (uvicorn's "Exception in
-    ASGI application", werkzeug's "Error on request").
+    session gets that session's id, when it is made in the thread and asyncio
+    task the exception left the session in (its ``exc_info``, or the
+    exception being handled while it is logged): a server logs an
+    application's exception after the middleware has restored the context
+    (uvicorn's "Exception in ASGI application", werkzeug's "Error on
+    request"). An exception that left sessions in two places shows no id.
 
     ``default`` can be set later too, to a ``str`` only (else ``TypeError``,
     and the old value stays). A copy of the filter (``copy.deepcopy``, a pickle
@@ -99,10 +102,10 @@ class SessionIdFilter(logging.Filter):
             ):
                 record.session_id = active[0]
                 return True
-            if active is None:
+            if active is None and (record.exc_info or sys.exc_info()[1] is not None):
                 # A server's record of an exception that left a request, made
                 # once the request's session is gone: the exception notes it.
-                escaped = _escaped_session_id(record.exc_info)
+                escaped = _record_session_id(record)
                 if escaped is not None:
                     record.session_id = escaped
                     return True

@@ -27,7 +27,9 @@ import logging
 import math
 import os
 import sys
+import threading
 import types
+import weakref
 from collections.abc import (
     AsyncGenerator,
     Awaitable,
@@ -327,61 +329,150 @@ _current: ContextVar[_Active | None] = ContextVar("sessionctx.session", default=
 _get = _current.get
 
 
-#: Where an exception that left a session keeps that session's id (see
-#: :func:`_note_escape`).
+#: Where an exception that left a session keeps that session's id: an
+#: :class:`_EscapeNote`, or ``None`` when no id can be told (see :func:`_note_escape`).
 _ESCAPED_FROM: Final = "_sessionctx_session_id"
 #: Exceptions that end iteration or close a generator: no error to log.
 _CONTROL_FLOW: Final = (StopIteration, StopAsyncIteration, GeneratorExit)
 
 
-def _note_escape(error: BaseException, sid: str) -> None:
-    """Note on ``error``, which is leaving the session ``sid``, that session's id.
+class _EscapeNote(NamedTuple):
+    """The session an exception left, and where it left it."""
 
-    The record a server logs for an application's exception (uvicorn's
-    "Exception in ASGI application", werkzeug's "Error on request", gunicorn's
-    "Error handling request") is made after the middleware has restored the
-    session, and :class:`~sessionctx.log_filters.SessionIdFilter` and the
-    structlog processor read the id from the exception there
-    (:func:`_escaped_session_id`). The last session it leaves is noted: the
-    request's, whose id the response carries, over a ``session()`` block
-    inside it; and the latest one for an exception object raised again.
-    """
-    if isinstance(error, _CONTROL_FLOW):
-        return
+    sid: str
+    thread: int
+    #: The asyncio task it left the session in (a weak reference), if any.
+    task: weakref.ref[Any] | None
+    #: ``id()`` of the request's list in ``_current``, if in a request.
+    request: int | None
+
+
+def _current_task() -> Any:
+    """The running asyncio task of this thread, or ``None``."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None  # never imported: nothing runs a task
     try:
-        setattr(error, _ESCAPED_FROM, sid)
+        return asyncio.current_task()
+    except RuntimeError:
+        return None  # no event loop runs in this thread
+
+
+def _note_escape(error: BaseException, active: _Active | None) -> None:
+    """Note on ``error``, which is leaving the session ``active`` (what
+    ``_current`` holds), that session's id.
+
+    A server logs an application's exception (uvicorn's "Exception in ASGI
+    application", werkzeug's "Error on request", gunicorn's "Error handling
+    request") after the middleware has restored the session, and
+    :class:`~sessionctx.log_filters.SessionIdFilter` and the structlog
+    processor read the id from the exception there, for a record made in the
+    thread and task the note was made in (:func:`_escaped_session_id`).
+
+    The last session it leaves in one thread and task is noted, and in one
+    request also across threads: the request's, whose id the response
+    carries, over a ``session()`` block inside it. An exception object that
+    leaves sessions in two places (the one exception a failed ``Future``
+    raises in every task that awaits it) tells no id any more: a log line must
+    never show another request's id.
+    """
+    if active is None or isinstance(error, _CONTROL_FLOW):
+        return
+    task = _current_task()
+    request = _request_of(active)
+    note: _EscapeNote | None = _EscapeNote(
+        active[0],
+        threading.get_ident(),
+        None if task is None else weakref.ref(task),
+        None if request is None else id(request),
+    )
+    try:
+        noted = error.__dict__.get(_ESCAPED_FROM, note)
+        if noted is None or not (
+            noted is note
+            or (noted.thread == threading.get_ident() and _task_of(noted) is task)
+            or (request is not None and noted.request == id(request))
+        ):
+            note = None  # it left a session in another place too: no id can be told
+        setattr(error, _ESCAPED_FROM, note)
     except Exception:
         pass  # an exception that takes no attributes: no note, the error goes on as it is
+
+
+def _task_of(note: _EscapeNote) -> Any:
+    return None if note.task is None else note.task()
 
 
 def _note_escaping(error: object) -> None:
     """:func:`_note_escape` for ``error`` (if any), leaving the active session."""
     if error is not None:
-        active = _get()
-        if active is not None:
-            _note_escape(cast(BaseException, error), active[0])
+        _note_escape(cast(BaseException, error), _get())
 
 
-def _escaped_session_id(exc_info: object) -> str | None:
-    """The id noted by :func:`_note_escape` on the exception of ``exc_info`` (a
-    log record's ``(type, value, traceback)`` or an exception) or on its causes
-    and contexts, or ``None``.
+def _escaped_session_id(error: object, thread: int | None) -> str | None:
+    """The id noted by :func:`_note_escape` on ``error`` or on the exceptions
+    it was raised from or while handling, when the note was made in ``thread``
+    (``None``: this one) and, if it was made in a task, in the task running now.
 
-    Any other ``exc_info`` (``None``, ``True``) stands for the exception being
-    handled where this runs: a server may log the traceback as text from its
-    ``except`` block (werkzeug's "Error on request" does).
+    ``None`` for an exception with no note, or one that left sessions in more
+    than one place, and for a record made elsewhere (in a ``QueueListener``'s
+    thread, say) of an exception noted in a task: which task made the record
+    cannot be told there.
     """
-    if not isinstance(exc_info, (tuple, BaseException)):
-        exc_info = sys.exc_info()
-    error = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) == 3 else exc_info
+    here = threading.get_ident()
     seen = 0
     # A server may log another exception raised while handling the app's.
     while isinstance(error, BaseException) and seen < 8:
-        sid = getattr(error, "__dict__", {}).get(_ESCAPED_FROM)
-        if isinstance(sid, str):
-            return sid
+        if _ESCAPED_FROM in error.__dict__:
+            note = error.__dict__[_ESCAPED_FROM]
+            if (
+                not isinstance(note, _EscapeNote)
+                or note.thread != (here if thread is None else thread)
+                or (
+                    note.task is not None
+                    and (here != note.thread or _task_of(note) is not _current_task())
+                )
+            ):
+                return None
+            return note.sid
         error = error.__cause__ or error.__context__
         seen += 1
+    return None
+
+
+def _record_session_id(record: logging.LogRecord) -> str | None:
+    """The id of the session that the exception ``record`` logs left (its
+    ``exc_info``, else the exception being handled as it is logged), for a
+    record made outside any session; see :func:`_escaped_session_id`."""
+    exc_info = record.exc_info
+    error = exc_info[1] if exc_info else _handled_exception_of(record)
+    return None if error is None else _escaped_session_id(error, record.thread)
+
+
+#: The code of ``logging.Logger.handle``, which runs a new record through the
+#: handlers (see :func:`_handled_exception_of`).
+_LOGGER_HANDLE: Final = logging.Logger.handle.__code__
+
+
+def _handled_exception_of(record: logging.LogRecord) -> BaseException | None:
+    """The exception being handled where ``record``, which has none of its own,
+    is being logged right now (a server may log the traceback as text from its
+    ``except`` block, as werkzeug's "Error on request" does), or ``None``.
+
+    Only while a :class:`logging.Logger` handles the record in this very call
+    stack: a record a ``MemoryHandler`` held back and passes on now, or one
+    made in another thread, was made while something else was handled.
+    """
+    error = sys.exc_info()[1]
+    if error is None or record.thread not in (None, threading.get_ident()):
+        return None
+    frame: types.FrameType | None = sys._getframe(1)
+    depth = 0
+    while frame is not None and depth < 64:
+        if frame.f_code is _LOGGER_HANDLE:
+            return error if frame.f_locals.get("record") is record else None
+        frame = frame.f_back
+        depth += 1
     return None
 
 

@@ -232,20 +232,18 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             spellings: frozenset[str] = self._header_spellings,
         ) -> Callable[[bytes], object]:
             # The application's own session header, in any letter case, wins.
-            try:
+            # (Names are str: a name that cannot be hashed raises TypeError.)
+            if spellings:
                 for name, _ in headers:
                     if name in spellings:
                         return start_response(status, headers, exc_info)
-            except TypeError:
-                spellings = frozenset()  # a name that cannot be hashed
-            if not spellings:
-                # A long name, which has no spellings kept, or a name that
-                # cannot be hashed: each name of its length is compared in
-                # lower case.
+            else:
+                # A long name, which has no spellings kept: the names of its
+                # length are compared in lower case.
                 lower = pair[0].lower()
                 size = len(lower)
                 for name, _ in headers:
-                    if len(name) == size and isinstance(name, str) and name.lower() == lower:
+                    if len(name) == size and name.lower() == lower:
                         return start_response(status, headers, exc_info)
             if exc_info is None:
                 # A new list: the application may reuse its own for every response.
@@ -271,7 +269,11 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
                 if self._handle_errors:
                     tracked = _TrackedStartResponse(start_response_with_session)
                 make_context = self._make_context
-                context = None if make_context is None else make_context(request_sid, environ)
+                try:
+                    context = None if make_context is None else make_context(request_sid, environ)
+                except Exception as error:
+                    _note_escape(error, [request_sid, None, outside])
+                    raise
                 ctx.run(_set_session, [request_sid, context, outside])
                 body = ctx.run(
                     self.app, environ, start_response_with_session if tracked is None else tracked
@@ -279,7 +281,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         except BaseException as error:
             # The server logs it after the request's context is gone: the id
             # goes with it.
-            _note_escape(error, request_sid)
+            _note_escape(error, ctx.get(_current))
             if tracked is None or tracked.called or not isinstance(error, Exception):
                 raise
             failed = _GuardedBody(ctx, (), tracked, start_response, pair, environ)
@@ -518,9 +520,7 @@ class _SizedGuardedBody(_GuardedBody):
 def _note_escape_from(ctx: Context, error: BaseException) -> None:
     """Note on ``error`` the session it leaves ``ctx`` in (see
     :func:`sessionctx.session._note_escape`): the server logs it outside."""
-    active = ctx.get(_current)
-    if active is not None:
-        _note_escape(error, active[0])
+    _note_escape(error, ctx.get(_current))
 
 
 def _file_in_context(ctx: Context, body: Iterable[bytes]) -> Iterable[bytes]:

@@ -16,6 +16,7 @@ import queue
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -323,3 +324,39 @@ def test_an_exception_that_takes_no_attributes_goes_on_unnoted() -> None:
         raise Frozen("frozen")
 
     assert logged_session_id(raised.value) == "-"
+
+
+def test_records_held_back_get_no_id_of_the_exception_handled_when_they_are_passed_on(
+    logger: logging.Logger,
+) -> None:
+    # "Buffer, and write it all on an error": the error record flushes the
+    # buffer while its exception is being handled; records made earlier, in
+    # another thread or outside any session, are not about it.
+    target = SessionRecords()
+    logger.addHandler(
+        logging.handlers.MemoryHandler(capacity=100, flushLevel=logging.ERROR, target=target)
+    )
+
+    def another_request() -> None:
+        with session("user-a"):
+            logger.info("user a's line")
+
+    thread = threading.Thread(target=another_request)
+    thread.start()
+    thread.join(10)
+    logger.info("outside any session")
+    try:
+        raise_in_session_and_reraise("user-b")
+    except Boom:
+        logger.exception("error handling request")
+
+    assert [(sid, message) for sid, message, _ in target.records] == [
+        ("-", "user a's line"),
+        ("-", "outside any session"),
+        ("user-b", "error handling request"),
+    ]
+
+
+def raise_in_session_and_reraise(sid: str) -> None:
+    with session(sid):
+        raise Boom("boom")

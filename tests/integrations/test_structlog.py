@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 
 import pytest
 import structlog
@@ -94,5 +95,32 @@ def test_an_exception_that_left_a_session_carries_its_id_outside(how: str) -> No
         else:
             log.error("failed")
     log.error("later")
+
+    assert [line.get("session_id") for line in lines(out)] == ["sess-1", None]
+
+
+def test_a_standard_library_record_through_processor_formatter_gets_the_escaped_id(
+    logger: logging.Logger,
+) -> None:
+    # A server's own record (uvicorn's "Exception in ASGI application"),
+    # rendered by structlog for the standard library's handlers.
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[add_session_id],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(sort_keys=True),
+            ],
+        )
+    )
+    logger.addHandler(handler)
+    try:
+        with session("sess-1"):
+            raise ValueError("boom")
+    except ValueError as error:
+        logger.error("Exception in ASGI application", exc_info=error)
+    logger.error("later")
 
     assert [line.get("session_id") for line in lines(out)] == ["sess-1", None]

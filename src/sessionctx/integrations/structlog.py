@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -27,7 +29,7 @@ try:
 except ImportError as error:
     missing_library(error, __name__, "structlog", "pip install 'sessionctx[structlog]'")
 
-from sessionctx.session import _escaped_session_id, current_session_id
+from sessionctx.session import _escaped_session_id, _record_session_id, current_session_id
 
 __all__ = ["add_session_id"]
 
@@ -39,10 +41,12 @@ def add_session_id(
 
     The id is read where the event is logged (the current thread or task).
     With no session active the key is left out, unless the event logs an
-    exception that left a session (``exc_info``, or the exception being
-    handled): then it is that session's id, as a server logs a request's
-    exception once the middleware has restored the context. A ``session_id``
-    passed to the log call or bound on the logger is kept as it is.
+    exception that left a session in this thread and asyncio task
+    (``exc_info``, or the exception being handled): then it is that session's
+    id, as a server logs a request's exception once the middleware has
+    restored the context (see :class:`sessionctx.log_filters.SessionIdFilter`).
+    A ``session_id`` passed to the log call or bound on the logger is kept as
+    it is.
 
     >>> from sessionctx import session
     >>> with session("abc"):
@@ -52,7 +56,25 @@ def add_session_id(
     sid = current_session_id()
     if sid is None:
         # An exception that left a request, logged once its session is gone.
-        sid = _escaped_session_id(event_dict.get("exc_info"))
+        sid = _escaped_session_id_of(event_dict)
     if sid is not None:
         event_dict.setdefault("session_id", sid)
     return event_dict
+
+
+def _escaped_session_id_of(event_dict: MutableMapping[str, Any]) -> str | None:
+    """The id of the session that the exception an event logs left: see
+    :class:`sessionctx.log_filters.SessionIdFilter`."""
+    record = event_dict.get("_record")
+    if isinstance(record, logging.LogRecord):
+        # A standard library record, passed on by structlog's ProcessorFormatter.
+        return _record_session_id(record)
+    exc_info = event_dict.get("exc_info")
+    if isinstance(exc_info, BaseException):
+        error: object = exc_info
+    elif isinstance(exc_info, tuple) and len(exc_info) == 3:
+        error = exc_info[1]
+    else:
+        # exc_info=True, or none: the exception being handled as the event is logged.
+        error = sys.exc_info()[1]
+    return _escaped_session_id(error, None)
