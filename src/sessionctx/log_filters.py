@@ -20,10 +20,16 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable
 
 from sessionctx.session import _get, _record_session_id
 
 __all__ = ["SessionIdFilter"]
+
+# The exception being handled, or None (sys.exception() is new in 3.11).
+_handled_exception: Callable[[], BaseException | None] = getattr(
+    sys, "exception", lambda: sys.exc_info()[1]
+)
 
 
 class _Default(str):
@@ -102,7 +108,7 @@ class SessionIdFilter(logging.Filter):
             ):
                 record.session_id = active[0]
                 return True
-            if active is None and (record.exc_info or sys.exc_info()[1] is not None):
+            if active is None and (record.exc_info or _handled_exception() is not None):
                 # A server's record of an exception that left a request, made
                 # once the request's session is gone: the exception notes it.
                 escaped = _record_session_id(record)
