@@ -2101,3 +2101,28 @@ def test_an_exception_leaving_a_session_that_was_cleared_notes_no_id() -> None:
         clears_then_fails()
 
     assert logged_session_id(raised.value) == "-"
+
+
+@pytest.mark.parametrize(
+    ("copy_of", "expected"),
+    [
+        # Another process cannot tell where the exception left the session.
+        pytest.param(lambda error: pickle.loads(pickle.dumps(error)), "-", id="pickle"),
+        pytest.param(copy.deepcopy, "-", id="deepcopy"),
+        pytest.param(copy.copy, "deco", id="copy"),
+    ],
+)
+def test_an_exception_that_left_a_session_can_still_be_pickled_and_copied(
+    copy_of: Callable[[BaseException], BaseException], expected: str
+) -> None:
+    with pytest.raises(Failed) as raised:
+        failing_function()
+
+    copied = copy_of(raised.value)
+
+    assert type(copied) is Failed
+    assert logged_session_id(copied) == expected
+    # A copy that leaves a session again gets a note it can tell, or none.
+    with pytest.raises(Failed) as again, session("again"):
+        raise copied
+    assert logged_session_id(again.value) in ("again", "-")

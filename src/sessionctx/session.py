@@ -330,21 +330,32 @@ _get = _current.get
 
 
 #: Where an exception that left a session keeps that session's id: an
-#: :class:`_EscapeNote`, or ``None`` when no id can be told (see :func:`_note_escape`).
+#: :class:`_EscapeNote`, or ``""`` when no id can be told (see :func:`_note_escape`).
 _ESCAPED_FROM: Final = "_sessionctx_session_id"
 #: Exceptions that end iteration or close a generator: no error to log.
 _CONTROL_FLOW: Final = (StopIteration, StopAsyncIteration, GeneratorExit)
 
 
-class _EscapeNote(NamedTuple):
+class _EscapeNote:
     """The session an exception left, and where it left it."""
 
-    sid: str
-    thread: int
-    #: The asyncio task it left the session in (a weak reference), if any.
-    task: weakref.ref[Any] | None
-    #: ``id()`` of the request's list in ``_current``, if in a request.
-    request: int | None
+    __slots__ = ("request", "sid", "task", "thread")
+
+    def __init__(
+        self, sid: str, thread: int, task: weakref.ref[Any] | None, request: int | None
+    ) -> None:
+        self.sid = sid
+        self.thread = thread
+        #: The asyncio task it left the session in (a weak reference), if any.
+        self.task = task
+        #: ``id()`` of the request's list in ``_current``, if in a request.
+        self.request = request
+
+    def __reduce__(self) -> tuple[type[str], tuple[()]]:
+        # An exception pickled (to another process) or deep-copied carries
+        # "": where it left the session means nothing there. A plain str
+        # loads where sessionctx is not installed, too.
+        return str, ()
 
 
 def _current_task() -> Any:
@@ -380,7 +391,7 @@ def _note_escape(error: BaseException, active: _Active | None) -> None:
         return
     task = _current_task()
     request = _request_of(active)
-    note: _EscapeNote | None = _EscapeNote(
+    note: _EscapeNote | str = _EscapeNote(
         active[0],
         threading.get_ident(),
         None if task is None else weakref.ref(task),
@@ -388,12 +399,14 @@ def _note_escape(error: BaseException, active: _Active | None) -> None:
     )
     try:
         noted = error.__dict__.get(_ESCAPED_FROM, note)
-        if noted is None or not (
-            noted is note
-            or (noted.thread == threading.get_ident() and _task_of(noted) is task)
-            or (request is not None and noted.request == id(request))
+        if noted is not note and not (
+            isinstance(noted, _EscapeNote)
+            and (
+                (noted.thread == threading.get_ident() and _task_of(noted) is task)
+                or (request is not None and noted.request == id(request))
+            )
         ):
-            note = None  # it left a session in another place too: no id can be told
+            note = ""  # it left a session in another place too: no id can be told
         setattr(error, _ESCAPED_FROM, note)
     except Exception:
         pass  # an exception that takes no attributes: no note, the error goes on as it is
