@@ -473,8 +473,9 @@ def _handled_exception_of(record: logging.LogRecord) -> BaseException | None:
     ``except`` block, as werkzeug's "Error on request" does), or ``None``.
 
     Only while a :class:`logging.Logger` handles the record in this very call
-    stack: a record a ``MemoryHandler`` held back and passes on now, or one
-    made in another thread, was made while something else was handled.
+    stack (or a copy of it, as structlog's ``ProcessorFormatter`` makes): a
+    record a ``MemoryHandler`` held back and passes on now, or one made in
+    another thread, was made while something else was handled.
     """
     error = sys.exc_info()[1]
     if error is None or record.thread not in (None, threading.get_ident()):
@@ -483,7 +484,13 @@ def _handled_exception_of(record: logging.LogRecord) -> BaseException | None:
     depth = 0
     while frame is not None and depth < 64:
         if frame.f_code is _LOGGER_HANDLE:
-            return error if frame.f_locals.get("record") is record else None
+            handled = frame.f_locals.get("record")
+            same = handled is record or (
+                isinstance(handled, logging.LogRecord)
+                and (handled.created, handled.thread, handled.name)
+                == (record.created, record.thread, record.name)
+            )
+            return error if same else None
         frame = frame.f_back
         depth += 1
     return None

@@ -124,3 +124,29 @@ def test_a_standard_library_record_through_processor_formatter_gets_the_escaped_
     logger.error("later")
 
     assert [line.get("session_id") for line in lines(out)] == ["sess-1", None]
+
+
+def test_a_record_logged_as_text_while_the_exception_is_handled_gets_its_id_too(
+    logger: logging.Logger,
+) -> None:
+    # werkzeug's "Error on request" has the traceback in its message.
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[add_session_id],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(sort_keys=True),
+            ],
+        )
+    )
+    logger.addHandler(handler)
+    try:
+        with session("sess-1"):
+            raise ValueError("boom")
+    except ValueError:
+        logger.error("Error on request: Traceback ...")
+    logger.error("later")
+
+    assert [line.get("session_id") for line in lines(out)] == ["sess-1", None]

@@ -65,16 +65,19 @@ def add_session_id(
 def _escaped_session_id_of(event_dict: MutableMapping[str, Any]) -> str | None:
     """The id of the session that the exception an event logs left: see
     :class:`sessionctx.log_filters.SessionIdFilter`."""
+    # A standard library record, passed on by structlog's ProcessorFormatter
+    # (a copy, which may have its exc_info moved to the event already).
     record = event_dict.get("_record")
-    if isinstance(record, logging.LogRecord):
-        # A standard library record, passed on by structlog's ProcessorFormatter.
-        return _record_session_id(record)
+    if not isinstance(record, logging.LogRecord):
+        record = None
     exc_info = event_dict.get("exc_info")
     if isinstance(exc_info, BaseException):
         error: object = exc_info
     elif isinstance(exc_info, tuple) and len(exc_info) == 3:
         error = exc_info[1]
+    elif record is not None:
+        return _record_session_id(record)
     else:
         # exc_info=True, or none: the exception being handled as the event is logged.
         error = sys.exc_info()[1]
-    return _escaped_session_id(error, None)
+    return _escaped_session_id(error, None if record is None else record.thread)
