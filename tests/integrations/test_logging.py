@@ -360,3 +360,35 @@ def test_records_held_back_get_no_id_of_the_exception_handled_when_they_are_pass
 def raise_in_session_and_reraise(sid: str) -> None:
     with session(sid):
         raise Boom("boom")
+
+
+def test_a_record_not_being_logged_takes_no_id_from_the_exception_handled() -> None:
+    # Filtered by hand, not in a Logger's call: not made while handling it.
+    record = logging.LogRecord("server", logging.ERROR, __file__, 0, "error", None, None)
+    try:
+        raise_in_session_and_reraise("sess-1")
+    except Boom:
+        SessionIdFilter().filter(record)
+    assert record.__dict__["session_id"] == "-"
+
+
+def test_the_note_works_in_a_process_that_never_imported_asyncio() -> None:
+    run_python(
+        "-c",
+        textwrap.dedent(
+            """
+            import logging, sys
+            from sessionctx import session
+            from sessionctx.log_filters import SessionIdFilter
+            assert "asyncio" not in sys.modules
+            try:
+                with session("sess-1"):
+                    raise ValueError("boom")
+            except ValueError as error:
+                record = logging.LogRecord("x", 40, "f", 0, "m", None, (ValueError, error, None))
+            SessionIdFilter().filter(record)
+            assert record.session_id == "sess-1", record.session_id
+            assert "asyncio" not in sys.modules
+            """
+        ),
+    )
