@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -9,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from opentelemetry.context import Context as OtelContext
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import (
@@ -25,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from sessionctx import ContextThreadPoolExecutor, session
+from sessionctx import ContextThreadPoolExecutor, current_session_id, session
 from sessionctx.asgi import SessionIdMiddleware
 from sessionctx.context import extract_trace_headers, propagated_context
 from sessionctx.integrations.opentelemetry import SessionSpanProcessor
@@ -252,6 +254,43 @@ async def test_the_request_server_span_gets_the_requests_session(
     assert response.headers["x-session-id"] == "sess-req"
     assert server_span_attributes(recorder)["session.id"] == "sess-req"
     assert recorder.attributes("work")["session.id"] == "sess-req"
+
+
+# FastAPI 0.142 and later start a SERVER span of their own in FastAPI.__call__,
+# outside every add_middleware middleware, when a tracer provider is configured.
+_FASTAPI_TRACES = "telemetry" in inspect.signature(FastAPI.__init__).parameters
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not _FASTAPI_TRACES, reason="this FastAPI starts no span of its own")
+@pytest.mark.parametrize("operation_spans", [True, False], ids=["operation-spans", "server-only"])
+@pytest.mark.parametrize("outermost", [False, True], ids=["add_middleware", "outermost"])
+async def test_fastapis_own_server_span_gets_the_session(
+    recorder: Tracing, outermost: bool, operation_spans: bool
+) -> None:
+    telemetry = {"tracer_provider": recorder.provider, "metrics": False, "logs": False}
+    options: dict[str, Any] = {"telemetry": {**telemetry, "operation_spans": operation_spans}}
+    api = FastAPI(**options)
+
+    @api.get("/items")
+    async def items() -> dict[str, str]:
+        return {"session": current_session_id() or ""}
+
+    app: ASGIApp = api
+    if outermost:
+        app = SessionIdMiddleware(api)
+    else:
+        api.add_middleware(SessionIdMiddleware)
+    response = await get_items(app, {"X-Session-Id": "sess-req"})
+    assert response.json() == {"session": "sess-req"}
+    attributes = server_span_attributes(recorder)
+    if outermost or operation_spans:
+        # Outermost, the span starts in the session; under add_middleware, the
+        # first span started under it (FastAPI's "fastapi.dependencies") sets it.
+        assert attributes["session.id"] == "sess-req"
+    else:
+        # Nothing starts under it while the session runs (see the README).
+        assert "session.id" not in attributes
 
 
 @pytest.mark.anyio
