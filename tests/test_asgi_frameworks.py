@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
@@ -202,6 +203,37 @@ async def test_handled_http_errors_carry_the_header(placement: Placement) -> Non
 
     assert response.status_code == 404
     assert response.headers["x-session-id"] == "nf-1"
+
+
+# Starlette 1.6 (and FastAPI 0.164) put an app-wide body limit outside the
+# add_middleware ones, as they do ServerErrorMiddleware.
+_APP_BODY_LIMIT = "max_body_size" in inspect.signature(Starlette.__init__).parameters
+
+
+@pytest.mark.skipif(not _APP_BODY_LIMIT, reason="this Starlette has no app-wide body limit")
+@pytest.mark.parametrize("options", [{}, {"handle_errors": True}], ids=["plain", "handle-errors"])
+@pytest.mark.parametrize("framework", ["starlette", "fastapi"])
+@pytest.mark.parametrize("placement", PLACEMENTS)
+async def test_the_app_body_limits_413(
+    placement: Placement, framework: str, options: dict[str, Any]
+) -> None:
+    async def upload(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(len(await request.body())))
+
+    limits: dict[str, Any] = {"max_body_size": 10}
+    app = Starlette(**limits) if framework == "starlette" else FastAPI(**limits)
+    app.add_route("/upload", upload, methods=["POST"])
+    async with asgi_client(placement(app, **options)) as http:
+        small = await http.post("/upload", content=b"x" * 5, headers={"X-Session-Id": "lim-1"})
+        large = await http.post("/upload", content=b"x" * 100, headers={"X-Session-Id": "lim-1"})
+
+    assert (small.status_code, small.text) == (200, "5")
+    assert small.headers.get_list("x-session-id") == ["lim-1"]
+    assert large.status_code == 413
+    # The limit's own 413 replaces the app's response outside the middleware
+    # when it is added with add_middleware (see the README).
+    expected = ["lim-1"] if placement is outermost else []
+    assert large.headers.get_list("x-session-id") == expected
 
 
 @pytest.mark.parametrize(
