@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import contextvars
 import io
 import logging
 import logging.handlers
 import queue
+import textwrap
 import threading
+import time
 
 import pytest
 
 from sessionctx import session
 from sessionctx.log_filters import SessionIdFilter
+from tests.support import run_python
 
 
 class ListHandler(logging.Handler):
@@ -44,15 +49,63 @@ def make_record(message: str = "hello") -> logging.LogRecord:
     return logging.LogRecord("test", logging.INFO, __file__, 1, message, None, None)
 
 
-def test_sets_the_session_id_or_the_default_on_the_record() -> None:
-    log_filter = SessionIdFilter()
-    outside = make_record()
-    assert log_filter.filter(outside) is True
-    assert session_id_of(outside) == "-"
+@pytest.mark.parametrize("on", ["handler", "logger"])
+def test_sets_the_session_id_or_the_default_on_the_record(logger: logging.Logger, on: str) -> None:
+    handler = ListHandler()
+    logger.addHandler(handler)
+    (handler if on == "handler" else logger).addFilter(SessionIdFilter())
+    logger.info("outside")
     with session("abc"):
-        inside = make_record()
-        assert log_filter.filter(inside) is True
-    assert session_id_of(inside) == "abc"
+        logger.info("inside")
+    assert [(session_id_of(r), r.getMessage()) for r in handler.records] == [
+        ("-", "outside"),
+        ("abc", "inside"),
+    ]
+
+
+def test_a_record_filtered_at_the_top_of_a_script_gets_the_default() -> None:
+    # A stack shorter than a logging call's: nothing above the filter handles it.
+    script = textwrap.dedent(
+        """
+        import logging
+        from sessionctx import session
+        from sessionctx.log_filters import SessionIdFilter
+
+        with session("abc"):
+            record = logging.makeLogRecord({"msg": "by hand"})
+            SessionIdFilter().filter(record)
+            logging.basicConfig(format="%(session_id)s %(message)s")
+            logging.getLogger().handlers[0].addFilter(SessionIdFilter())
+            logging.warning("logged")
+        print(record.session_id)
+        """
+    )
+    result = run_python("-c", script)
+    assert result.stdout.split() == ["-"]
+    assert result.stderr.split() == ["abc", "logged"]
+
+
+def test_a_filter_called_with_no_python_frame_above_it_writes_the_default() -> None:
+    # A thread started from C on the filter itself, in a session's context;
+    # the record names no thread (logging.logThreads off).
+    record = make_record()
+    record.thread = None
+    with session("abc"):
+        run = contextvars.copy_context().run
+    _thread.start_new_thread(run, (SessionIdFilter().filter, record))
+    deadline = time.monotonic() + 10
+    while "session_id" not in record.__dict__ and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert session_id_of(record) == "-"
+
+
+def test_a_record_filtered_outside_the_logging_call_that_made_it_gets_the_default() -> None:
+    # Made and filtered by hand, not by a Logger: where it was made is unknown.
+    log_filter = SessionIdFilter()
+    with session("abc"):
+        record = make_record()
+        assert log_filter.filter(record) is True
+    assert session_id_of(record) == "-"
 
 
 def test_a_custom_default() -> None:
@@ -266,13 +319,16 @@ def test_a_record_made_in_another_thread_gets_the_default_not_this_threads_sessi
 
 
 def test_without_thread_ids_on_records_the_session_is_written(
-    monkeypatch: pytest.MonkeyPatch,
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logging, "logThreads", False)
-    record = make_record()
-    assert record.thread is None
+    handler = ListHandler()
+    handler.addFilter(SessionIdFilter())
+    logger.addHandler(handler)
     with session("abc"):
-        SessionIdFilter().filter(record)
+        logger.info("inside")
+    (record,) = handler.records
+    assert record.thread is None
     assert session_id_of(record) == "abc"
 
 

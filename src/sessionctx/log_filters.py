@@ -21,8 +21,9 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
+from typing import Final
 
-from sessionctx.session import _get, _record_session_id
+from sessionctx.session import _get, _in_its_logging_call, _record_session_id
 
 __all__ = ["SessionIdFilter"]
 
@@ -30,6 +31,13 @@ __all__ = ["SessionIdFilter"]
 _handled_exception: Callable[[], BaseException | None] = getattr(
     sys, "exception", lambda: sys.exc_info()[1]
 )
+
+
+# The code of what usually calls the filter for a record the logging call
+# that made it is handling (see SessionIdFilter.filter).
+_LOGGER_HANDLE: Final = logging.Logger.handle.__code__
+_HANDLER_HANDLE: Final = logging.Handler.handle.__code__
+_getframe = sys._getframe
 
 
 class _Default(str):
@@ -56,8 +64,11 @@ class SessionIdFilter(logging.Filter):
     passes them on later, a ``QueueHandler`` or a ``MemoryHandler``, needs it
     itself: what it found is kept when the handlers behind it have the filter
     too. Those run later, maybe in another request's session, and a filter
-    there alone would write that session's id; it writes the default instead
-    for a record made in another thread than its own. Outside a session each
+    there alone would write that session's id. It writes the default instead:
+    it writes an id only while the logging call that made the record is
+    handling it, so never for a record that other code filters either. (Thread
+    ids would not do: a later request in the same thread has the same one, and
+    a gevent greenlet gets the id of one that ended.) Outside a session each
     handler's filter writes its own ``default``: another handler's filter, or a
     ``QueueHandler``'s in the same process, does not decide it. A record
     pickled to another process carries the default as a plain ``str``, which is
@@ -98,16 +109,30 @@ class SessionIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "session_id" not in record.__dict__:
             active = _get()  # what current_session_id() reads, one call less per record
-            # The session of the thread that made the record; a record made in
-            # another thread (a QueueListener's, a MemoryHandler flushed by
-            # another request) gets the default, never that thread's id.
-            # ``thread`` is None with logging.logThreads off. get_ident is looked
-            # up when called, as logging does: gevent and eventlet patch it.
+            # The session of the logging call that made the record. A record
+            # made elsewhere (in a QueueListener's thread, or held back by a
+            # MemoryHandler and flushed in another request) gets the default,
+            # never the id of the session here. ``thread`` is None with
+            # logging.logThreads off. get_ident is looked up when called, as
+            # logging does: gevent and eventlet patch it.
             if active is not None and (
                 record.thread is None or record.thread == threading.get_ident()
             ):
-                record.session_id = active[0]
-                return True
+                # Run where a filter usually runs, for a record the logging call
+                # that made it is handling: among a logger's own filters (its
+                # Logger.handle two frames up), or a handler's that the logger
+                # called (Handler.handle two frames up, run by callHandlers from
+                # Logger.handle). Anything else is looked for the long way.
+                try:
+                    caller = _getframe(2).f_code
+                    made_here = caller is _LOGGER_HANDLE or (
+                        caller is _HANDLER_HANDLE and _getframe(4).f_code is _LOGGER_HANDLE
+                    )
+                except ValueError:  # a shorter stack: called by other code
+                    made_here = False
+                if made_here or _in_its_logging_call(record, _getframe(0)):
+                    record.session_id = active[0]
+                    return True
             if active is None and (record.exc_info or _handled_exception() is not None):
                 # A server's record of an exception that left a request, made
                 # once the request's session is gone: the exception notes it.

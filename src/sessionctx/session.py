@@ -463,8 +463,35 @@ def _record_session_id(record: logging.LogRecord) -> str | None:
 
 
 #: The code of ``logging.Logger.handle``, which runs a new record through the
-#: handlers (see :func:`_handled_exception_of`).
+#: handlers (see :func:`_in_its_logging_call`).
 _LOGGER_HANDLE: Final = logging.Logger.handle.__code__
+
+
+def _in_its_logging_call(record: logging.LogRecord, frame: types.FrameType | None) -> bool:
+    """Whether the logging call that made ``record`` is handling it right now,
+    in the call stack from ``frame`` up: the nearest
+    :meth:`logging.Logger.handle` there handles ``record`` (or a copy of it, as
+    structlog's ``ProcessorFormatter`` makes).
+
+    A record a ``MemoryHandler`` held back and passes on now (flushed, or pushed
+    out by the next record), one a ``QueueListener`` hands on, or one that other
+    code gives to a handler was made somewhere else: in another thread, or in
+    an earlier request served by this thread. Thread ids cannot tell the
+    latter apart: a thread's id, and a gevent greenlet's, is given again to the
+    next one once it ends.
+    """
+    depth = 0
+    while frame is not None and depth < 64:
+        if frame.f_code is _LOGGER_HANDLE:
+            handled = frame.f_locals.get("record")
+            return handled is record or (
+                isinstance(handled, logging.LogRecord)
+                and (handled.created, handled.thread, handled.name)
+                == (record.created, record.thread, record.name)
+            )
+        frame = frame.f_back
+        depth += 1
+    return False
 
 
 def _handled_exception_of(record: logging.LogRecord) -> BaseException | None:
@@ -472,28 +499,18 @@ def _handled_exception_of(record: logging.LogRecord) -> BaseException | None:
     is being logged right now (a server may log the traceback as text from its
     ``except`` block, as werkzeug's "Error on request" does), or ``None``.
 
-    Only while a :class:`logging.Logger` handles the record in this very call
-    stack (or a copy of it, as structlog's ``ProcessorFormatter`` makes): a
-    record a ``MemoryHandler`` held back and passes on now, or one made in
-    another thread, was made while something else was handled.
+    Only while the logging call that made the record handles it (see
+    :func:`_in_its_logging_call`): a record made elsewhere was made while
+    something else was handled.
     """
     error = sys.exc_info()[1]
-    if error is None or record.thread not in (None, threading.get_ident()):
+    if (
+        error is None
+        or record.thread not in (None, threading.get_ident())
+        or not _in_its_logging_call(record, sys._getframe(1))
+    ):
         return None
-    frame: types.FrameType | None = sys._getframe(1)
-    depth = 0
-    while frame is not None and depth < 64:
-        if frame.f_code is _LOGGER_HANDLE:
-            handled = frame.f_locals.get("record")
-            same = handled is record or (
-                isinstance(handled, logging.LogRecord)
-                and (handled.created, handled.thread, handled.name)
-                == (record.created, record.thread, record.name)
-            )
-            return error if same else None
-        frame = frame.f_back
-        depth += 1
-    return None
+    return error
 
 
 def _request_of(active: _Active | None) -> _Active | None:

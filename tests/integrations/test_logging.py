@@ -357,6 +357,64 @@ def test_records_held_back_get_no_id_of_the_exception_handled_when_they_are_pass
     ]
 
 
+@pytest.mark.parametrize("passed_on_by", ["flush", "capacity", "close"])
+def test_records_held_back_and_passed_on_in_a_later_request_get_the_default(
+    logger: logging.Logger, passed_on_by: str
+) -> None:
+    # The same thread serves both requests: one after the other, as any
+    # server thread does, or one greenlet after another, which gevent gives
+    # the same thread id. Only the logging call that made a record knows its
+    # session.
+    target = SessionRecords()
+    memory = logging.handlers.MemoryHandler(capacity=2, flushLevel=logging.CRITICAL, target=target)
+    logger.addHandler(memory)
+    with session("user-a"):
+        logger.info("user a's line")
+    with session("user-b"):
+        if passed_on_by == "capacity":
+            # Fills the buffer: both records are passed on in this call.
+            logger.info("user b's line")
+        elif passed_on_by == "flush":
+            memory.flush()
+        else:
+            memory.close()
+
+    expected = [("-", "user a's line")]
+    if passed_on_by == "capacity":
+        expected.append(("user-b", "user b's line"))
+    assert [(sid, message) for sid, message, _ in target.records] == expected
+
+
+def test_a_handler_of_ones_own_that_filters_held_records_later(logger: logging.Logger) -> None:
+    class Batching(logging.Handler):
+        """Holds records and runs them through its filters when it has two."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.held: list[logging.LogRecord] = []
+            self.lines: list[tuple[str, str]] = []
+
+        def handle(self, record: logging.LogRecord) -> bool:
+            self.held.append(record)
+            if len(self.held) == 2:
+                for held in self.held:
+                    super().handle(held)
+            return True
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append((record.__dict__["session_id"], record.getMessage()))
+
+    handler = Batching()
+    handler.addFilter(SessionIdFilter())
+    logger.addHandler(handler)
+    with session("user-a"):
+        logger.info("user a's line")
+    with session("user-b"):
+        logger.info("user b's line")
+
+    assert handler.lines == [("-", "user a's line"), ("user-b", "user b's line")]
+
+
 def raise_in_session_and_reraise(sid: str) -> None:
     with session(sid):
         raise Boom("boom")

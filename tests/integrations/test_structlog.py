@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import logging.handlers
 
 import pytest
 import structlog
@@ -150,3 +151,31 @@ def test_a_record_logged_as_text_while_the_exception_is_handled_gets_its_id_too(
     logger.error("later")
 
     assert [line.get("session_id") for line in lines(out)] == ["sess-1", None]
+
+
+def test_a_standard_library_record_held_back_gets_no_id_of_a_later_session(
+    logger: logging.Logger,
+) -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[add_session_id],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(sort_keys=True),
+            ],
+        )
+    )
+    memory = logging.handlers.MemoryHandler(capacity=2, flushLevel=logging.CRITICAL, target=handler)
+    logger.addHandler(memory)
+    with session("user-a"):
+        logger.info("user a's line")
+    with session("user-b"):
+        # Fills the buffer: both records are rendered in this call.
+        logger.info("user b's line")
+
+    assert [(line.get("session_id"), line["event"]) for line in lines(out)] == [
+        (None, "user a's line"),
+        ("user-b", "user b's line"),
+    ]

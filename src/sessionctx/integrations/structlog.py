@@ -29,7 +29,12 @@ try:
 except ImportError as error:
     missing_library(error, __name__, "structlog", "pip install 'sessionctx[structlog]'")
 
-from sessionctx.session import _escaped_session_id, _record_session_id, current_session_id
+from sessionctx.session import (
+    _escaped_session_id,
+    _in_its_logging_call,
+    _record_session_id,
+    current_session_id,
+)
 
 __all__ = ["add_session_id"]
 
@@ -39,7 +44,9 @@ def add_session_id(
 ) -> MutableMapping[str, Any]:
     """Set ``event_dict["session_id"]`` to the active session id.
 
-    The id is read where the event is logged (the current thread or task).
+    The id is read where the event is logged (the current thread or task). A
+    standard library record that ``ProcessorFormatter`` renders outside the
+    logging call that made it (a ``MemoryHandler`` held it back) gets none.
     With no session active the key is left out, unless the event logs an
     exception that left a session in this thread and asyncio task
     (``exc_info``, or the exception being handled): then it is that session's
@@ -57,9 +64,22 @@ def add_session_id(
     if sid is None:
         # An exception that left a request, logged once its session is gone.
         sid = _escaped_session_id_of(event_dict)
+    elif _held_back(event_dict.get("_record")):
+        # A standard library record that structlog's ProcessorFormatter renders
+        # after a handler held it back (a MemoryHandler flushed in another
+        # request): the session here is not the one it was logged in.
+        return event_dict
     if sid is not None:
         event_dict.setdefault("session_id", sid)
     return event_dict
+
+
+def _held_back(record: object) -> bool:
+    """Whether ``record`` is a standard library record handled outside the
+    logging call that made it."""
+    return isinstance(record, logging.LogRecord) and not _in_its_logging_call(
+        record, sys._getframe(1).f_back
+    )
 
 
 def _escaped_session_id_of(event_dict: MutableMapping[str, Any]) -> str | None:
