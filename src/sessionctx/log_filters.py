@@ -33,9 +33,9 @@ _handled_exception: Callable[[], BaseException | None] = getattr(
 )
 
 
-# The code of what usually calls the filter for a record the logging call
-# that made it is handling (see SessionIdFilter.filter).
-_LOGGER_HANDLE: Final = logging.Logger.handle.__code__
+# The code of what usually runs the filter for a record the logging call that
+# made it is handling (see SessionIdFilter.filter).
+_LOGGER_LOG: Final = logging.Logger._log.__code__
 _HANDLER_HANDLE: Final = logging.Handler.handle.__code__
 _getframe = sys._getframe
 
@@ -63,12 +63,14 @@ class SessionIdFilter(logging.Filter):
     the first handler a record reaches. A handler that holds records back and
     passes them on later, a ``QueueHandler`` or a ``MemoryHandler``, needs it
     itself: what it found is kept when the handlers behind it have the filter
-    too. Those run later, maybe in another request's session, and a filter
-    there alone would write that session's id. It writes the default instead:
-    it writes an id only while the logging call that made the record is
-    handling it, so never for a record that other code filters either. (Thread
-    ids would not do: a later request in the same thread has the same one, and
-    a gevent greenlet gets the id of one that ended.) Outside a session each
+    too. Those run later, maybe in another request's session, where the filter
+    cannot know which session the record was made in. So the filter writes an
+    id only while the standard library logging call that made the record
+    (``info()``, ``log()`` and the like) is handling it, and the default for a
+    record that is passed on later or that other code hands it: even one held
+    back and passed on in the same request. Thread ids would not tell: a later
+    request in the same thread has the same one, and a gevent greenlet gets the
+    id of one that ended. Outside a session each
     handler's filter writes its own ``default``: another handler's filter, or a
     ``QueueHandler``'s in the same process, does not decide it. A record
     pickled to another process carries the default as a plain ``str``, which is
@@ -119,15 +121,16 @@ class SessionIdFilter(logging.Filter):
                 record.thread is None or record.thread == threading.get_ident()
             ):
                 # Run where a filter usually runs, for a record the logging call
-                # that made it is handling: among a logger's own filters (its
-                # Logger.handle two frames up), or a handler's that the logger
-                # called (Handler.handle two frames up, run by callHandlers from
-                # Logger.handle). Anything else is looked for the long way.
+                # that made it is handling: a handler's, Handler.handle two
+                # frames up, that the logging call's Logger._log (five up) had
+                # run through its handle() and callHandlers(); or a logger's
+                # own, Logger._log three up. Anything else is looked for the
+                # long way.
                 try:
-                    caller = _getframe(2).f_code
-                    made_here = caller is _LOGGER_HANDLE or (
-                        caller is _HANDLER_HANDLE and _getframe(4).f_code is _LOGGER_HANDLE
-                    )
+                    made_here = (
+                        _getframe(2).f_code is _HANDLER_HANDLE
+                        and _getframe(5).f_code is _LOGGER_LOG
+                    ) or _getframe(3).f_code is _LOGGER_LOG
                 except ValueError:  # a shorter stack: called by other code
                     made_here = False
                 if made_here or _in_its_logging_call(record, _getframe(0)):

@@ -462,32 +462,39 @@ def _record_session_id(record: logging.LogRecord) -> str | None:
     return None if error is None else _escaped_session_id(error, record.thread)
 
 
-#: The code of ``logging.Logger.handle``, which runs a new record through the
-#: handlers (see :func:`_in_its_logging_call`).
-_LOGGER_HANDLE: Final = logging.Logger.handle.__code__
+#: The code of ``logging.Logger._log``, which makes a record and hands it to
+#: the logger's ``handle`` (see :func:`_in_its_logging_call`).
+_LOGGER_LOG: Final = logging.Logger._log.__code__
 
 
 def _in_its_logging_call(record: logging.LogRecord, frame: types.FrameType | None) -> bool:
     """Whether the logging call that made ``record`` is handling it right now,
-    in the call stack from ``frame`` up: the nearest
-    :meth:`logging.Logger.handle` there handles ``record`` (or a copy of it, as
-    structlog's ``ProcessorFormatter`` makes).
+    in the call stack from ``frame`` up: the nearest ``Logger._log`` there made
+    ``record`` (or the record it is a copy of, as structlog's
+    ``ProcessorFormatter`` makes one).
 
-    A record a ``MemoryHandler`` held back and passes on now (flushed, or pushed
-    out by the next record), one a ``QueueListener`` hands on, or one that other
-    code gives to a handler was made somewhere else: in another thread, or in
-    an earlier request served by this thread. Thread ids cannot tell the
-    latter apart: a thread's id, and a gevent greenlet's, is given again to the
-    next one once it ends.
+    ``Logger._log`` is where every standard library logging call (``info()``,
+    ``log()``, a ``LoggerAdapter``'s, structlog's standard library loggers)
+    makes its record, whatever a ``Logger`` subclass or a patch does with
+    ``handle`` (absl's ``ABSLLogger`` replaces it, Sentry wraps
+    ``callHandlers``).
+
+    Not for a record a ``MemoryHandler`` held back and passes on now (flushed,
+    or pushed out by the next record), one a ``QueueListener`` hands on, or one
+    that other code gives a handler or filter: where that record was made, in
+    which thread and which request's session, is not known here. Thread ids
+    cannot tell: a later request in the same thread has the same one, and a
+    gevent greenlet gets the id of one that ended. Looks 32 frames up at most.
     """
     depth = 0
-    while frame is not None and depth < 64:
-        if frame.f_code is _LOGGER_HANDLE:
-            handled = frame.f_locals.get("record")
-            return handled is record or (
-                isinstance(handled, logging.LogRecord)
-                and (handled.created, handled.thread, handled.name)
-                == (record.created, record.thread, record.name)
+    while frame is not None and depth < 32:
+        if frame.f_code is _LOGGER_LOG:
+            made = frame.f_locals.get("record")
+            return made is record or (
+                isinstance(made, logging.LogRecord)
+                and made.msg is record.msg
+                and (made.created, made.thread, made.name, made.lineno, made.pathname)
+                == (record.created, record.thread, record.name, record.lineno, record.pathname)
             )
         frame = frame.f_back
         depth += 1

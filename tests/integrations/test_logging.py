@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -413,6 +414,76 @@ def test_a_handler_of_ones_own_that_filters_held_records_later(logger: logging.L
         logger.info("user b's line")
 
     assert handler.lines == [("-", "user a's line"), ("user-b", "user b's line")]
+
+
+class HandlesItself(logging.Logger):
+    """Runs records through its handlers without Logger.handle, as absl's ABSLLogger does."""
+
+    def handle(self, record: logging.LogRecord) -> None:
+        if self.filter(record):
+            self.callHandlers(record)
+
+
+@pytest.mark.parametrize("filtered_by", ["handler", "logger"])
+def test_a_logger_class_with_a_handle_of_its_own_keeps_the_id(filtered_by: str) -> None:
+    log = HandlesItself("tests.integrations.handles_itself")
+    target = SessionRecords()
+    log.addHandler(target)
+    if filtered_by == "logger":
+        target.filters.clear()
+        log.addFilter(SessionIdFilter())
+    with session("sess-1"):
+        log.info("inside")
+    assert [(sid, message) for sid, message, _ in target.records] == [("sess-1", "inside")]
+
+
+def test_a_patched_logger_handle_keeps_the_id(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An APM agent's documented snippet replaces Logger.handle with its own.
+    def handle(self: logging.Logger, record: logging.LogRecord) -> None:
+        record.msg = f"[traced] {record.msg}"
+        self.callHandlers(record)
+
+    monkeypatch.setattr(logging.Logger, "handle", handle)
+    target = SessionRecords()
+    logger.addHandler(target)
+    with session("sess-1"):
+        logger.info("inside")
+    assert [(sid, message) for sid, message, _ in target.records] == [("sess-1", "[traced] inside")]
+
+
+def test_a_record_replayed_through_logger_handle_later_gets_the_default(
+    logger: logging.Logger,
+) -> None:
+    target = SessionRecords()
+    logger.addHandler(target)
+    with session("user-a"):
+        held = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "user a's", (), None)
+    with session("user-b"):
+        logger.handle(held)
+    assert [(sid, message) for sid, message, _ in target.records] == [("-", "user a's")]
+
+
+def test_records_of_one_clock_tick_are_not_taken_for_each_other(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A coarse clock (Windows before Python 3.13) gives two records the same
+    # time: the one a logging call made is still told from one held back.
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
+    monkeypatch.setattr(time, "time_ns", lambda: 1_700_000_000 * 10**9)  # 3.13's clock
+    target = SessionRecords()
+    logger.addHandler(
+        logging.handlers.MemoryHandler(capacity=2, flushLevel=logging.CRITICAL, target=target)
+    )
+    with session("user-a"):
+        logger.info("user a's line")
+    with session("user-b"):
+        logger.info("user b's line")
+    assert [(sid, message) for sid, message, _ in target.records] == [
+        ("-", "user a's line"),
+        ("user-b", "user b's line"),
+    ]
 
 
 def raise_in_session_and_reraise(sid: str) -> None:
