@@ -34,6 +34,22 @@ def lines(out: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
+def rendering_handler(out: io.StringIO) -> logging.Handler:
+    """A standard library handler that renders records with structlog's
+    ``ProcessorFormatter``, ``add_session_id`` in its chain, as JSON into ``out``."""
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[add_session_id],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(sort_keys=True),
+            ],
+        )
+    )
+    return handler
+
+
 def test_rendered_events_carry_the_session_id() -> None:
     out = io.StringIO()
     log = json_logger(out)
@@ -106,16 +122,7 @@ def test_a_standard_library_record_through_processor_formatter_gets_the_escaped_
     # A server's own record (uvicorn's "Exception in ASGI application"),
     # rendered by structlog for the standard library's handlers.
     out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[add_session_id],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.JSONRenderer(sort_keys=True),
-            ],
-        )
-    )
+    handler = rendering_handler(out)
     logger.addHandler(handler)
     try:
         with session("sess-1"):
@@ -132,16 +139,7 @@ def test_a_record_logged_as_text_while_the_exception_is_handled_gets_its_id_too(
 ) -> None:
     # werkzeug's "Error on request" has the traceback in its message.
     out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[add_session_id],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.JSONRenderer(sort_keys=True),
-            ],
-        )
-    )
+    handler = rendering_handler(out)
     logger.addHandler(handler)
     try:
         with session("sess-1"):
@@ -157,16 +155,7 @@ def test_a_standard_library_record_held_back_gets_no_id_of_a_later_session(
     logger: logging.Logger,
 ) -> None:
     out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[add_session_id],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.JSONRenderer(sort_keys=True),
-            ],
-        )
-    )
+    handler = rendering_handler(out)
     memory = logging.handlers.MemoryHandler(capacity=2, flushLevel=logging.CRITICAL, target=handler)
     logger.addHandler(memory)
     with session("user-a"):
