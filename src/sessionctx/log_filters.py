@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-from sessionctx.session import _get, _in_its_logging_call, _record_session_id
+from sessionctx.session import _LOGGER_LOG, _get, _in_its_logging_call, _record_session_id
 
 __all__ = ["SessionIdFilter"]
 
@@ -35,7 +35,6 @@ _handled_exception: Callable[[], BaseException | None] = getattr(
 
 # The code of what usually runs the filter for a record the logging call that
 # made it is handling (see SessionIdFilter.filter).
-_LOGGER_LOG: Final = logging.Logger._log.__code__
 _HANDLER_HANDLE: Final = logging.Handler.handle.__code__
 _getframe = sys._getframe
 
