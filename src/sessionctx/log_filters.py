@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from collections.abc import Callable
 from typing import Final
 
@@ -110,15 +109,11 @@ class SessionIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "session_id" not in record.__dict__:
             active = _get()  # what current_session_id() reads, one call less per record
-            # The session of the logging call that made the record. A record
-            # made elsewhere (in a QueueListener's thread, or held back by a
-            # MemoryHandler and flushed in another request) gets the default,
-            # never the id of the session here. ``thread`` is None with
-            # logging.logThreads off. get_ident is looked up when called, as
-            # logging does: gevent and eventlet patch it.
-            if active is not None and (
-                record.thread is None or record.thread == threading.get_ident()
-            ):
+            # The session of the logging call that made the record, which runs
+            # in this thread. A record made elsewhere (in a QueueListener's
+            # thread, or held back by a MemoryHandler and flushed in another
+            # request) gets the default, never the id of the session here.
+            if active is not None:
                 # Run where a filter usually runs, for a record the logging call
                 # that made it is handling: a handler's, Handler.handle two
                 # frames up, that the logging call's Logger._log (five up) had

@@ -389,11 +389,12 @@ def _note_escape(error: BaseException, active: _Active | None) -> None:
     """
     if active is None or isinstance(error, _CONTROL_FLOW):
         return
+    thread = threading.get_ident()
     task = _current_task()
     request = _request_of(active)
     note: _EscapeNote | str = _EscapeNote(
         active[0],
-        threading.get_ident(),
+        thread,
         None if task is None else weakref.ref(task),
         None if request is None else id(request),
     )
@@ -402,7 +403,7 @@ def _note_escape(error: BaseException, active: _Active | None) -> None:
         if noted is not note and not (
             isinstance(noted, _EscapeNote)
             and (
-                (noted.thread == threading.get_ident() and _task_of(noted) is task)
+                (noted.thread == thread and _task_of(noted) is task)
                 or (request is not None and noted.request == id(request))
             )
         ):
@@ -471,7 +472,7 @@ def _in_its_logging_call(record: logging.LogRecord, frame: types.FrameType | Non
     """Whether the logging call that made ``record`` is handling it right now,
     in the call stack from ``frame`` up: the nearest ``Logger._log`` there made
     ``record`` (or the record it is a copy of, as structlog's
-    ``ProcessorFormatter`` makes one).
+    ``ProcessorFormatter`` makes one). Such a record was made in this thread.
 
     ``Logger._log`` is where every standard library logging call (``info()``,
     ``log()``, a ``LoggerAdapter``'s, structlog's standard library loggers)
@@ -511,11 +512,7 @@ def _handled_exception_of(record: logging.LogRecord) -> BaseException | None:
     something else was handled.
     """
     error = sys.exc_info()[1]
-    if (
-        error is None
-        or record.thread not in (None, threading.get_ident())
-        or not _in_its_logging_call(record, sys._getframe(1))
-    ):
+    if error is None or not _in_its_logging_call(record, sys._getframe(1)):
         return None
     return error
 

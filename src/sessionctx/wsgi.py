@@ -281,7 +281,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         except BaseException as error:
             # The server logs it after the request's context is gone: the id
             # goes with it.
-            _note_escape(error, ctx.get(_current))
+            _note_escape_from(ctx, error)
             if tracked is None or tracked.called or not isinstance(error, Exception):
                 raise
             failed = _GuardedBody(ctx, (), tracked, start_response, pair, environ)

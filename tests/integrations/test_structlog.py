@@ -116,11 +116,20 @@ def test_an_exception_that_left_a_session_carries_its_id_outside(how: str) -> No
     assert [line.get("session_id") for line in lines(out)] == ["sess-1", None]
 
 
+@pytest.mark.parametrize(
+    "logged_as",
+    [
+        # A server's own record (uvicorn's "Exception in ASGI application").
+        pytest.param("exc_info", id="exc-info"),
+        # werkzeug's "Error on request" has the traceback in its message,
+        # logged while the exception is handled.
+        pytest.param("text", id="text-while-handled"),
+    ],
+)
 def test_a_standard_library_record_through_processor_formatter_gets_the_escaped_id(
-    logger: logging.Logger,
+    logger: logging.Logger, logged_as: str
 ) -> None:
-    # A server's own record (uvicorn's "Exception in ASGI application"),
-    # rendered by structlog for the standard library's handlers.
+    # Rendered by structlog for the standard library's handlers.
     out = io.StringIO()
     handler = rendering_handler(out)
     logger.addHandler(handler)
@@ -128,24 +137,10 @@ def test_a_standard_library_record_through_processor_formatter_gets_the_escaped_
         with session("sess-1"):
             raise ValueError("boom")
     except ValueError as error:
-        logger.error("Exception in ASGI application", exc_info=error)
-    logger.error("later")
-
-    assert [line.get("session_id") for line in lines(out)] == ["sess-1", None]
-
-
-def test_a_record_logged_as_text_while_the_exception_is_handled_gets_its_id_too(
-    logger: logging.Logger,
-) -> None:
-    # werkzeug's "Error on request" has the traceback in its message.
-    out = io.StringIO()
-    handler = rendering_handler(out)
-    logger.addHandler(handler)
-    try:
-        with session("sess-1"):
-            raise ValueError("boom")
-    except ValueError:
-        logger.error("Error on request: Traceback ...")
+        if logged_as == "exc_info":
+            logger.error("Exception in ASGI application", exc_info=error)
+        else:
+            logger.error("Error on request: Traceback ...")
     logger.error("later")
 
     assert [line.get("session_id") for line in lines(out)] == ["sess-1", None]
