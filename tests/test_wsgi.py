@@ -1417,16 +1417,49 @@ def test_handle_errors_sends_a_500_with_the_header_then_reraises(app: WSGIApplic
     ],
 )
 def test_handle_errors_500_to_a_head_request_has_no_body(app: WSGIApplication) -> None:
+    """Its headers go out before the exception reaches the server: with no
+    chunk to carry them, by ``write(b"")``."""
     environ = make_environ({"X-Session-Id": "e"})
     environ["REQUEST_METHOD"] = "HEAD"
     server = Server()
 
-    with pytest.raises(Boom, match="before start_response"):
+    with pytest.raises(Boom, match="before start_response") as raised:
         server.run(SessionIdMiddleware(app, handle_errors=True), environ)
 
     assert server.status == "500 Internal Server Error"
     assert values_of(server.headers, "Content-Length") == ["21"]
-    assert server.chunks == []
+    assert server.session_header() == ["e"]
+    assert server.chunks == [b""]
+    assert raised.value.__context__ is None
+
+
+@dataclass
+class FailingWriteServer(Server):
+    """A server whose ``write()`` raises: the client went away."""
+
+    def write(self, data: bytes) -> None:
+        raise ConnectionResetError("client went away")
+
+
+@pytest.mark.parametrize(
+    "app",
+    [
+        pytest.param(raise_before_start, id="in-the-call"),
+        pytest.param(raise_lazily_before_start, id="in-the-body"),
+    ],
+)
+def test_a_head_500_that_cannot_be_written_still_raises_the_apps_exception(
+    app: WSGIApplication,
+) -> None:
+    environ = make_environ({"X-Session-Id": "e"})
+    environ["REQUEST_METHOD"] = "HEAD"
+    server = FailingWriteServer()
+
+    with pytest.raises(Boom, match="before start_response") as raised:
+        server.run(SessionIdMiddleware(app, handle_errors=True), environ)
+
+    assert server.status == "500 Internal Server Error"
+    assert raised.value.__context__ is None
 
 
 def replacing_app(first: Headers) -> WSGIApplication:

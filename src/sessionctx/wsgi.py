@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sized
+from contextlib import suppress
 from contextvars import Context, copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -476,8 +477,16 @@ class _GuardedBody(_ContextBody):
         self._tracked.called = True
         # No exc_info: nothing was started that it could replace, and uWSGI
         # (2.0) sends no body for a response started with one.
-        self._start_response(_ERROR_STATUS, [_TEXT_PLAIN, _ERROR_LENGTH, self._pair])
+        write = self._start_response(_ERROR_STATUS, [_TEXT_PLAIN, _ERROR_LENGTH, self._pair])
         self._error = error
+        if not self._error_body:
+            # A HEAD response has no chunk to carry the headers out: servers
+            # that send them with the first non-empty chunk or write() call, as
+            # PEP 3333 has it (waitress), would find the exception first and
+            # answer with a 500 of their own. The exception to report is the
+            # application's, raised after this: a failed write() is left out.
+            with suppress(Exception):
+                write(b"")
 
     def __next__(self) -> bytes:
         error = self._error

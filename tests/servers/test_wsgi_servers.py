@@ -1,6 +1,6 @@
 """``sessionctx.wsgi.SessionIdMiddleware`` on real servers: werkzeug's threaded
-``make_server`` (in a thread) and gunicorn's ``gthread`` worker (a subprocess),
-both on 127.0.0.1.
+``make_server`` (in a thread), gunicorn's ``gthread`` worker and waitress (each
+a subprocess), all on 127.0.0.1.
 
 The app is :mod:`tests.servers.wsgi_server`. Every server is stopped when its
 fixture ends, whatever the tests did.
@@ -77,24 +77,35 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         *(sys.executable, "-m", "gunicorn", "tests.servers.wsgi_server:app"),
         *("--bind", f"{HOST}:{port}", "--worker-class", "gthread", "--workers", "1"),
         *("--threads", "8", "--graceful-timeout", "2", "--log-level", "warning"),
-        *("--config", "python:tests.servers.gunicorn_logging"),
+        *("--config", "python:tests.servers.server_logging"),
     ]
     output = tmp_path_factory.mktemp("gunicorn") / "gunicorn.out"
     with server_process(command, port, output):
         yield Server("gunicorn", port, lambda: output.read_text(errors="replace"))
 
 
-@pytest.fixture(params=["werkzeug", "gunicorn"])
+@pytest.fixture(scope="module")
+def waitress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port = free_port()
+    command = [sys.executable, "-m", "tests.servers.waitress_server", str(port)]
+    output = tmp_path_factory.mktemp("waitress") / "waitress.out"
+    with server_process(command, port, output):
+        yield Server("waitress", port, lambda: output.read_text(errors="replace"))
+
+
+@pytest.fixture(params=["werkzeug", "gunicorn", "waitress"])
 def server(request: pytest.FixtureRequest) -> Server:
     served: Server = request.getfixturevalue(request.param)
     return served
 
 
-def get(port: int, path: str, sid: str | None = None) -> tuple[int, str | None, bytes]:
+def get(
+    port: int, path: str, sid: str | None = None, method: str = "GET"
+) -> tuple[int, str | None, bytes]:
     """One request on a new connection: ``(status, X-Session-Id, body)``."""
     conn = http.client.HTTPConnection(HOST, port, timeout=20)
     try:
-        conn.request("GET", path, headers={} if sid is None else {"X-Session-Id": sid})
+        conn.request(method, path, headers={} if sid is None else {"X-Session-Id": sid})
         response = conn.getresponse()
         return response.status, response.getheader("X-Session-Id"), response.read()
     finally:
@@ -184,12 +195,22 @@ def test_handle_errors_500_reaches_the_client_with_the_header(server: Server) ->
     assert body == b"Internal Server Error"
 
 
+def test_handle_errors_500_to_a_head_request_reaches_the_client_with_the_header(
+    server: Server,
+) -> None:
+    """A HEAD response has no body to send the headers with: waitress sends
+    them on the first non-empty chunk (PEP 3333), and answered with a 500 of its
+    own, without the header, when the exception came first."""
+    assert get(server.port, "/boom", "head-session", method="HEAD") == (500, "head-session", b"")
+
+
 def test_the_servers_log_of_a_failed_request_carries_its_session_id(server: Server) -> None:
     # werkzeug writes the traceback as text from its except block, gunicorn
-    # logs the exception; both once the request's context is gone.
+    # and waitress log the exception; all once the request's context is gone.
     message = {
         "werkzeug": "werkzeug: Error on request",
         "gunicorn": "gunicorn.error: Error handling request",
+        "waitress": "waitress: Exception while serving /boom",
     }[server.name]
     sids = [f"logged-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     for sid in sids:
@@ -242,5 +263,6 @@ def test_a_file_is_sent_zero_copy_and_closed_in_the_session(server: Server) -> N
         # gunicorn recognised its own wsgi.file_wrapper and used sendfile().
         assert report["reads"] == 0
     else:
-        # werkzeug's server has no wsgi.file_wrapper: the body is iterated.
+        # werkzeug's server has no wsgi.file_wrapper, waitress's reads the file
+        # into its buffers: the file is read in Python.
         assert report["reads"] > 0

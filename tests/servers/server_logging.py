@@ -1,5 +1,9 @@
-"""gunicorn settings for the WSGI server tests (``-c``): its error log goes
-through ``SessionIdFilter`` to stderr, as the README's logging setup does."""
+"""Logging for the WSGI server tests: the servers' error logs go through
+``SessionIdFilter`` to stderr, as the README's logging setup does.
+
+gunicorn reads ``logconfig_dict`` as a setting (``-c python:tests.servers.server_logging``);
+:mod:`tests.servers.waitress_server` applies it with ``logging.config.dictConfig``.
+"""
 
 logconfig_dict = {
     "version": 1,
@@ -16,5 +20,7 @@ logconfig_dict = {
     },
     "loggers": {
         "gunicorn.error": {"level": "WARNING", "handlers": ["console"], "propagate": False},
+        # waitress.queue warns when every thread is busy: not an error of a request.
+        "waitress": {"level": "ERROR", "handlers": ["console"], "propagate": False},
     },
 }
