@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
+import logging
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +34,7 @@ from sessionctx import ContextThreadPoolExecutor, current_session_id, session
 from sessionctx.asgi import SessionIdMiddleware
 from sessionctx.context import extract_trace_headers, propagated_context
 from sessionctx.integrations.opentelemetry import SessionSpanProcessor
+from sessionctx.log_filters import SessionIdFilter
 from sessionctx.wsgi import SessionIdMiddleware as WsgiSessionIdMiddleware
 from tests.support import ASGIApp, Receive, Scope, Send
 from tests.tracing import Tracing
@@ -293,6 +297,42 @@ async def test_fastapis_own_server_span_gets_the_session(
         assert "session.id" not in attributes
 
 
+# Starlette 1.x has an (experimental) OpenTelemetry middleware of its own.
+_STARLETTE_TRACES = importlib.util.find_spec("starlette.middleware.opentelemetry") is not None
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not _STARLETTE_TRACES, reason="this Starlette has no OpenTelemetryMiddleware")
+@pytest.mark.parametrize("child_span", [True, False], ids=["child-span", "no-child-span"])
+@pytest.mark.parametrize("outermost", [False, True], ids=["listed-after-it", "outermost"])
+async def test_starlettes_own_server_span_gets_the_session(
+    recorder: Tracing, outermost: bool, child_span: bool
+) -> None:
+    from starlette.middleware.opentelemetry import OpenTelemetryMiddleware
+
+    async def items(request: Request) -> PlainTextResponse:
+        if child_span:
+            with recorder.tracer.start_as_current_span("work"):
+                pass
+        return PlainTextResponse(current_session_id() or "")
+
+    middleware = [Middleware(OpenTelemetryMiddleware, tracer_provider=recorder.provider)]
+    if not outermost:
+        # Listed after it: inside it.
+        middleware.append(Middleware(SessionIdMiddleware))
+    app: ASGIApp = Starlette(routes=[Route("/items", items)], middleware=middleware)
+    if outermost:
+        app = SessionIdMiddleware(app)
+    response = await get_items(app, {"X-Session-Id": "sess-req"})
+    assert response.text == "sess-req"
+    attributes = server_span_attributes(recorder)
+    if outermost or child_span:
+        assert attributes["session.id"] == "sess-req"
+    else:
+        # It starts no span under its own: nothing sets the session on it.
+        assert "session.id" not in attributes
+
+
 @pytest.mark.anyio
 async def test_the_server_span_gets_the_requests_attributes_not_a_handler_session(
     recorder: Tracing,
@@ -540,3 +580,42 @@ async def test_extract_of_another_trace_still_parents_on_the_caller(recorder: Tr
     assert work.parent is not None
     assert f"{work.parent.span_id:016x}" == OTHER_TRACEPARENT.split("-")[2]
     assert recorder.attributes("work")["session.id"] == "job-1"
+
+
+def test_opentelemetry_log_records_carry_the_filters_session_id() -> None:
+    """OpenTelemetry's ``LoggingHandler`` exports a record's extra attributes:
+    ``SessionIdFilter`` on it gives each log record ``session_id``."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs import export as log_export
+
+    exporter_class = getattr(log_export, "InMemoryLogRecordExporter", None)
+    if exporter_class is None:  # SDKs before 1.39
+        exporter_class = log_export.InMemoryLogExporter
+    exporter = exporter_class()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(log_export.SimpleLogRecordProcessor(exporter))
+    with warnings.catch_warnings():
+        # Deprecated in newer SDKs for opentelemetry-instrumentation-logging's,
+        # which exports the same attributes.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from opentelemetry.sdk._logs import LoggingHandler
+
+        handler = LoggingHandler(logger_provider=provider)
+    handler.addFilter(SessionIdFilter())
+    logger = logging.getLogger("tests.otel-logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with session("sess-log"):
+            logger.info("inside")
+        logger.info("outside")
+    finally:
+        logger.removeHandler(handler)
+        provider.shutdown()
+
+    exported = {
+        str(data.log_record.body): dict(data.log_record.attributes or {})
+        for data in exporter.get_finished_logs()
+    }
+    assert exported["inside"]["session_id"] == "sess-log"
+    assert exported["outside"]["session_id"] == "-"
