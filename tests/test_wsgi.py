@@ -1381,13 +1381,17 @@ def raise_lazily_before_start(
     yield b"never"
 
 
-@pytest.mark.parametrize(
+#: The application raises before it calls ``start_response``.
+FAILS_BEFORE_START = pytest.mark.parametrize(
     "app",
     [
         pytest.param(raise_before_start, id="in-the-call"),
         pytest.param(raise_lazily_before_start, id="in-the-body"),
     ],
 )
+
+
+@FAILS_BEFORE_START
 def test_handle_errors_sends_a_500_with_the_header_then_reraises(app: WSGIApplication) -> None:
     server = Server()
 
@@ -1409,30 +1413,6 @@ def test_handle_errors_sends_a_500_with_the_header_then_reraises(app: WSGIApplic
     assert server.chunks == [b"Internal Server Error"]
 
 
-@pytest.mark.parametrize(
-    "app",
-    [
-        pytest.param(raise_before_start, id="in-the-call"),
-        pytest.param(raise_lazily_before_start, id="in-the-body"),
-    ],
-)
-def test_handle_errors_500_to_a_head_request_has_no_body(app: WSGIApplication) -> None:
-    """Its headers go out before the exception reaches the server: with no
-    chunk to carry them, by ``write(b"")``."""
-    environ = make_environ({"X-Session-Id": "e"})
-    environ["REQUEST_METHOD"] = "HEAD"
-    server = Server()
-
-    with pytest.raises(Boom, match="before start_response") as raised:
-        server.run(SessionIdMiddleware(app, handle_errors=True), environ)
-
-    assert server.status == "500 Internal Server Error"
-    assert values_of(server.headers, "Content-Length") == ["21"]
-    assert server.session_header() == ["e"]
-    assert server.chunks == [b""]
-    assert raised.value.__context__ is None
-
-
 @dataclass
 class FailingWriteServer(Server):
     """A server whose ``write()`` raises: the client went away."""
@@ -1441,24 +1421,27 @@ class FailingWriteServer(Server):
         raise ConnectionResetError("client went away")
 
 
+@FAILS_BEFORE_START
 @pytest.mark.parametrize(
-    "app",
-    [
-        pytest.param(raise_before_start, id="in-the-call"),
-        pytest.param(raise_lazily_before_start, id="in-the-body"),
-    ],
+    "server_class", [Server, FailingWriteServer], ids=["written", "write-fails"]
 )
-def test_a_head_500_that_cannot_be_written_still_raises_the_apps_exception(
-    app: WSGIApplication,
+def test_handle_errors_500_to_a_head_request_has_no_body(
+    app: WSGIApplication, server_class: type[Server]
 ) -> None:
+    """Its headers go out before the exception reaches the server: with no
+    chunk to carry them, by ``write(b"")``. A ``write()`` that fails leaves the
+    application's exception to be raised."""
     environ = make_environ({"X-Session-Id": "e"})
     environ["REQUEST_METHOD"] = "HEAD"
-    server = FailingWriteServer()
+    server = server_class()
 
     with pytest.raises(Boom, match="before start_response") as raised:
         server.run(SessionIdMiddleware(app, handle_errors=True), environ)
 
     assert server.status == "500 Internal Server Error"
+    assert values_of(server.headers, "Content-Length") == ["21"]
+    assert server.session_header() == ["e"]
+    assert server.chunks == ([] if server_class is FailingWriteServer else [b""])
     assert raised.value.__context__ is None
 
 
