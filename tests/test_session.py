@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context, ContextVar, Token, copy_context
 from typing import Any, cast
 
+import anyio
 import httpx
 import hypothesis
 import pytest
@@ -2065,6 +2066,11 @@ def test_an_exception_that_leaves_a_session_notes_its_id_for_logs_outside(
     assert logged_session_id(raised.value) == "deco"
 
 
+#: Tasks are told apart under asyncio and under trio alike.
+EVENT_LOOPS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+
+
+@EVENT_LOOPS
 @pytest.mark.parametrize(
     "fail",
     [
@@ -2073,22 +2079,53 @@ def test_an_exception_that_leaves_a_session_notes_its_id_for_logs_outside(
     ],
 )
 def test_an_exception_that_leaves_a_session_in_a_task_notes_its_id_for_that_task(
-    fail: Callable[[], Awaitable[None]],
+    fail: Callable[[], Awaitable[None]], backend: str
 ) -> None:
-    assert asyncio.run(logged_in_the_task(fail)) == "deco"
+    assert anyio.run(logged_in_the_task, fail, backend=backend) == "deco"
 
 
-def test_a_record_made_in_another_task_shows_no_id_for_the_exception() -> None:
+@EVENT_LOOPS
+def test_a_record_made_in_another_task_shows_no_id_for_the_exception(backend: str) -> None:
     async def main() -> str:
-        task = asyncio.create_task(failing_coroutine())
-        try:
-            await task
-        except Failed as error:
-            # The one exception a failed task raises in every task awaiting it.
-            return logged_session_id(error)
-        raise AssertionError("did not fail")
+        failed: list[Failed] = []
 
-    assert asyncio.run(main()) == "-"
+        async def fail() -> None:
+            try:
+                await failing_coroutine()
+            except Failed as error:
+                failed.append(error)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(fail)
+        # Logged in a task that was in no session.
+        return logged_session_id(failed[0])
+
+    assert anyio.run(main, backend=backend) == "-"
+
+
+@EVENT_LOOPS
+def test_one_exception_that_left_sessions_in_two_tasks_shows_no_id(backend: str) -> None:
+    """The one exception a failed shared computation raises in every request
+    awaiting it: which request a record is about cannot be told."""
+    shared = Failed("the shared computation failed")
+    logged: list[str] = []
+
+    async def request(sid: str) -> None:
+        try:
+            async with session(sid):
+                await anyio.sleep(0)
+                raise shared
+        except Failed as error:
+            await anyio.sleep(0.01)  # both requests have left their sessions
+            logged.append(logged_session_id(error))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(request, "req-a")
+            tasks.start_soon(request, "req-b")
+
+    anyio.run(main, backend=backend)
+    assert logged == ["-", "-"]
 
 
 def test_an_exception_leaving_a_session_that_was_cleared_notes_no_id() -> None:

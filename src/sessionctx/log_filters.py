@@ -75,8 +75,8 @@ class SessionIdFilter(logging.Filter):
     kept there like an ``extra=`` value.
 
     A record made outside any session that logs an exception which left a
-    session gets that session's id, when it is made in the thread and asyncio
-    task the exception left the session in (its ``exc_info``, or the
+    session gets that session's id, when it is made in the thread and task
+    (asyncio's or trio's) the exception left the session in (its ``exc_info``, or the
     exception being handled while it is logged): a server logs an
     application's exception after the middleware has restored the context
     (uvicorn's "Exception in ASGI application", werkzeug's "Error on

@@ -346,7 +346,7 @@ class _EscapeNote:
     ) -> None:
         self.sid = sid
         self.thread = thread
-        #: The asyncio task it left the session in (a weak reference), if any.
+        #: The task (asyncio's or trio's) it left the session in (a weak reference), if any.
         self.task = task
         #: ``id()`` of the request's list in ``_current``, if in a request.
         self.request = request
@@ -359,14 +359,22 @@ class _EscapeNote:
 
 
 def _current_task() -> Any:
-    """The running asyncio task of this thread, or ``None``."""
+    """The running task of this thread: asyncio's, else trio's (anyio runs on
+    either), or ``None``."""
+    # A library never imported runs no task: no import here.
     asyncio = sys.modules.get("asyncio")
-    if asyncio is None:
-        return None  # never imported: nothing runs a task
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None  # no event loop runs in this thread
+    if asyncio is not None:
+        try:
+            return asyncio.current_task()
+        except RuntimeError:
+            pass  # no asyncio event loop runs in this thread
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_task()
+        except RuntimeError:
+            pass  # no trio run in this thread
+    return None
 
 
 def _note_escape(error: BaseException, active: _Active | None) -> None:

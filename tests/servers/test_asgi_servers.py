@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import anyio
 import h11
 import httpx
 import pytest
@@ -454,8 +455,16 @@ async def test_handle_errors_500_closes_the_connection_it_announces(server: str)
                 assert ok.headers["x-session-id"] == f"ok-{i}"
 
 
+#: The servers and hypercorn's trio worker, for apps that run on either loop.
+ANY_LOOP_SERVERS = (*SERVERS, "hypercorn-trio")
+
+
+def error_log_of(server: str) -> logging.Logger:
+    return logging.getLogger(server.split("-")[0] + ".error")
+
+
 @pytest.mark.parametrize("handle_errors", [False, True])
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", ANY_LOOP_SERVERS)
 async def test_the_servers_log_of_a_failed_request_carries_its_session_id(
     server: str, handle_errors: bool
 ) -> None:
@@ -466,7 +475,7 @@ async def test_the_servers_log_of_a_failed_request_carries_its_session_id(
             raise RuntimeError("boom")
 
     handler = SessionRecords()
-    error_log = logging.getLogger(f"{server}.error")
+    error_log = error_log_of(server)
     sids = [f"logged-{i}" for i in range(3)]
     try:
         middleware = SessionIdMiddleware(app, handle_errors=handle_errors)
@@ -486,6 +495,54 @@ async def test_the_servers_log_of_a_failed_request_carries_its_session_id(
         error_log.removeHandler(handler)
 
     assert [sid for sid, _, exc_info in handler.records if exc_info] == sids
+
+
+@pytest.mark.parametrize("server", ANY_LOOP_SERVERS)
+async def test_one_exception_failing_two_requests_is_logged_with_no_id(server: str) -> None:
+    """The one exception a failed shared computation raises in every request
+    awaiting it, logged after both requests left their sessions (a layer
+    outside the middleware awaits before it raises again): no line may show
+    the other request's id."""
+    shared = RuntimeError("the shared computation failed")
+    arrived = 0
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal arrived
+        if scope["type"] != "http":
+            return
+        arrived += 1
+        for _ in range(500):  # both requests wait for each other, 5 s at most
+            if arrived >= 2:
+                break
+            await anyio.sleep(0.01)
+        raise shared
+
+    middleware = SessionIdMiddleware(app)
+
+    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await middleware(scope, receive, send)
+        except RuntimeError:
+            await anyio.sleep(0.05)  # say, an error page sent first
+            raise
+
+    handler = SessionRecords()
+    error_log = error_log_of(server)
+    try:
+        with serving(server, outer) as address:
+            error_log.addHandler(handler)
+            async with httpx.AsyncClient(
+                base_url=f"http://{address}", timeout=CLIENT_TIMEOUT
+            ) as http:
+                failed = await asyncio.gather(
+                    *(http.get("/", headers={"X-Session-Id": f"shared-{i}"}) for i in range(2))
+                )
+                assert [response.status_code for response in failed] == [500, 500]
+            await wait_for(lambda: len([r for r in handler.records if r[2]]) >= 2)
+    finally:
+        error_log.removeHandler(handler)
+
+    assert [sid for sid, _, exc_info in handler.records if exc_info] == ["-", "-"]
 
 
 @pytest.mark.skipif(

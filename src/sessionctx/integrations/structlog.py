@@ -48,7 +48,7 @@ def add_session_id(
     standard library record that ``ProcessorFormatter`` renders outside the
     logging call that made it (a ``MemoryHandler`` held it back) gets none.
     With no session active the key is left out, unless the event logs an
-    exception that left a session in this thread and asyncio task
+    exception that left a session in this thread and task (asyncio's or trio's)
     (``exc_info``, or the exception being handled): then it is that session's
     id, as a server logs a request's exception once the middleware has
     restored the context (see :class:`sessionctx.log_filters.SessionIdFilter`).
