@@ -21,7 +21,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context, ContextVar, Token, copy_context
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import anyio
 import httpx
@@ -46,6 +46,8 @@ from sessionctx import (
 )
 from sessionctx.session import _current
 from tests.support import is_generated, logged_session_id, run_python
+
+T = TypeVar("T")
 
 FALLBACK_ENV_VAR = "TRACECTRL_SESSION_ID"
 THREAD_TIMEOUT = 10.0
@@ -2067,7 +2069,32 @@ def test_an_exception_that_leaves_a_session_notes_its_id_for_logs_outside(
 
 
 #: Tasks are told apart under asyncio and under trio alike.
-EVENT_LOOPS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def run_as_trio_guest(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``fn(*args)`` in trio run as a guest of an asyncio event loop, where
+    asyncio has a running loop but no task."""
+    import trio
+
+    async def host() -> T:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            fn,
+            *args,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done.set_result,
+        )
+        return cast(T, (await done).unwrap())
+
+    return asyncio.run(host())
+
+
+def run_on(backend: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    if backend == "trio-guest":
+        return run_as_trio_guest(fn, *args)
+    return anyio.run(fn, *args, backend=backend)
+
+
+EVENT_LOOPS = pytest.mark.parametrize("backend", ["asyncio", "trio", "trio-guest"])
 
 
 @EVENT_LOOPS
@@ -2081,7 +2108,7 @@ EVENT_LOOPS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_an_exception_that_leaves_a_session_in_a_task_notes_its_id_for_that_task(
     fail: Callable[[], Awaitable[None]], backend: str
 ) -> None:
-    assert anyio.run(logged_in_the_task, fail, backend=backend) == "deco"
+    assert run_on(backend, logged_in_the_task, fail) == "deco"
 
 
 @EVENT_LOOPS
@@ -2100,7 +2127,7 @@ def test_a_record_made_in_another_task_shows_no_id_for_the_exception(backend: st
         # Logged in a task that was in no session.
         return logged_session_id(failed[0])
 
-    assert anyio.run(main, backend=backend) == "-"
+    assert run_on(backend, main) == "-"
 
 
 @EVENT_LOOPS
@@ -2124,8 +2151,21 @@ def test_one_exception_that_left_sessions_in_two_tasks_shows_no_id(backend: str)
             tasks.start_soon(request, "req-a")
             tasks.start_soon(request, "req-b")
 
-    anyio.run(main, backend=backend)
+    run_on(backend, main)
     assert logged == ["-", "-"]
+
+
+def test_a_task_that_takes_no_weak_reference_leaves_the_note_to_the_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (``sessionctx.session`` as an attribute is the function of that name.)
+    session_module = sys.modules["sessionctx.session"]
+    monkeypatch.setattr(session_module, "_current_task", lambda: 1)  # an int takes none
+
+    with pytest.raises(Failed) as raised:
+        failing_function()
+
+    assert logged_session_id(raised.value) == "deco"
 
 
 def test_an_exception_leaving_a_session_that_was_cleared_notes_no_id() -> None:

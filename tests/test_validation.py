@@ -200,8 +200,9 @@ def test_generated_ids_are_unique_across_threads() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-# Python 3.12+ warns on fork() while other threads run (one left by another
-# test's library); the child only draws ids and writes them to a pipe.
+# Python 3.12+ warns on fork() while other threads run (asgiref's executor
+# thread, started by another test); the child only draws ids and writes them
+# to a pipe.
 @pytest.mark.filterwarnings("ignore:.*use of fork\\(\\) may lead to deadlocks:DeprecationWarning")
 def test_a_forked_child_never_reuses_the_parents_ids() -> None:
     generate_session_id()  # the parent now holds unused ids in its pool

@@ -365,9 +365,13 @@ def _current_task() -> Any:
     asyncio = sys.modules.get("asyncio")
     if asyncio is not None:
         try:
-            return asyncio.current_task()
+            task = asyncio.current_task()
         except RuntimeError:
             pass  # no asyncio event loop runs in this thread
+        else:
+            if task is not None:
+                return task
+            # A loop runs, but no task of its: trio may run as its guest.
     trio = sys.modules.get("trio")
     if trio is not None:
         try:
@@ -400,11 +404,12 @@ def _note_escape(error: BaseException, active: _Active | None) -> None:
     thread = threading.get_ident()
     task = _current_task()
     request = _request_of(active)
+    try:
+        task_ref = None if task is None else weakref.ref(task)
+    except TypeError:
+        task_ref = None  # a task type that takes no weak reference: told by thread only
     note: _EscapeNote | str = _EscapeNote(
-        active[0],
-        thread,
-        None if task is None else weakref.ref(task),
-        None if request is None else id(request),
+        active[0], thread, task_ref, None if request is None else id(request)
     )
     try:
         noted = error.__dict__.get(_ESCAPED_FROM, note)

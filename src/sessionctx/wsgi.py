@@ -482,9 +482,10 @@ class _GuardedBody(_ContextBody):
         if not self._error_body:
             # A HEAD response has no chunk to carry the headers out: servers
             # that send them with the first non-empty chunk or write() call, as
-            # PEP 3333 has it (waitress), would find the exception first and
-            # answer with a 500 of their own. The exception to report is the
-            # application's, raised after this: a failed write() is left out.
+            # PEP 3333 has it (waitress, gevent's pywsgi), would find the
+            # exception first and answer with a 500 of their own. The exception
+            # to report is the application's, raised after this: a failed
+            # write() is left out.
             with suppress(Exception):
                 write(b"")
 

@@ -1,4 +1,5 @@
-"""The WSGI app that ``tests/servers/test_wsgi_servers.py`` serves with werkzeug and gunicorn.
+"""The WSGI app that ``tests/servers/test_wsgi_servers.py`` serves with werkzeug,
+gunicorn and waitress.
 
 ``app`` is ``ThreadContextProbe(SessionIdMiddleware(endpoints, handle_errors=True))``:
 
