@@ -2068,7 +2068,6 @@ def test_an_exception_that_leaves_a_session_notes_its_id_for_logs_outside(
     assert logged_session_id(raised.value) == "deco"
 
 
-#: Tasks are told apart under asyncio and under trio alike.
 def run_as_trio_guest(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """``fn(*args)`` in trio run as a guest of an asyncio event loop, where
     asyncio has a running loop but no task."""
@@ -2094,6 +2093,7 @@ def run_on(backend: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     return anyio.run(fn, *args, backend=backend)
 
 
+#: Tasks are told apart under asyncio and under trio alike.
 EVENT_LOOPS = pytest.mark.parametrize("backend", ["asyncio", "trio", "trio-guest"])
 
 

@@ -76,11 +76,11 @@ class SessionIdFilter(logging.Filter):
 
     A record made outside any session that logs an exception which left a
     session gets that session's id, when it is made in the thread and task
-    (asyncio's or trio's) the exception left the session in (its ``exc_info``, or the
-    exception being handled while it is logged): a server logs an
-    application's exception after the middleware has restored the context
-    (uvicorn's "Exception in ASGI application", werkzeug's "Error on
-    request"). An exception that left sessions in two places shows no id.
+    (asyncio's or trio's) the exception left the session in (its
+    ``exc_info``, or the exception being handled while it is logged): a
+    server logs an application's exception after the middleware has restored
+    the context (uvicorn's "Exception in ASGI application", werkzeug's "Error
+    on request"). An exception that left sessions in two places shows no id.
 
     ``default`` can be set later too, to a ``str`` only (else ``TypeError``,
     and the old value stays). A copy of the filter (``copy.deepcopy``, a pickle

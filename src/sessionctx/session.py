@@ -407,7 +407,9 @@ def _note_escape(error: BaseException, active: _Active | None) -> None:
     try:
         task_ref = None if task is None else weakref.ref(task)
     except TypeError:
-        task_ref = None  # a task type that takes no weak reference: told by thread only
+        # A task type that takes no weak reference: told by thread only, here
+        # and where the note is compared below.
+        task = task_ref = None
     note: _EscapeNote | str = _EscapeNote(
         active[0], thread, task_ref, None if request is None else id(request)
     )
