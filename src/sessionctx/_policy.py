@@ -223,6 +223,8 @@ class SessionMiddlewareBase(ABC, Generic[AppT]):
     """
 
     __slots__ = ("_make_context", "_policy", "app")
+    #: The wrapped application.
+    app: AppT
     #: "an ASGI" / "a WSGI", for the error about a bad ``app``.
     _kind: ClassVar[str]
 

@@ -38,8 +38,8 @@ try:
     from opentelemetry import propagate, trace
     from opentelemetry.context import Context
     from opentelemetry.propagators.textmap import Getter
-except ImportError as error:
-    missing_library(error, __name__, "opentelemetry", "pip install 'sessionctx[otel]'")
+except ImportError as _error:
+    missing_library(_error, __name__, "opentelemetry", "pip install 'sessionctx[otel]'")
 
 from sessionctx._headers import _group, _read
 from sessionctx.session import (

@@ -107,6 +107,7 @@ class SessionIdFilter(logging.Filter):
         super().__setattr__(name, value)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Set ``record.session_id``, unless the record has one already; keep every record."""
         if "session_id" not in record.__dict__:
             active = _get()  # what current_session_id() reads, one call less per record
             # The session of the logging call that made the record, which runs

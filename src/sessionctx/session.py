@@ -1198,6 +1198,7 @@ class ContextThreadPoolExecutor(ThreadPoolExecutor):
     session (and nothing they set leaks back into the pool's threads)."""
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Schedule ``fn(*args, **kwargs)`` in a copy of the caller's context."""
         return super().submit(copy_context().run, fn, *args, **kwargs)
 
     # ``Executor.map`` submits each call through ``submit`` above, from the

@@ -54,8 +54,8 @@ from sessionctx._extras import missing_library
 try:
     from celery import Celery, signals
     from celery.local import Proxy
-except ImportError as error:
-    missing_library(error, __name__, "celery", "pip install 'sessionctx[celery]'")
+except ImportError as _error:
+    missing_library(_error, __name__, "celery", "pip install 'sessionctx[celery]'")
 
 from sessionctx._headers import SESSION_HEADER_NAME
 from sessionctx._validation import generate_session_id, is_valid_session_id

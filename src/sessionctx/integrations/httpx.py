@@ -33,8 +33,8 @@ from sessionctx._extras import missing_library
 
 try:
     import httpx
-except ImportError as error:
-    missing_library(error, __name__, "httpx", "pip install 'sessionctx[httpx]'")
+except ImportError as _error:
+    missing_library(_error, __name__, "httpx", "pip install 'sessionctx[httpx]'")
 
 from sessionctx.session import _add_outgoing_header
 
@@ -67,10 +67,12 @@ class SessionTransport(httpx.BaseTransport):
         self.transport = transport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Add the session header, then send ``request`` through the wrapped transport."""
         _add_outgoing_header(request, request.headers, _added)
         return self.transport.handle_request(request)
 
     def close(self) -> None:
+        """Close the wrapped transport."""
         self.transport.close()
 
     def __enter__(self) -> SessionTransport:
@@ -109,10 +111,12 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
         self.transport = transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Add the session header, then send ``request`` through the wrapped transport."""
         _add_outgoing_header(request, request.headers, _added)
         return await self.transport.handle_async_request(request)
 
     async def aclose(self) -> None:
+        """Close the wrapped transport."""
         await self.transport.aclose()
 
     async def __aenter__(self) -> AsyncSessionTransport:

@@ -26,9 +26,9 @@ try:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import Span, SpanProcessor
     from opentelemetry.trace import SpanKind, get_current_span
-except ImportError as error:
+except ImportError as _error:
     missing_library(
-        error, __name__, "opentelemetry", "pip install 'sessionctx[otel]' opentelemetry-sdk"
+        _error, __name__, "opentelemetry", "pip install 'sessionctx[otel]' opentelemetry-sdk"
     )
 
 from sessionctx.session import (
@@ -113,6 +113,8 @@ class SessionSpanProcessor(SpanProcessor):
         self.attributes_key = attributes_key
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Set the active session on ``span`` (and, once per request, on its
+        ``SERVER`` parent started before the session), as the class describes."""
         ctx = current_session()
         if ctx is None:
             return

@@ -30,8 +30,8 @@ from sessionctx._extras import missing_library
 try:
     import requests
     from requests.adapters import HTTPAdapter
-except ImportError as error:
-    missing_library(error, __name__, "requests", "pip install 'sessionctx[requests]'")
+except ImportError as _error:
+    missing_library(_error, __name__, "requests", "pip install 'sessionctx[requests]'")
 
 
 from sessionctx.session import _add_outgoing_header
@@ -55,6 +55,7 @@ class SessionIdAdapter(HTTPAdapter):
     """
 
     def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
+        """Add the session header unless the request carries one of the accepted names."""
         super().add_headers(request, **kwargs)
         _add_outgoing_header(request, request.headers, _added)
 
