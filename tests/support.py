@@ -133,13 +133,13 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serving_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """Serve ``handler`` on ``HOST`` (a thread per request) until the block ends;
-    yield the server's ``http://host:port`` URL."""
-    server = ThreadingHTTPServer((HOST, 0), handler)
+def serving_http(handler: type[BaseHTTPRequestHandler], host: str = HOST) -> Iterator[str]:
+    """Serve ``handler`` on ``host`` (a loopback address; a thread per request)
+    until the block ends; yield the server's ``http://host:port`` URL."""
+    server = ThreadingHTTPServer((host, 0), handler)
     server.daemon_threads = True
     with serving_in_thread(server) as port:
-        yield f"http://{HOST}:{port}"
+        yield f"http://{host}:{port}"
 
 
 def send_json(handler: BaseHTTPRequestHandler, value: object) -> None:

@@ -35,6 +35,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Generator,
+    Iterable,
     Mapping,
     MutableMapping,
 )
@@ -1124,8 +1125,68 @@ def inject_session_headers(
     return headers
 
 
+def _host_filter(hosts: Iterable[str] | None) -> Callable[[str], bool] | None:
+    """Check the ``hosts`` option of the outgoing integrations once.
+
+    ``None``: every host gets the id (returns ``None``). Otherwise each entry is
+    a host name or IP address, matched whole and in any letter case; one that
+    starts with ``.`` (or ``*.``) also matches every name under it. Returns
+    whether a request's host (as the client sends it: lower case, IDNA) may
+    get the id.
+    """
+    if hosts is None:
+        return None
+    if isinstance(hosts, (str, bytes)):
+        raise TypeError(
+            f"hosts must be an iterable of host names, not a single {type(hosts).__name__}: "
+            f"{hosts!r}"
+        )
+    if not isinstance(hosts, Iterable):
+        raise TypeError(
+            f"hosts must be an iterable of host names, not {type(hosts).__name__}: {hosts!r}"
+        )
+    exact: set[str] = set()
+    suffixes: list[str] = []
+    for entry in hosts:
+        if not isinstance(entry, str):
+            raise TypeError(f"hosts must hold str, not {type(entry).__name__}: {entry!r}")
+        name = entry.strip().lower()
+        domain = name.startswith((".", "*."))
+        if domain:
+            name = name[name.index(".") + 1 :]
+        name = name.removesuffix(".")
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]  # an IPv6 address in URL brackets
+        ipv6 = name.count(":") > 1
+        if not name or any(c in name for c in "/@?#[]*, \t") or (":" in name and not ipv6):
+            raise ValueError(
+                f"hosts must hold host names or IP addresses (no scheme, port or path): {entry!r}"
+            )
+        if domain and (ipv6 or name.rpartition(".")[2].isdigit()):
+            # A name's last label is never all digits: an IPv4 address's is.
+            raise ValueError(f"hosts: an IP address has no names under it: {entry!r}")
+        if not name.isascii():
+            try:
+                name = name.encode("idna").decode("ascii")
+            except UnicodeError:
+                raise ValueError(f"hosts holds a name IDNA cannot encode: {entry!r}") from None
+        exact.add(name)
+        if domain:
+            suffixes.append("." + name)
+    ends = tuple(suffixes)
+
+    def sends_to(host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return host in exact or (bool(ends) and host.endswith(ends))
+
+    return sends_to
+
+
 def _add_outgoing_header(
-    request: T, headers: MutableMapping[str, str], added: MutableMapping[T, str]
+    request: T,
+    headers: MutableMapping[str, str],
+    added: MutableMapping[T, str],
+    allowed: bool = True,
 ) -> None:
     """Add the active id to the case-insensitive ``headers`` of an outgoing
     ``request`` (httpx, requests), unless the caller set a session header.
@@ -1142,6 +1203,9 @@ def _add_outgoing_header(
     redirect's next request arrives, built by the client (httpx, requests)
     with a copy of the header added to the first one, and ``response.request``
     sent again must not keep that id.
+
+    ``allowed=False`` (a host outside the integration's ``hosts``): no id is
+    added, and such a header holding the active id is removed.
     """
     ours = added.pop(request, None)
     if ours is not None and headers.get(SESSION_HEADER_NAME) == ours:
@@ -1153,6 +1217,12 @@ def _add_outgoing_header(
         if name != SESSION_HEADER_NAME and name in headers:
             return
     present = headers.get(SESSION_HEADER_NAME)
+    if not allowed:
+        # A host the id must not reach: the copy of the header that a
+        # redirect's request carries over from the request before goes too.
+        if present == sid:
+            del headers[SESSION_HEADER_NAME]
+        return
     if present is None:
         headers[SESSION_HEADER_NAME] = sid
     elif present != sid:

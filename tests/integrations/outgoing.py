@@ -11,7 +11,11 @@ from sessionctx import ACCEPTED_HEADER_NAMES, session
 from tests.support import QuietHandler, send_json
 
 __all__ = [
+    "BAD_HOSTS",
     "EXPLICIT_HEADERS",
+    "HOSTS",
+    "HOST_MATCHES",
+    "OTHER_HOST",
     "REDIRECTED",
     "RESENT",
     "SESSION_NAMES",
@@ -87,6 +91,56 @@ REDIRECTED = [
 ]
 
 
+#: The second loopback address, for a redirect that leaves the first host.
+OTHER_HOST = "127.0.0.2"
+
+#: (``hosts`` option, whether a request to ``127.0.0.1`` gets the id, whether one to
+#: ``OTHER_HOST`` does).
+HOSTS = [
+    pytest.param(None, True, True, id="every-host"),
+    pytest.param(["127.0.0.1"], True, False, id="listed"),
+    pytest.param(("example.com", "127.0.0.1"), True, False, id="listed-among-others"),
+    pytest.param([OTHER_HOST], False, True, id="the-other-one"),
+    pytest.param(["localhost"], False, False, id="a-name-is-not-its-address"),
+    pytest.param([], False, False, id="none"),
+]
+
+#: (``hosts`` option, URL, whether a request to that URL gets the id).
+HOST_MATCHES = [
+    pytest.param(["api.example.com"], "http://api.example.com/", True, id="exact"),
+    pytest.param([" API.Example.COM. "], "http://api.example.com/", True, id="case-and-dot"),
+    pytest.param(["api.example.com"], "http://API.EXAMPLE.COM./", True, id="url-case-and-dot"),
+    pytest.param(["api.example.com"], "https://api.example.com:8443/x", True, id="any-port"),
+    pytest.param(["example.com"], "http://api.example.com/", False, id="no-subdomains"),
+    pytest.param(["api.example.com"], "http://example.com/", False, id="no-parent"),
+    pytest.param([".example.com"], "http://example.com/", True, id="domain-itself"),
+    pytest.param([".example.com"], "http://a.b.example.com/", True, id="domain-below"),
+    pytest.param(["*.example.com"], "http://api.example.com/", True, id="star-domain"),
+    pytest.param([".example.com"], "http://notexample.com/", False, id="domain-whole-labels"),
+    pytest.param(["10.0.0.1"], "http://10.0.0.10/", False, id="ip-whole"),
+    pytest.param(["::1"], "http://[::1]:8000/", True, id="ipv6"),
+    pytest.param(["[::1]"], "http://[::1]/", True, id="ipv6-brackets"),
+    pytest.param(["bücher.example"], "http://bücher.example/", True, id="idn"),
+    pytest.param(["xn--bcher-kva.example"], "http://bücher.example/", True, id="idn-punycode"),
+]
+
+#: ``hosts`` values refused: (value, error, words the message holds).
+BAD_HOSTS = [
+    pytest.param("127.0.0.1", TypeError, "single str", id="a-str"),
+    pytest.param(b"127.0.0.1", TypeError, "single bytes", id="bytes"),
+    pytest.param(42, TypeError, "not int", id="an-int"),
+    pytest.param([b"127.0.0.1"], TypeError, "hold str", id="bytes-entry"),
+    pytest.param(["http://127.0.0.1"], ValueError, "'http://127.0.0.1'", id="a-url"),
+    pytest.param(["127.0.0.1:8000"], ValueError, "'127.0.0.1:8000'", id="a-port"),
+    pytest.param(["a.example, b.example"], ValueError, "b.example", id="two-in-one"),
+    pytest.param([""], ValueError, "''", id="empty"),
+    pytest.param(["*"], ValueError, "'*'", id="a-wildcard"),
+    pytest.param([".0.0.1"], ValueError, "'.0.0.1'", id="under-an-ipv4-address"),
+    pytest.param([".::1"], ValueError, "'.::1'", id="under-an-ipv6-address"),
+    pytest.param(["ü" * 70 + ".example"], ValueError, "IDNA", id="label-too-long-for-idna"),
+]
+
+
 def in_session(sid: str | None) -> AbstractContextManager[object]:
     """``session(sid)``, or no session at all for ``None``."""
     return nullcontext() if sid is None else session(sid)
@@ -94,12 +148,13 @@ def in_session(sid: str | None) -> AbstractContextManager[object]:
 
 class EchoHandler(QuietHandler):
     """Answers with the session headers it received, as a list per lower-case name;
-    ``/redirect`` redirects to ``/``."""
+    ``/redirect`` redirects to ``/``, ``/redirect-to/HOST:PORT`` to ``http://HOST:PORT/``."""
 
     def do_GET(self) -> None:
-        if self.path == "/redirect":
+        if self.path == "/redirect" or self.path.startswith("/redirect-to/"):
+            target = self.path.removeprefix("/redirect-to/")
             self.send_response(302)
-            self.send_header("Location", "/")
+            self.send_header("Location", "/" if target == "/redirect" else f"http://{target}/")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return

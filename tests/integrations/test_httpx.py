@@ -17,7 +17,11 @@ import pytest
 from sessionctx import session
 from sessionctx.integrations.httpx import AsyncSessionTransport, SessionTransport
 from tests.integrations.outgoing import (
+    BAD_HOSTS,
     EXPLICIT_HEADERS,
+    HOST_MATCHES,
+    HOSTS,
+    OTHER_HOST,
     REDIRECTED,
     RESENT,
     SESSION_NAMES,
@@ -353,3 +357,91 @@ async def test_a_sent_request_is_not_kept_alive(echo_url: str) -> None:
         del request, response
     gc.collect()
     assert [ref() for ref in sent] == [None, None]
+
+
+@pytest.mark.parametrize(("hosts", "url", "sent"), HOST_MATCHES)
+def test_hosts_decide_which_hosts_get_the_id(hosts: list[str], url: str, sent: bool) -> None:
+    received = {"x-session-id": ["sess-1"]} if sent else {}
+    sync = httpx.Client(transport=SessionTransport(httpx.MockTransport(echo), hosts=hosts))
+    with sync, session("sess-1"):
+        assert sync.get(url).json() == received
+
+    async def send_async() -> object:
+        transport = AsyncSessionTransport(httpx.MockTransport(echo), hosts=hosts)
+        async with httpx.AsyncClient(transport=transport) as client, session("sess-1"):
+            return (await client.get(url)).json()
+
+    assert asyncio.run(send_async()) == received
+
+
+@pytest.mark.parametrize(("hosts", "error", "words"), BAD_HOSTS)
+@pytest.mark.parametrize("cls", [SessionTransport, AsyncSessionTransport])
+def test_bad_hosts_are_refused(cls: type, hosts: object, error: type, words: str) -> None:
+    with pytest.raises(error, match="hosts") as raised:
+        cls(hosts=hosts)
+    assert words in str(raised.value)
+
+
+def test_hosts_may_be_an_iterator() -> None:
+    transport = SessionTransport(httpx.MockTransport(echo), hosts=iter(["a.example"]))
+    with httpx.Client(transport=transport) as client, session("sess-1"):
+        assert client.get("http://a.example/").json() == {"x-session-id": ["sess-1"]}
+        assert client.get("http://b.example/").json() == {}
+
+
+@pytest.fixture(scope="module")
+def other_host_url() -> Iterator[str]:
+    with serving_http(EchoHandler, OTHER_HOST) as base:
+        yield f"{base}/"
+
+
+def session_header(sent: bool) -> dict[str, list[str]]:
+    """What the echo server receives from a request sent in ``sess-1``."""
+    return {"x-session-id": ["sess-1"]} if sent else {}
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("hosts", "sent", "sent_away"), HOSTS)
+def test_sync_hosts_on_a_real_server_and_a_redirect_to_another_host(
+    echo_url: str, other_host_url: str, hosts: list[str] | None, sent: bool, sent_away: bool
+) -> None:
+    """127.0.0.1 redirects to the other loopback address."""
+    transport = SessionTransport(hosts=hosts)
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    client = httpx.Client(transport=transport, follow_redirects=True, timeout=10)
+    with client, session("sess-1"):
+        assert client.get(echo_url).json() == session_header(sent)
+        response = client.get(f"{echo_url}redirect-to/{away}")
+    assert [hop.status_code for hop in response.history] == [302]
+    assert response.url == other_host_url
+    assert response.history[0].request.headers.get("x-session-id") == ("sess-1" if sent else None)
+    assert response.json() == session_header(sent_away)
+
+
+@pytest.mark.server
+@pytest.mark.anyio
+@pytest.mark.parametrize(("hosts", "sent", "sent_away"), HOSTS)
+async def test_async_hosts_on_a_real_server_and_a_redirect_to_another_host(
+    echo_url: str, other_host_url: str, hosts: list[str] | None, sent: bool, sent_away: bool
+) -> None:
+    transport = AsyncSessionTransport(hosts=hosts)
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    client = httpx.AsyncClient(transport=transport, follow_redirects=True, timeout=10)
+    async with client, session("sess-1"):
+        first = (await client.get(echo_url)).json()
+        response = await client.get(f"{echo_url}redirect-to/{away}")
+    assert first == session_header(sent)
+    assert response.url == other_host_url
+    assert response.json() == session_header(sent_away)
+
+
+@pytest.mark.server
+def test_a_header_of_the_callers_own_reaches_any_host(echo_url: str, other_host_url: str) -> None:
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    transport = SessionTransport(hosts=["127.0.0.1"])
+    client = httpx.Client(transport=transport, follow_redirects=True, timeout=10)
+    with client, session("sess-1"):
+        response = client.get(f"{echo_url}redirect-to/{away}", headers={"X-Session-Id": "explicit"})
+        unlisted = client.get(other_host_url, headers={"Mirascope-Session-Id": "sess-1"})
+    assert response.json() == {"x-session-id": ["explicit"]}
+    assert unlisted.json() == {"mirascope-session-id": ["sess-1"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import pickle
 import weakref
 from collections.abc import Iterator
 
@@ -13,7 +14,11 @@ from requests.adapters import HTTPAdapter
 from sessionctx import ContextThreadPoolExecutor, session
 from sessionctx.integrations.requests import SessionIdAdapter, instrument_session
 from tests.integrations.outgoing import (
+    BAD_HOSTS,
     EXPLICIT_HEADERS,
+    HOST_MATCHES,
+    HOSTS,
+    OTHER_HOST,
     REDIRECTED,
     RESENT,
     EchoHandler,
@@ -208,3 +213,114 @@ def test_instrument_session_refuses_to_replace_a_custom_adapter() -> None:
 def test_instrument_session_needs_a_session() -> None:
     with pytest.raises(TypeError, match=r"expected a requests\.Session"):
         instrument_session(HTTPAdapter())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("hosts", "url", "sent"), HOST_MATCHES)
+def test_hosts_decide_which_hosts_get_the_id(hosts: list[str], url: str, sent: bool) -> None:
+    """What the adapter adds to a request prepared as ``requests`` sends it."""
+    adapter = SessionIdAdapter(hosts=hosts)
+    prepared = requests.Request("GET", url).prepare()
+    with session("sess-1"):
+        adapter.add_headers(prepared)
+    assert prepared.headers.get("X-Session-Id") == ("sess-1" if sent else None)
+    adapter.close()
+
+
+@pytest.mark.parametrize(("hosts", "error", "words"), BAD_HOSTS)
+def test_bad_hosts_are_refused(hosts: object, error: type, words: str) -> None:
+    with pytest.raises(error, match="hosts") as raised:
+        SessionIdAdapter(hosts=hosts)  # type: ignore[arg-type]
+    assert words in str(raised.value)
+    with requests.Session() as s:
+        before = dict(s.adapters)
+        with pytest.raises(error, match="hosts"):
+            instrument_session(s, hosts=hosts)  # type: ignore[arg-type]
+        assert s.adapters == before
+
+
+@pytest.fixture(scope="module")
+def other_host_url() -> Iterator[str]:
+    with serving_http(EchoHandler, OTHER_HOST) as base:
+        yield f"{base}/"
+
+
+@pytest.mark.parametrize(("hosts", "sent", "sent_away"), HOSTS)
+def test_hosts_on_a_real_server_and_a_redirect_to_another_host(
+    url: str, other_host_url: str, hosts: list[str] | None, sent: bool, sent_away: bool
+) -> None:
+    """127.0.0.1 redirects to the other loopback address."""
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    with instrument_session(requests.Session(), hosts=hosts) as s, session("sess-1"):
+        first = s.get(url, timeout=10).json()
+        response = s.get(f"{url}redirect-to/{away}", timeout=10)
+    assert first == ({"x-session-id": ["sess-1"]} if sent else {})
+    assert [hop.status_code for hop in response.history] == [302]
+    assert response.url == other_host_url
+    assert response.json() == ({"x-session-id": ["sess-1"]} if sent_away else {})
+
+
+def test_a_header_of_the_callers_own_reaches_any_host(url: str, other_host_url: str) -> None:
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    with instrument_session(requests.Session(), hosts=["127.0.0.1"]) as s, session("sess-1"):
+        response = s.get(
+            f"{url}redirect-to/{away}", headers={"X-Session-Id": "explicit"}, timeout=10
+        )
+        unlisted = s.get(other_host_url, headers={"Mirascope-Session-Id": "sess-1"}, timeout=10)
+    assert response.json() == {"x-session-id": ["explicit"]}
+    assert unlisted.json() == {"mirascope-session-id": ["sess-1"]}
+
+
+def test_instrument_session_reads_an_iterator_of_hosts_once(url: str) -> None:
+    with instrument_session(requests.Session(), hosts=iter(["127.0.0.1"])) as s:
+        assert s.adapters["http://"].hosts == ("127.0.0.1",)  # type: ignore[attr-defined]
+        assert s.adapters["https://"].hosts == ("127.0.0.1",)  # type: ignore[attr-defined]
+        with session("sess-1"):
+            assert s.get(url, timeout=10).json() == {"x-session-id": ["sess-1"]}
+
+
+def test_instrument_session_again_with_other_hosts_is_refused() -> None:
+    with instrument_session(requests.Session(), hosts=["a.example"]) as s:
+        before = dict(s.adapters)
+        instrument_session(s, hosts=("a.example",))
+        assert s.adapters == before
+        for hosts in (None, ["b.example"]):
+            with pytest.raises(ValueError, match=r"has hosts=\('a.example',\)"):
+                instrument_session(s, hosts=hosts)
+        assert s.adapters == before
+
+
+def test_instrument_session_keeps_the_adapter_settings_with_hosts() -> None:
+    with requests.Session() as s:
+        s.mount("https://", HTTPAdapter(max_retries=3))
+        instrument_session(s, hosts=["a.example"])
+        adapter = s.adapters["https://"]
+        assert isinstance(adapter, SessionIdAdapter)
+        assert adapter.max_retries.total == 3
+        assert adapter.hosts == ("a.example",)
+
+
+@pytest.mark.parametrize("hosts", [None, ["127.0.0.1"], ["a.example"]])
+def test_a_pickled_session_keeps_its_hosts(url: str, hosts: list[str] | None) -> None:
+    with instrument_session(requests.Session(), hosts=hosts) as s:
+        copy = pickle.loads(pickle.dumps(s))
+    with copy, session("sess-1"):
+        adapter = copy.adapters["http://"]
+        assert isinstance(adapter, SessionIdAdapter)
+        assert adapter.hosts == (None if hosts is None else tuple(hosts))
+        sent = hosts is None or "127.0.0.1" in hosts
+        assert copy.get(url, timeout=10).json() == ({"x-session-id": ["sess-1"]} if sent else {})
+
+
+def test_an_adapter_pickled_without_hosts_sends_to_every_host(url: str) -> None:
+    """The state an adapter pickled before the option existed holds no ``hosts``."""
+    adapter = SessionIdAdapter.__new__(SessionIdAdapter)
+    pickled = SessionIdAdapter(hosts=["a.example"])
+    state = pickled.__getstate__()  # type: ignore[attr-defined]
+    pickled.close()
+    del state["hosts"]
+    adapter.__setstate__(state)
+    assert adapter.hosts is None
+    with requests.Session() as s:
+        s.mount("http://", adapter)
+        with session("sess-1"):
+            assert s.get(url, timeout=10).json() == {"x-session-id": ["sess-1"]}

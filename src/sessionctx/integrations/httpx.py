@@ -18,6 +18,9 @@ give the proxy to the wrapped transport,
 ``SessionTransport(httpx.HTTPTransport(proxy=httpx.Proxy(...)))``, and wrap
 each mounted transport in a session transport of its own.
 
+``hosts=[...]`` limits the id to those hosts (a redirect elsewhere goes
+without it): ``SessionTransport(hosts=["api.internal", ".svc.cluster.local"])``.
+
 The header is written into the request being sent, so
 ``response.request.headers`` shows it. A request sent again
 (``client.send(request)``, a retry helper) carries the id of the session it is
@@ -27,6 +30,7 @@ sent in then, or none outside a session, not the one it was first sent in.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from sessionctx._extras import missing_library
@@ -36,7 +40,7 @@ try:
 except ImportError as _error:
     missing_library(_error, __name__, "httpx", "pip install 'sessionctx[httpx]'")
 
-from sessionctx.session import _add_outgoing_header
+from sessionctx.session import _add_outgoing_header, _host_filter
 
 __all__ = ["AsyncSessionTransport", "SessionTransport"]
 
@@ -54,10 +58,18 @@ class SessionTransport(httpx.BaseTransport):
     Closing, and use as a context manager, are passed on to the wrapped
     transport.
 
+    ``hosts``: the hosts that get the id (host names or IP addresses, any
+    letter case; ``".example.com"`` also matches every name under it). A
+    request to any other host, a redirect's included, is sent without it.
+    ``None`` (the default): every host.
+
     >>> client = httpx.Client(transport=SessionTransport(httpx.HTTPTransport(retries=2)))
     """
 
-    def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, transport: httpx.BaseTransport | None = None, *, hosts: Iterable[str] | None = None
+    ) -> None:
+        self._sends_to: Callable[[str], bool] | None = _host_filter(hosts)
         if transport is None:
             transport = httpx.HTTPTransport()
         elif not isinstance(transport, httpx.BaseTransport):
@@ -68,7 +80,7 @@ class SessionTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Add the session header, then send ``request`` through the wrapped transport."""
-        _add_outgoing_header(request, request.headers, _added)
+        _add_outgoing_header(request, request.headers, _added, _allowed(self._sends_to, request))
         return self.transport.handle_request(request)
 
     def close(self) -> None:
@@ -96,12 +108,18 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
     headers on the request. A request sent again gets the id of the session
     active then (none outside a session) in place of the one added before.
     Closing, and use as an async context manager, are passed on to the wrapped
-    transport.
+    transport. ``hosts`` as for :class:`SessionTransport`.
 
     >>> client = httpx.AsyncClient(transport=AsyncSessionTransport())
     """
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        hosts: Iterable[str] | None = None,
+    ) -> None:
+        self._sends_to: Callable[[str], bool] | None = _host_filter(hosts)
         if transport is None:
             transport = httpx.AsyncHTTPTransport()
         elif not isinstance(transport, httpx.AsyncBaseTransport):
@@ -112,7 +130,7 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Add the session header, then send ``request`` through the wrapped transport."""
-        _add_outgoing_header(request, request.headers, _added)
+        _add_outgoing_header(request, request.headers, _added, _allowed(self._sends_to, request))
         return await self.transport.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -130,3 +148,8 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
         traceback: TracebackType | None = None,
     ) -> None:
         await self.transport.__aexit__(exc_type, exc_value, traceback)
+
+
+def _allowed(sends_to: Callable[[str], bool] | None, request: httpx.Request) -> bool:
+    # raw_host: the name as sent, IDNA-encoded (``host`` decodes it).
+    return sends_to is None or sends_to(request.url.raw_host.decode("ascii", "replace"))

@@ -14,6 +14,9 @@ or mount the adapter yourself, with any ``HTTPAdapter`` options::
 
     http.mount("https://", SessionIdAdapter(max_retries=3, pool_maxsize=20))
 
+``hosts=[...]`` limits the id to those hosts (a redirect elsewhere goes
+without it): ``instrument_session(requests.Session(), hosts=["api.internal"])``.
+
 The header is written into the ``PreparedRequest`` being sent, so
 ``response.request.headers`` shows it. A prepared request sent again
 (``http.send(prepared)``) carries the id of the session it is sent in then, or
@@ -23,7 +26,9 @@ none outside a session, not the one it was first sent in.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 from sessionctx._extras import missing_library
 
@@ -34,7 +39,7 @@ except ImportError as _error:
     missing_library(_error, __name__, "requests", "pip install 'sessionctx[requests]'")
 
 
-from sessionctx.session import _add_outgoing_header
+from sessionctx.session import _add_outgoing_header, _host_filter
 
 __all__ = ["SessionIdAdapter", "instrument_session"]
 
@@ -51,13 +56,47 @@ class SessionIdAdapter(HTTPAdapter):
     the caller set one of the accepted session headers is left as it is, so
     an explicit header wins. A prepared request sent again gets the id of the
     session active then (none outside a session) in place of the one added
-    before. Takes the same options as ``HTTPAdapter``.
+    before. Takes the same options as ``HTTPAdapter``, and ``hosts``: the
+    hosts that get the id (host names or IP addresses, any letter case;
+    ``".example.com"`` also matches every name under it); a request to any
+    other host, a redirect's included, is sent without it. ``None`` (the
+    default): every host.
     """
+
+    # What pickling an HTTPAdapter keeps (requests pickles sessions whole); a
+    # list, as requests declares it.
+    __attrs__ = [*HTTPAdapter.__attrs__, "hosts"]  # noqa: RUF012
+
+    def __init__(self, *args: Any, hosts: Iterable[str] | None = None, **kwargs: Any) -> None:
+        self._set_hosts(hosts)
+        super().__init__(*args, **kwargs)
+
+    def _set_hosts(self, hosts: Iterable[str] | None) -> None:
+        #: The ``hosts`` option, as a tuple (``None``: every host).
+        self.hosts: tuple[str, ...] | None = _as_tuple(hosts)
+        self._sends_to: Callable[[str], bool] | None = _host_filter(self.hosts)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # An adapter pickled before ``hosts`` existed sends to every host.
+        hosts = state.get("hosts", getattr(self, "hosts", None))
+        super_any: Any = super()
+        super_any.__setstate__(state)
+        self._set_hosts(hosts)
 
     def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
         """Add the session header unless the request carries one of the accepted names."""
         super().add_headers(request, **kwargs)
-        _add_outgoing_header(request, request.headers, _added)
+        sends_to = self._sends_to
+        allowed = sends_to is None or sends_to(urlsplit(request.url or "").hostname or "")
+        _add_outgoing_header(request, request.headers, _added, allowed)
+
+
+def _as_tuple(hosts: Iterable[str] | None) -> tuple[str, ...] | None:
+    """``hosts`` read once (it may be an iterator); anything else as it is,
+    for :func:`sessionctx.session._host_filter` to turn down."""
+    if isinstance(hosts, Iterable) and not isinstance(hosts, (str, bytes)):
+        return tuple(hosts)
+    return cast("tuple[str, ...] | None", hosts)
 
 
 def _copy_settings(source: object, target: SessionIdAdapter) -> None:
@@ -68,18 +107,26 @@ def _copy_settings(source: object, target: SessionIdAdapter) -> None:
     target_any.__setstate__(source_any.__getstate__())
 
 
-def instrument_session(s: requests.Session) -> requests.Session:
+def instrument_session(
+    s: requests.Session, *, hosts: Iterable[str] | None = None
+) -> requests.Session:
     """Mount :class:`SessionIdAdapter` on ``s`` for ``http://`` and ``https://``; return ``s``.
 
-    A plain ``HTTPAdapter`` mounted there is replaced by a ``SessionIdAdapter``
-    with the same ``max_retries`` and pool settings (and then closed). Calling
-    it again changes nothing. Any other adapter class mounted there raises
-    ``TypeError``: mount a subclass of it that also derives from
+    ``hosts``: see :class:`SessionIdAdapter` (``None``: every host). A plain
+    ``HTTPAdapter`` mounted there is replaced by a ``SessionIdAdapter`` with
+    the same ``max_retries`` and pool settings (and then closed). Calling it
+    again with the same ``hosts`` changes nothing; a ``SessionIdAdapter``
+    mounted there with other ``hosts`` raises ``ValueError``, so that no call
+    widens or narrows them unseen. Any other adapter class mounted there
+    raises ``TypeError``: mount a subclass of it that also derives from
     ``SessionIdAdapter`` instead. Adapters mounted on longer prefixes (one
     host, say) are not touched.
     """
     if not isinstance(s, requests.Session):
         raise TypeError(f"expected a requests.Session, not {type(s).__name__}: {s!r}")
+    # Read once (it may be an iterator) and checked before anything is mounted.
+    wanted = _as_tuple(hosts)
+    _host_filter(wanted)
     current = {prefix: s.adapters.get(prefix) for prefix in _PREFIXES}
     for prefix, adapter in current.items():
         if adapter is None or type(adapter) is HTTPAdapter:
@@ -89,10 +136,15 @@ def instrument_session(s: requests.Session) -> requests.Session:
                 f"cannot instrument the {type(adapter).__name__} mounted on {prefix!r}; "
                 "mount a subclass of it and SessionIdAdapter instead"
             )
+        if adapter.hosts != wanted:
+            raise ValueError(
+                f"the SessionIdAdapter mounted on {prefix!r} has hosts={adapter.hosts!r}, "
+                f"not {wanted!r}; mount SessionIdAdapter(hosts=...) yourself to change them"
+            )
     for prefix, adapter in current.items():
         if isinstance(adapter, SessionIdAdapter):
             continue
-        replacement = SessionIdAdapter()
+        replacement = SessionIdAdapter(hosts=wanted)
         if adapter is not None:
             _copy_settings(adapter, replacement)
         s.mount(prefix, replacement)
