@@ -21,7 +21,6 @@ from tests.integrations.outgoing import (
     EXPLICIT_HEADERS,
     HOST_MATCHES,
     HOSTS,
-    OTHER_HOST,
     REDIRECTED,
     RESENT,
     SESSION_NAMES,
@@ -387,12 +386,6 @@ def test_hosts_may_be_an_iterator() -> None:
     with httpx.Client(transport=transport) as client, session("sess-1"):
         assert client.get("http://a.example/").json() == {"x-session-id": ["sess-1"]}
         assert client.get("http://b.example/").json() == {}
-
-
-@pytest.fixture(scope="module")
-def other_host_url() -> Iterator[str]:
-    with serving_http(EchoHandler, OTHER_HOST) as base:
-        yield f"{base}/"
 
 
 def session_header(sent: bool) -> dict[str, list[str]]:

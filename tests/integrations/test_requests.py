@@ -18,7 +18,6 @@ from tests.integrations.outgoing import (
     EXPLICIT_HEADERS,
     HOST_MATCHES,
     HOSTS,
-    OTHER_HOST,
     REDIRECTED,
     RESENT,
     EchoHandler,
@@ -236,12 +235,6 @@ def test_bad_hosts_are_refused(hosts: object, error: type, words: str) -> None:
         with pytest.raises(error, match="hosts"):
             instrument_session(s, hosts=hosts)  # type: ignore[arg-type]
         assert s.adapters == before
-
-
-@pytest.fixture(scope="module")
-def other_host_url() -> Iterator[str]:
-    with serving_http(EchoHandler, OTHER_HOST) as base:
-        yield f"{base}/"
 
 
 @pytest.mark.parametrize(("hosts", "sent", "sent_away"), HOSTS)
