@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import httpx
 import pytest
 
-from sessionctx import SessionContext
+from sessionctx import SessionContext, session_id_of
 from sessionctx.log_filters import SessionIdFilter
 
 HOST = "127.0.0.1"
@@ -260,4 +260,7 @@ def logged_session_id(error: BaseException) -> str:
         "server", logging.ERROR, __file__, 0, "error", None, (type(error), error, None)
     )
     SessionIdFilter().filter(record)
-    return str(record.__dict__["session_id"])
+    logged = str(record.__dict__["session_id"])
+    # The public reading of the same note agrees, wherever it is asked.
+    assert (session_id_of(error) or "-") == logged, (session_id_of(error), logged)
+    return logged

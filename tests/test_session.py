@@ -41,6 +41,7 @@ from sessionctx import (
     new_session,
     reset_session,
     session,
+    session_id_of,
     set_session_id,
     wrap_context,
 )
@@ -2203,3 +2204,46 @@ def test_an_exception_that_left_a_session_can_still_be_pickled_and_copied(
     with pytest.raises(Failed) as again, session("again"):
         raise copied
     assert logged_session_id(again.value) in ("again", "-")
+
+
+def test_session_id_of_reads_the_session_an_exception_left() -> None:
+    with pytest.raises(Failed) as raised:
+        failing_function()
+    assert current_session_id() is None
+    assert session_id_of(raised.value) == "deco"
+    # An exception raised from it, or while handling it, leads back to it.
+    later = KeyError("while handling")
+    later.__cause__ = raised.value
+    assert session_id_of(later) == "deco"
+    later.__cause__ = None
+    later.__context__ = raised.value
+    assert session_id_of(later) == "deco"
+
+
+def test_session_id_of_is_the_last_session_the_exception_left() -> None:
+    with session("outer"):
+        with pytest.raises(Failed) as raised, session("inner"):
+            raise Failed
+        assert current_session_id() == "outer"
+        assert session_id_of(raised.value) == "inner"
+
+
+def test_session_id_of_an_exception_that_left_no_session_is_none() -> None:
+    assert session_id_of(Failed()) is None
+    with session("sess-1"):
+        error = Failed()  # made in a session, never raised out of it
+    assert session_id_of(error) is None
+
+
+def test_session_id_of_in_another_thread_is_none() -> None:
+    with pytest.raises(Failed) as raised:
+        failing_function()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(session_id_of, raised.value).result(timeout=10) is None
+
+
+@pytest.mark.parametrize("value", [None, "sess-1", Failed])
+def test_session_id_of_needs_an_exception(value: object) -> None:
+    words = f"error must be an exception, not .*{re.escape(repr(value))}"
+    with pytest.raises(TypeError, match=words):
+        session_id_of(value)  # type: ignore[arg-type]

@@ -70,6 +70,7 @@ __all__ = [
     "new_session",
     "reset_session",
     "session",
+    "session_id_of",
     "set_session_id",
     "validate_session_id",
     "wrap_context",
@@ -589,6 +590,30 @@ def current_session_id() -> str | None:
     """Return the active session id, or ``None``."""
     active = _get()
     return None if active is None else cast(str, active[0])
+
+
+def session_id_of(error: BaseException) -> str | None:
+    """Return the id of the session ``error`` left, as the log filter reads it, or ``None``.
+
+    For code that handles a request's exception after the middleware has
+    restored the context (an error tracker's hook, such as Sentry's
+    ``before_send``, run by a middleware outside ``SessionIdMiddleware``):
+    ``current_session_id()`` is ``None`` there. The id is that of the last
+    session ``error`` (or an exception it was raised from or while handling)
+    left in this thread and task; ``None`` when it left none here, or left
+    sessions in other places too (one exception shared by several requests),
+    so that no other request's id is ever returned.
+
+    >>> try:
+    ...     with session("sess-1"):
+    ...         raise RuntimeError("boom")
+    ... except RuntimeError as error:
+    ...     print(current_session_id(), session_id_of(error))
+    None sess-1
+    """
+    if not isinstance(error, BaseException):
+        raise TypeError(f"error must be an exception, not {type(error).__name__}: {error!r}")
+    return _escaped_session_id(error, None)
 
 
 def set_session_id(sid: str | None, *, attributes: Mapping[str, Any] | None = None) -> Token[Any]:
