@@ -1,0 +1,75 @@
+"""A Celery app for a real ``celery worker`` process (``test_celery_worker.py``).
+
+It is set up as the README's Celery section says: ``connect(app)`` when the
+module is imported (before the prefork pool forks its children), and the
+worker's log lines given the session id with ``SessionIdFilter``. The broker
+is kombu's filesystem transport, in ``$SESSIONCTX_CELERY_DIR``: no server is
+needed. Results are read from the worker's log.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, signals
+from celery.utils.log import get_task_logger
+
+from sessionctx import current_session_id
+from sessionctx.integrations.celery import connect
+
+_messages = Path(os.environ["SESSIONCTX_CELERY_DIR"]) / "messages"
+_messages.mkdir(parents=True, exist_ok=True)
+
+app = Celery("celery_worker_app", broker="filesystem://", set_as_current=False)
+app.conf.update(
+    broker_transport_options={
+        "data_folder_in": str(_messages),
+        "data_folder_out": str(_messages),
+        "polling_interval": 0.05,
+    },
+    broker_connection_retry_on_startup=True,
+    worker_prefetch_multiplier=1,
+)
+connect(app)
+
+# The README's worker logging: with a setup_logging receiver, Celery leaves
+# logging to it, and the README's configuration gives every line the id.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"session_id": {"()": "sessionctx.log_filters.SessionIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(levelname)s %(processName)s [%(session_id)s] %(name)s: %(message)s"}
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["session_id"],
+            "formatter": "plain",
+        },
+    },
+    "root": {"level": "INFO", "handlers": ["console"]},
+}
+
+
+def configure_logging(**kwargs: Any) -> None:
+    logging.config.dictConfig(LOGGING)
+
+
+signals.setup_logging.connect(configure_logging)
+
+
+task_logger = get_task_logger(__name__)
+app_logger = logging.getLogger("celery_worker_app.work")
+
+
+@app.task(name="celery_worker_app.report")  # type: ignore[untyped-decorator]
+def report(tag: str) -> str | None:
+    """Log one line through each logger; return the session the task runs in."""
+    task_logger.info("task logger line %s", tag)
+    app_logger.warning("app logger line %s", tag)
+    return current_session_id()

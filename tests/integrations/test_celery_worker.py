@@ -1,0 +1,114 @@
+"""A real ``celery worker`` process, set up as the README says
+(``celery_worker_app.py``): each task runs in its sender's session, in a forked
+child too, and every line the task logs carries that id."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.support import is_generated
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.integrations.celery_worker_app"
+TIMEOUT = 60
+#: (tag, session the task is sent in); ``None``: sent outside any session.
+SENT = [("t1", "sess-1"), ("t2", "sess-2"), ("t3", "sess-1"), ("t0", None)]
+PUBLISH = f"""
+from sessionctx import session
+from {APP} import report
+for tag, sid in {SENT!r}:
+    if sid is None:
+        report.delay(tag)
+    else:
+        with session(sid):
+            report.delay(tag)
+"""
+# "INFO ForkPoolWorker-1 [sess-1] celery_worker_app.work: app logger line t1"
+LINE = re.compile(
+    r"^(?P<level>[A-Z]+) (?P<process>\S+) \[(?P<sid>[^\]]+)\] (?P<name>\S+): (?P<message>.*)$"
+)
+
+
+@contextmanager
+def running_worker(folder: Path, pool: str) -> Iterator[Path]:
+    """A worker of ``APP`` until the block ends (SIGTERM, then SIGKILL); yields its log file."""
+    log = folder / "worker.log"
+    env = {**os.environ, "SESSIONCTX_CELERY_DIR": str(folder)}
+    argv = [sys.executable, "-m", "celery", "-A", APP, "worker", "-P", pool, "-c", "2"]
+    argv += ["--without-heartbeat", "--without-mingle", "--without-gossip"]
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield log
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+
+
+def task_lines(log: Path, count: int) -> list[re.Match[str]]:
+    """The lines the tasks and Celery's tracer logged, once ``count`` tasks succeeded."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        lines = [m for m in map(LINE.match, text.splitlines()) if m is not None]
+        if sum(" succeeded in " in m["message"] for m in lines) >= count:
+            return lines
+        assert time.monotonic() < deadline, f"the worker did not run {count} tasks:\n{text}"
+        time.sleep(0.1)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+def test_a_worker_runs_each_task_in_its_senders_session_and_logs_its_id(
+    tmp_path: Path, pool: str
+) -> None:
+    env = {**os.environ, "SESSIONCTX_CELERY_DIR": str(tmp_path)}
+    # Sent before the worker starts: kombu's filesystem transport reads a
+    # message file that is being written as broken.
+    subprocess.run([sys.executable, "-c", PUBLISH], cwd=ROOT, env=env, check=True, timeout=TIMEOUT)
+    with running_worker(tmp_path, pool) as log:
+        lines = task_lines(log, len(SENT))
+
+    for tag, sid in SENT:
+        mine = [m for m in lines if m["message"].endswith(f" line {tag}")]
+        assert [m["name"] for m in mine] == [APP, "celery_worker_app.work"], mine
+        seen = {m["sid"] for m in mine}
+        assert len(seen) == 1, mine
+        (logged,) = seen
+        if sid is None:
+            assert is_generated(logged)
+        else:
+            assert logged == sid
+        # Celery's own line for the task carries the id, and the result names it.
+        done = [m for m in lines if m["name"] == "celery.app.trace" and m["sid"] == logged]
+        assert any(m["message"].endswith(f": {logged!r}") for m in done), lines
+    if pool == "prefork":
+        assert all(
+            m["process"].startswith("ForkPoolWorker-") for m in lines if " line " in m["message"]
+        )
+    # Lines the worker's main process logs outside any task show the default.
+    received = [m for m in lines if m["message"].endswith(" received")]
+    assert len(received) == len(SENT)
+    assert {m["sid"] for m in received} == {"-"}
