@@ -77,6 +77,16 @@ def session_header(request: Any) -> object:
     return request.get("X-Session-Id")
 
 
+#: Names a session header given to apply_async may have: any accepted one, any case.
+EXPLICIT_NAMES = [
+    pytest.param("X-Session-Id", id="x-session-id"),
+    pytest.param("x-session-id", id="lower-case"),
+    pytest.param("X-SESSION-ID", id="upper-case"),
+    pytest.param("X-TraceCtrl-Session", id="tracectrl"),
+    pytest.param("mirascope-session-id", id="mirascope-lower-case"),
+]
+
+
 class Probe:
     """What the worker thread saw around each task, keyed by task id."""
 
@@ -222,13 +232,15 @@ class TestWorker:
             pytest.param("bad value", None, id="invalid-means-new-session"),
         ],
     )
+    @pytest.mark.parametrize("name", EXPLICIT_NAMES)
     def test_an_explicit_message_header(
-        self, worker: Worker, header: str, expected: str | None
+        self, worker: Worker, name: str, header: str, expected: str | None
     ) -> None:
         with session("publisher"):
-            result = worker.report.apply_async(headers={"X-Session-Id": header})
+            result = worker.report.apply_async(headers={name: header})
         sid, seen_header = result.get(timeout=TIMEOUT, interval=0.01)
-        assert seen_header == header
+        # Sent as it was given, and no second one added.
+        assert seen_header == (header if name == "X-Session-Id" else None)
         if expected is None:
             assert is_valid_session_id(sid)
             assert sid not in (header, "publisher")
@@ -254,18 +266,20 @@ class TestWorker:
         assert worker.probe.before[result.id] == [None, None]
         assert worker.probe.after_runs(result.id, runs=2) == [None, None]
 
+    @pytest.mark.parametrize("name", EXPLICIT_NAMES)
     def test_a_retried_task_with_an_invalid_header_keeps_the_session_it_started(
-        self, worker: Worker
+        self, worker: Worker, name: str
     ) -> None:
         with session("publisher"):
-            result = worker.retry_once.apply_async(headers={"X-Session-Id": "bad value"})
+            result = worker.retry_once.apply_async(headers={name: "bad value"})
         assert result.get(timeout=TIMEOUT, interval=0.01) == 1
         first, retried = worker.probe.during[result.id]
         assert is_valid_session_id(first)
         assert first not in ("bad value", "publisher")
         assert retried == first
         # The retry message carries the id the first attempt started, not the invalid one.
-        assert worker.probe.headers[result.id] == ["bad value", first]
+        exact = "bad value" if name == "X-Session-Id" else None
+        assert worker.probe.headers[result.id] == [exact, first]
         assert worker.probe.after_runs(result.id, runs=2) == [None, None]
 
     def test_tasks_published_by_a_task_carry_its_session(self, worker: Worker) -> None:
@@ -364,13 +378,14 @@ def test_an_eager_workflow_runs_in_the_callers_session(eager_app: Celery) -> Non
         assert current_session_id() == "caller"
 
 
-def test_eager_task_with_a_header_runs_in_that_session(eager_app: Celery) -> None:
+@pytest.mark.parametrize("name", EXPLICIT_NAMES)
+def test_eager_task_with_a_header_runs_in_that_session(eager_app: Celery, name: str) -> None:
     @task(eager_app, "report")
     def report() -> str | None:
         return current_session_id()
 
     with session("caller"):
-        assert report.apply(headers={"X-Session-Id": "from-header"}).get() == "from-header"
+        assert report.apply(headers={name: "from-header"}).get() == "from-header"
         assert current_session_id() == "caller"
 
 

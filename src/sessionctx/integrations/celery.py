@@ -11,8 +11,9 @@
 How it works, with Celery's signals:
 
 - ``before_task_publish``: the publisher's session id goes into the task
-  message headers under ``X-Session-Id`` (a value already passed with
-  ``apply_async(headers=...)`` is kept); a message published outside any
+  message headers under ``X-Session-Id`` (a session header already passed
+  with ``apply_async(headers=...)``, under any accepted name in any letter
+  case, is kept); a message published outside any
   session gets a new id of its own, so a redelivery (``acks_late``, a worker
   lost mid-task) runs in the same session as the first delivery. Celery does
   not tell this signal which app publishes, so while any app is connected
@@ -20,8 +21,9 @@ How it works, with Celery's signals:
   of apps that are not connected ignore it.
 - ``task_prerun``: for tasks of a connected app, the worker sets that session
   (ahead of the other ``task_prerun`` handlers, which see the task's session)
-  for the task's run; without a valid header it starts a new one and writes
-  its id into ``task.request.headers`` (over an invalid one). A task run
+  for the task's run, read as an inbound HTTP header is; without a valid
+  header it starts a new one and writes its id into ``task.request.headers``
+  (over an invalid one, under any accepted name). A task run
   eagerly (``task.apply()``, ``task_always_eager``) with no header runs in
   the caller's session id, since it runs in the caller's thread.
 - ``task_postrun``: the worker restores the session it had before the task.
@@ -47,7 +49,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from contextvars import Token
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from sessionctx._extras import missing_library
 
@@ -57,13 +59,21 @@ try:
 except ImportError as _error:
     missing_library(_error, __name__, "celery", "pip install 'sessionctx[celery]'")
 
-from sessionctx._headers import SESSION_HEADER_NAME
-from sessionctx._validation import generate_session_id, is_valid_session_id
-from sessionctx.session import _Active, _current, current_session_id, set_session_id
+from sessionctx._headers import ACCEPTED_HEADER_NAMES, SESSION_HEADER_NAME
+from sessionctx._validation import generate_session_id
+from sessionctx.session import (
+    _Active,
+    _current,
+    current_session_id,
+    extract_session_id,
+    set_session_id,
+)
 
 __all__ = ["connect", "disconnect"]
 
 _DISPATCH_UID = "sessionctx.integrations.celery"
+# The names a message's session header may have, in any letter case.
+_ACCEPTED_LOWER: Final = frozenset(name.lower() for name in ACCEPTED_HEADER_NAMES)
 
 # The tokens of each running task, keyed by task id and thread (the same task
 # id may run in two pool threads at once after a redelivery). A stack, since
@@ -143,21 +153,28 @@ def _dispatch_uid(app: Celery) -> tuple[str, int]:
     return (_DISPATCH_UID, id(app))
 
 
+def _is_session_header(name: object) -> bool:
+    return isinstance(name, str) and name.lower() in _ACCEPTED_LOWER
+
+
 def _on_publish(headers: dict[str, Any], **kwargs: Any) -> None:
-    # A header passed with apply_async(headers=...) wins.
-    if SESSION_HEADER_NAME not in headers:
+    # A session header passed with apply_async(headers=...) wins, under any
+    # accepted name in any letter case, as an inbound HTTP header does.
+    if not any(map(_is_session_header, headers)):
         # Outside any session the message gets an id of its own now, so that a
         # redelivery (acks_late, a worker lost mid-task) runs in the same session.
         headers[SESSION_HEADER_NAME] = current_session_id() or generate_session_id()
 
 
 def _header_session_id(request: Any) -> str | None:
+    """The message's valid session id, read as ``extract_session_id`` reads
+    HTTP headers: the first accepted name present decides, in any letter case."""
     # A worker puts custom message headers on the request itself;
     # ``task.apply(headers=...)`` puts them under ``request.headers``.
-    sid = request.get(SESSION_HEADER_NAME)
-    if sid is None and isinstance(request.headers, Mapping):
-        sid = request.headers.get(SESSION_HEADER_NAME)
-    return sid if is_valid_session_id(sid) else None
+    for headers in (getattr(request, "__dict__", None), request.headers):
+        if isinstance(headers, Mapping) and any(map(_is_session_header, headers)):
+            return extract_session_id(headers)
+    return None
 
 
 def _start_task(task_id: str, request: Any) -> None:
@@ -171,8 +188,10 @@ def _start_task(task_id: str, request: Any) -> None:
         sid = generate_session_id()
         # task.retry() republishes request.headers (eagerly too), so the
         # next attempt finds this id there instead of none or an invalid one.
+        # Any other session header goes: the retry must not carry two.
         headers = request.headers if isinstance(request.headers, Mapping) else {}
-        request.headers = {**headers, SESSION_HEADER_NAME: sid}
+        kept = {name: value for name, value in headers.items() if not _is_session_header(name)}
+        request.headers = {**kept, SESSION_HEADER_NAME: sid}
     # The reset after the task also undoes whatever the task body set.
     token = set_session_id(sid)
     _tokens.setdefault((task_id, threading.get_ident()), []).append(token)
