@@ -57,20 +57,11 @@ def wait_until_listening(port: int, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def server_process(
-    argv: Sequence[str],
-    port: int,
-    output: Path,
-    env: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
+def running_process(
+    argv: Sequence[str], output: Path, env: Mapping[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` from the repository root, its output going to ``output``, until the
-    block ends; the block starts once it listens on ``port``.
-
-    Raises with the server's output if it exits first or does not listen within
-    ``timeout`` seconds. Its process group is stopped with SIGTERM, then SIGKILL after
-    15 seconds.
-    """
+    block ends. Its process group is stopped with SIGTERM, then SIGKILL after 15 seconds."""
     with output.open("wb") as out:
         proc = subprocess.Popen(
             list(argv),
@@ -82,6 +73,31 @@ def server_process(
             start_new_session=True,  # its own process group: worker processes go with it
         )
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+
+
+@contextmanager
+def server_process(
+    argv: Sequence[str],
+    port: int,
+    output: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """:func:`running_process`, whose block starts once it listens on ``port``.
+
+    Raises with the server's output if it exits first or does not listen within
+    ``timeout`` seconds.
+    """
+    with running_process(argv, output, env) as proc:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
@@ -95,14 +111,6 @@ def server_process(
                         f"{argv} did not listen on {port}:\n{_tail(output)}"
                     ) from None
         yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=15)
 
 
 def _tail(path: Path) -> str:

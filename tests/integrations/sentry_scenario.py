@@ -26,6 +26,7 @@ import sentry_sdk
 from sentry_sdk.transport import Transport
 
 from sessionctx import current_session_id, session_id_of
+from tests.support import HOST, serving_in_thread
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -142,17 +143,14 @@ def send_wsgi(app: WSGIApplication) -> list[dict[str, Any]]:
     error that the body raises after the 500 it started."""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
+    server = make_server(HOST, 0, app, threaded=True)
+    with serving_in_thread(server) as port:
 
-    def one(pair: tuple[str, str]) -> dict[str, Any]:
-        sid, path = pair
-        with httpx.Client(base_url=base, timeout=10) as client:
-            return response_of(sid, client.get(path, headers={"X-Session-Id": sid}))
+        def one(pair: tuple[str, str]) -> dict[str, Any]:
+            sid, path = pair
+            with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=10) as client:
+                return response_of(sid, client.get(path, headers={"X-Session-Id": sid}))
 
-    try:
         with ThreadPoolExecutor(max_workers=4) as pool:
             responses = list(pool.map(one, request_ids()))
         # The server raises the error of a response already sent, and Sentry
@@ -164,9 +162,6 @@ def send_wsgi(app: WSGIApplication) -> list[dict[str, Any]]:
                 break
             time.sleep(0.01)
         return responses
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 def main(placement: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import is_generated
+from tests.support import is_generated, running_process
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integrations.celery_worker_app"
@@ -41,30 +40,13 @@ LINE = re.compile(
 
 @contextmanager
 def running_worker(folder: Path, pool: str) -> Iterator[Path]:
-    """A worker of ``APP`` until the block ends (SIGTERM, then SIGKILL); yields its log file."""
+    """A worker of ``APP`` until the block ends; yields its log file."""
     log = folder / "worker.log"
     env = {**os.environ, "SESSIONCTX_CELERY_DIR": str(folder)}
     argv = [sys.executable, "-m", "celery", "-A", APP, "worker", "-P", pool, "-c", "2"]
     argv += ["--without-heartbeat", "--without-mingle", "--without-gossip"]
-    with log.open("wb") as output:
-        worker = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
+    with running_process(argv, log, env):
         yield log
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=10)
 
 
 def task_lines(log: Path, count: int) -> list[re.Match[str]]:
