@@ -21,14 +21,18 @@ from celery.utils.log import get_task_logger
 from sessionctx import current_session_id
 from sessionctx.integrations.celery import connect
 
-_messages = Path(os.environ["SESSIONCTX_CELERY_DIR"]) / "messages"
-_messages.mkdir(parents=True, exist_ok=True)
+_folder = Path(os.environ["SESSIONCTX_CELERY_DIR"])
+_messages, _control = _folder / "messages", _folder / "control"
+for _path in (_messages, _control):
+    _path.mkdir(parents=True, exist_ok=True)
 
 app = Celery("celery_worker_app", broker="filesystem://", set_as_current=False)
 app.conf.update(
     broker_transport_options={
         "data_folder_in": str(_messages),
         "data_folder_out": str(_messages),
+        # The broadcast exchanges go there too, not into the working directory.
+        "control_folder": str(_control),
         "polling_interval": 0.05,
     },
     broker_connection_retry_on_startup=True,

@@ -90,6 +90,8 @@ def test_a_worker_runs_each_task_in_its_senders_session_and_logs_its_id(
         assert all(
             m["process"].startswith("ForkPoolWorker-") for m in lines if " line " in m["message"]
         )
+    # Nothing of the broker's lands in the working directory (the repository).
+    assert not (ROOT / "control").exists()
     # Lines the worker's main process logs outside any task show the default.
     received = [m for m in lines if m["message"].endswith(" received")]
     assert len(received) == len(SENT)
