@@ -230,11 +230,13 @@ class TestWorker:
         [
             pytest.param("explicit", "explicit", id="valid-wins-over-publisher"),
             pytest.param("bad value", None, id="invalid-means-new-session"),
+            pytest.param(None, None, id="none-means-new-session"),
+            pytest.param(123, None, id="a-number-means-new-session"),
         ],
     )
     @pytest.mark.parametrize("name", EXPLICIT_NAMES)
     def test_an_explicit_message_header(
-        self, worker: Worker, name: str, header: str, expected: str | None
+        self, worker: Worker, name: str, header: object, expected: str | None
     ) -> None:
         with session("publisher"):
             result = worker.report.apply_async(headers={name: header})
@@ -387,6 +389,24 @@ def test_eager_task_with_a_header_runs_in_that_session(eager_app: Celery, name: 
     with session("caller"):
         assert report.apply(headers={name: "from-header"}).get() == "from-header"
         assert current_session_id() == "caller"
+
+
+@pytest.mark.parametrize("value", ["bad value", None, 123])
+@pytest.mark.parametrize("name", ["X-Session-Id", "x-session-id"])
+def test_eager_task_with_an_invalid_header_gets_a_new_session(
+    eager_app: Celery, name: str, value: object
+) -> None:
+    """As on a worker: the caller's session is for a run with no header."""
+
+    @task(eager_app, "report")
+    def report() -> str | None:
+        return current_session_id()
+
+    with session("caller"):
+        sid = report.apply(headers={name: value}).get()
+        assert current_session_id() == "caller"
+    assert is_valid_session_id(sid)
+    assert sid != "caller"
 
 
 def test_eager_task_without_any_session_gets_a_new_one(eager_app: Celery) -> None:

@@ -166,23 +166,28 @@ def _on_publish(headers: dict[str, Any], **kwargs: Any) -> None:
         headers[SESSION_HEADER_NAME] = current_session_id() or generate_session_id()
 
 
-def _header_session_id(request: Any) -> str | None:
-    """The message's valid session id, read as ``extract_session_id`` reads
-    HTTP headers: the first accepted name present decides, in any letter case."""
+def _header_session_id(request: Any) -> tuple[bool, str | None]:
+    """Whether the message has a session header, and its valid id, read as
+    ``extract_session_id`` reads HTTP headers: the first accepted name present
+    decides, in any letter case; a value that is not ``str`` or ``bytes`` (a
+    ``None`` sent outside a session, say) is invalid too."""
     # A worker puts custom message headers on the request itself;
     # ``task.apply(headers=...)`` puts them under ``request.headers``.
     for headers in (getattr(request, "__dict__", None), request.headers):
         if isinstance(headers, Mapping) and any(map(_is_session_header, headers)):
-            return extract_session_id(headers)
-    return None
+            try:
+                return True, extract_session_id(headers)
+            except TypeError:
+                return True, None
+    return False, None
 
 
 def _start_task(task_id: str, request: Any) -> None:
-    sid = _header_session_id(request)
-    if sid is None and request.is_eager:
+    present, sid = _header_session_id(request)
+    if not present and request.is_eager:
         # Run in the caller's thread with no message: its id, as a message
         # would carry it. Only the id, as on a worker, so that tests run
-        # eagerly see what production sees.
+        # eagerly see what production sees (an invalid header, a new id).
         sid = current_session_id()
     if sid is None:
         sid = generate_session_id()
