@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import ipaddress
 import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import types
@@ -40,6 +42,7 @@ from collections.abc import (
     MutableMapping,
 )
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from contextvars import ContextVar, Token, copy_context
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, NoReturn, ParamSpec, TypeVar, cast, overload
@@ -1150,15 +1153,90 @@ def inject_session_headers(
     return headers
 
 
-def _host_filter(hosts: Iterable[str] | None) -> Callable[[str], bool] | None:
-    """Check the ``hosts`` option of the outgoing integrations once.
+#: A host name as a client sends it: lower-case letters, digits, ``-`` and ``_``
+#: in dot-separated labels (IDNA names in their ``xn--`` form).
+_HOST_NAME: Final = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 
-    ``None``: every host gets the id (returns ``None``). Otherwise each entry is
-    a host name or IP address, matched whole and in any letter case; one that
-    starts with ``.`` (or ``*.``) also matches every name under it. Returns
-    whether a request's host (as the client sends it: lower case, IDNA) may
-    get the id.
+
+class _Hosts:
+    """The ``hosts`` option of the outgoing integrations, checked once: whether
+    a request's host (as the client sends it: lower case, IDNA) gets the id.
+
+    Each entry is a host name or IP address, matched whole and in any letter
+    case; one that starts with ``.`` (or ``*.``) also matches every name under
+    it. Non-ASCII names are encoded as httpx and requests encode them (IDNA
+    2008 with UTS 46 mapping, by the ``idna`` package both depend on), IPv6
+    addresses compared in their compressed form.
     """
+
+    __slots__ = ("_ends", "_exact")
+
+    def __init__(self, hosts: Iterable[str]) -> None:
+        exact: set[str] = set()
+        ends: set[str] = set()
+        for entry in hosts:
+            if not isinstance(entry, str):
+                raise TypeError(f"hosts must hold str, not {type(entry).__name__}: {entry!r}")
+            name, domain = self._parse(entry)
+            exact.add(name)
+            if domain:
+                ends.add("." + name)
+        self._exact = frozenset(exact)
+        self._ends = tuple(sorted(ends))
+
+    @staticmethod
+    def _parse(entry: str) -> tuple[str, bool]:
+        """The entry's host in the form a client sends it, and whether it names a domain."""
+        name = entry.strip().lower()
+        domain = name.startswith((".", "*."))
+        if domain:
+            name = name[name.index(".") + 1 :]
+        name = name.removesuffix(".")
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]  # an IPv6 address in URL brackets
+        bad = f"hosts must hold host names or IP addresses (no scheme, port or path): {entry!r}"
+        if ":" in name:
+            if domain:
+                raise ValueError(f"hosts: an IP address has no names under it: {entry!r}")
+            try:
+                address = ipaddress.IPv6Address(name)
+            except ValueError:
+                raise ValueError(bad) from None
+            if address.scope_id is not None:
+                raise ValueError(bad)
+            return address.compressed, False
+        if not name.isascii():
+            # Only the integrations, whose clients depend on it, get here.
+            import idna
+
+            try:
+                name = idna.encode(name, uts46=True).decode("ascii")
+            except UnicodeError:
+                raise ValueError(f"hosts holds a name IDNA cannot encode: {entry!r}") from None
+        if not _HOST_NAME.fullmatch(name):
+            raise ValueError(bad)
+        if domain and name.rpartition(".")[2].isdigit():
+            # A name's last label is never all digits: an IPv4 address's is.
+            raise ValueError(f"hosts: an IP address has no names under it: {entry!r}")
+        return name, domain
+
+    def __call__(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        if ":" in host:
+            with suppress(ValueError):
+                host = ipaddress.IPv6Address(host).compressed
+        return host in self._exact or (bool(self._ends) and host.endswith(self._ends))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Hosts):
+            return NotImplemented
+        return self._exact == other._exact and self._ends == other._ends
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _host_filter(hosts: Iterable[str] | None) -> _Hosts | None:
+    """The checked ``hosts`` option (``None``: every host gets the id)."""
     if hosts is None:
         return None
     if isinstance(hosts, (str, bytes)):
@@ -1170,41 +1248,7 @@ def _host_filter(hosts: Iterable[str] | None) -> Callable[[str], bool] | None:
         raise TypeError(
             f"hosts must be an iterable of host names, not {type(hosts).__name__}: {hosts!r}"
         )
-    exact: set[str] = set()
-    suffixes: list[str] = []
-    for entry in hosts:
-        if not isinstance(entry, str):
-            raise TypeError(f"hosts must hold str, not {type(entry).__name__}: {entry!r}")
-        name = entry.strip().lower()
-        domain = name.startswith((".", "*."))
-        if domain:
-            name = name[name.index(".") + 1 :]
-        name = name.removesuffix(".")
-        if name.startswith("[") and name.endswith("]"):
-            name = name[1:-1]  # an IPv6 address in URL brackets
-        ipv6 = name.count(":") > 1
-        if not name or any(c in name for c in "/@?#[]*, \t") or (":" in name and not ipv6):
-            raise ValueError(
-                f"hosts must hold host names or IP addresses (no scheme, port or path): {entry!r}"
-            )
-        if domain and (ipv6 or name.rpartition(".")[2].isdigit()):
-            # A name's last label is never all digits: an IPv4 address's is.
-            raise ValueError(f"hosts: an IP address has no names under it: {entry!r}")
-        if not name.isascii():
-            try:
-                name = name.encode("idna").decode("ascii")
-            except UnicodeError:
-                raise ValueError(f"hosts holds a name IDNA cannot encode: {entry!r}") from None
-        exact.add(name)
-        if domain:
-            suffixes.append("." + name)
-    ends = tuple(suffixes)
-
-    def sends_to(host: str) -> bool:
-        host = host.lower().rstrip(".")
-        return host in exact or (bool(ends) and host.endswith(ends))
-
-    return sends_to
+    return _Hosts(hosts)
 
 
 def _add_outgoing_header(

@@ -122,6 +122,10 @@ HOST_MATCHES = [
     pytest.param(["[::1]"], "http://[::1]/", True, id="ipv6-brackets"),
     pytest.param(["bücher.example"], "http://bücher.example/", True, id="idn"),
     pytest.param(["xn--bcher-kva.example"], "http://bücher.example/", True, id="idn-punycode"),
+    # IDNA 2008, as the clients encode it: not "fass.de", as Python's own codec has it.
+    pytest.param(["faß.de"], "http://faß.de/", True, id="idna-2008"),
+    pytest.param(["faß.de"], "http://fass.de/", False, id="idna-2008-not-2003"),
+    pytest.param(["0:0:0:0:0:0:0:1"], "http://[::1]/", True, id="ipv6-any-form"),
 ]
 
 #: ``hosts`` values refused: (value, error, words the message holds).
@@ -138,6 +142,12 @@ BAD_HOSTS = [
     pytest.param([".0.0.1"], ValueError, "'.0.0.1'", id="under-an-ipv4-address"),
     pytest.param([".::1"], ValueError, "'.::1'", id="under-an-ipv6-address"),
     pytest.param(["ü" * 70 + ".example"], ValueError, "IDNA", id="label-too-long-for-idna"),
+    pytest.param(["..example.com"], ValueError, "'..example.com'", id="empty-label-first"),
+    pytest.param(["a..b"], ValueError, "'a..b'", id="empty-label"),
+    pytest.param(["a\nb.com"], ValueError, "'a\\nb.com'", id="a-line-break"),
+    pytest.param(["exa mple.com"], ValueError, "'exa mple.com'", id="a-space"),
+    pytest.param(["fe80::1%eth0"], ValueError, "'fe80::1%eth0'", id="ipv6-zone"),
+    pytest.param(["1:2:3"], ValueError, "'1:2:3'", id="not-ipv6"),
 ]
 
 

@@ -272,12 +272,13 @@ def test_instrument_session_reads_an_iterator_of_hosts_once(url: str) -> None:
 
 
 def test_instrument_session_again_with_other_hosts_is_refused() -> None:
-    with instrument_session(requests.Session(), hosts=["a.example"]) as s:
+    with instrument_session(requests.Session(), hosts=["a.example", ".b.example"]) as s:
         before = dict(s.adapters)
-        instrument_session(s, hosts=("a.example",))
+        # The same hosts, in another order or spelling, are no change.
+        instrument_session(s, hosts=("*.B.example.", "A.example"))
         assert s.adapters == before
         for hosts in (None, ["b.example"]):
-            with pytest.raises(ValueError, match=r"has hosts=\('a.example',\)"):
+            with pytest.raises(ValueError, match=r"has hosts=\('a.example', '.b.example'\)"):
                 instrument_session(s, hosts=hosts)
         assert s.adapters == before
 

@@ -96,7 +96,7 @@ def _as_tuple(hosts: Iterable[str] | None) -> tuple[str, ...] | None:
     for :func:`sessionctx.session._host_filter` to turn down."""
     if isinstance(hosts, Iterable) and not isinstance(hosts, (str, bytes)):
         return tuple(hosts)
-    return cast("tuple[str, ...] | None", hosts)
+    return cast(tuple[str, ...] | None, hosts)
 
 
 def _copy_settings(source: object, target: SessionIdAdapter) -> None:
@@ -115,18 +115,18 @@ def instrument_session(
     ``hosts``: see :class:`SessionIdAdapter` (``None``: every host). A plain
     ``HTTPAdapter`` mounted there is replaced by a ``SessionIdAdapter`` with
     the same ``max_retries`` and pool settings (and then closed). Calling it
-    again with the same ``hosts`` changes nothing; a ``SessionIdAdapter``
-    mounted there with other ``hosts`` raises ``ValueError``, so that no call
-    widens or narrows them unseen. Any other adapter class mounted there
-    raises ``TypeError``: mount a subclass of it that also derives from
-    ``SessionIdAdapter`` instead. Adapters mounted on longer prefixes (one
-    host, say) are not touched.
+    again with the same ``hosts`` (in any order or spelling) changes nothing;
+    a ``SessionIdAdapter`` mounted there with other ``hosts`` raises
+    ``ValueError``, so that no call widens or narrows them unseen. Any other
+    adapter class mounted there raises ``TypeError``: mount a subclass of it
+    that also derives from ``SessionIdAdapter`` instead. Adapters mounted on
+    longer prefixes (one host, say) are not touched.
     """
     if not isinstance(s, requests.Session):
         raise TypeError(f"expected a requests.Session, not {type(s).__name__}: {s!r}")
     # Read once (it may be an iterator) and checked before anything is mounted.
     wanted = _as_tuple(hosts)
-    _host_filter(wanted)
+    wanted_filter = _host_filter(wanted)
     current = {prefix: s.adapters.get(prefix) for prefix in _PREFIXES}
     for prefix, adapter in current.items():
         if adapter is None or type(adapter) is HTTPAdapter:
@@ -136,7 +136,8 @@ def instrument_session(
                 f"cannot instrument the {type(adapter).__name__} mounted on {prefix!r}; "
                 "mount a subclass of it and SessionIdAdapter instead"
             )
-        if adapter.hosts != wanted:
+        # The same hosts, in any order or spelling, are no change.
+        if _host_filter(adapter.hosts) != wanted_filter:
             raise ValueError(
                 f"the SessionIdAdapter mounted on {prefix!r} has hosts={adapter.hosts!r}, "
                 f"not {wanted!r}; mount SessionIdAdapter(hosts=...) yourself to change them"
