@@ -31,6 +31,7 @@ CORE_NAMES = {
     "validate_session_id",
     "wrap_context",
     "ContextThreadPoolExecutor",
+    "session_id_of",
 }
 INTEGRATION_PACKAGES = {"httpx", "opentelemetry", "structlog", "celery", "requests", "starlette"}
 SUBPROCESS_TIMEOUT = 60
@@ -194,7 +195,8 @@ def test_every_public_function_and_method_is_documented_and_annotated(module_nam
     api = public_api(module_name)
     assert api
     for name, function in api:
-        assert inspect.getdoc(function), f"{module_name}.{name} has no docstring"
+        # Its own: editors and pyright show no docstring inherited from a base class.
+        assert function.__doc__, f"{module_name}.{name} has no docstring"
         annotations = getattr(function, "__annotations__", {})
         parameters = inspect.signature(function).parameters
         unannotated = [p for p in parameters if p not in {"self", "cls"} and p not in annotations]

@@ -2220,6 +2220,31 @@ def test_session_id_of_reads_the_session_an_exception_left() -> None:
     assert session_id_of(later) == "deco"
 
 
+def test_session_id_of_an_exception_raised_from_another_while_handling_the_noted_one() -> None:
+    """``raise X from Y`` in ``except``: the noted exception is the context, not the cause."""
+    with pytest.raises(Failed) as raised:
+        failing_function()
+    later = KeyError("raised from another")
+    later.__cause__ = ValueError("unrelated")
+    later.__context__ = raised.value
+    assert session_id_of(later) == "deco"
+    assert logged_session_id(later) == "deco"
+
+
+def test_session_id_of_an_exception_noted_in_a_task_that_is_gone_is_none() -> None:
+    async def fail() -> tuple[Failed, str | None]:
+        with pytest.raises(Failed) as raised:
+            await failing_coroutine()
+        return raised.value, session_id_of(raised.value)
+
+    error, in_the_task = asyncio.run(fail())
+    assert in_the_task == "deco"
+    gc.collect()
+    # The same thread, outside any task: not the task that left the session.
+    assert session_id_of(error) is None
+    assert logged_session_id(error) == "-"
+
+
 def test_session_id_of_is_the_last_session_the_exception_left() -> None:
     with session("outer"):
         with pytest.raises(Failed) as raised, session("inner"):

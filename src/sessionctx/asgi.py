@@ -188,6 +188,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the application for one HTTP or WebSocket connection in its session."""
         scope_type = scope["type"]
         if (scope_type != "http" and scope_type != "websocket") or (
             # A SessionIdMiddleware outside this one runs the request.

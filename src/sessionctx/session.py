@@ -454,9 +454,15 @@ def _escaped_session_id(error: object, thread: int | None) -> str | None:
     cannot be told there.
     """
     here = threading.get_ident()
+    # A server may log another exception, raised from the app's or while
+    # handling it: the cause is looked at first, then the context.
+    pending: list[object] = [error]
     seen = 0
-    # A server may log another exception raised while handling the app's.
-    while isinstance(error, BaseException) and seen < 8:
+    while pending and seen < 8:
+        error = pending.pop()
+        if not isinstance(error, BaseException):
+            continue
+        seen += 1
         if _ESCAPED_FROM in error.__dict__:
             note = error.__dict__[_ESCAPED_FROM]
             if (
@@ -464,13 +470,17 @@ def _escaped_session_id(error: object, thread: int | None) -> str | None:
                 or note.thread != (here if thread is None else thread)
                 or (
                     note.task is not None
-                    and (here != note.thread or _task_of(note) is not _current_task())
+                    and (
+                        here != note.thread
+                        # A task that is gone runs no code any more.
+                        or (task := _task_of(note)) is None
+                        or task is not _current_task()
+                    )
                 )
             ):
                 return None
             return note.sid
-        error = error.__cause__ or error.__context__
-        seen += 1
+        pending += (error.__context__, error.__cause__)
     return None
 
 
@@ -1228,9 +1238,9 @@ class _Hosts:
         return host in self._exact or (bool(self._ends) and host.endswith(self._ends))
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _Hosts):
-            return NotImplemented
-        return self._exact == other._exact and self._ends == other._ends
+        return (
+            isinstance(other, _Hosts) and self._exact == other._exact and self._ends == other._ends
+        )
 
     __hash__ = None  # type: ignore[assignment]
 

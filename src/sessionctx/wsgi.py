@@ -180,6 +180,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         self._plain = self._make_context is None and not policy.handle_errors
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Run the application for one request in its session; return its body."""
         # A SessionIdMiddleware outside this one runs the request: a WSGI one,
         # or an ASGI one around an a2wsgi bridge (its options decide, also on
         # a request with a valid id: it may trust no inbound id).

@@ -12,6 +12,8 @@ import pytest
 
 from tests.integrations.sentry_scenario import ASGI_PLACEMENTS, WSGI_PLACEMENTS, request_ids
 
+pytestmark = pytest.mark.server
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO_TIMEOUT = 120
 
