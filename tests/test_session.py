@@ -2231,6 +2231,28 @@ def test_session_id_of_an_exception_raised_from_another_while_handling_the_noted
     assert logged_session_id(later) == "deco"
 
 
+def test_session_id_of_looks_through_causes_first_then_contexts() -> None:
+    with pytest.raises(Failed) as raised:
+        failing_function()
+    top, cause, deeper = KeyError("top"), ValueError("cause"), ValueError("deeper")
+    top.__cause__, top.__context__ = cause, raised.value
+    cause.__cause__, cause.__context__ = deeper, TypeError("another context")
+    assert session_id_of(top) == "deco"
+    assert logged_session_id(top) == "deco"
+
+
+def test_session_id_of_looks_at_eight_exceptions_at_most() -> None:
+    with pytest.raises(Failed) as raised:
+        failing_function()
+    chain: list[BaseException] = [raised.value]
+    for depth in range(8):
+        wrapper = KeyError(depth)
+        wrapper.__context__ = chain[-1]
+        chain.append(wrapper)
+    assert session_id_of(chain[-2]) == "deco"  # the noted one is the eighth looked at
+    assert session_id_of(chain[-1]) is None
+
+
 def test_session_id_of_an_exception_noted_in_a_task_that_is_gone_is_none() -> None:
     async def fail() -> tuple[Failed, str | None]:
         with pytest.raises(Failed) as raised:
@@ -2272,3 +2294,11 @@ def test_session_id_of_needs_an_exception(value: object) -> None:
     words = f"error must be an exception, not .*{re.escape(repr(value))}"
     with pytest.raises(TypeError, match=words):
         session_id_of(value)  # type: ignore[arg-type]
+
+
+def test_the_hosts_option_turns_down_a_host_that_is_no_ipv6_address() -> None:
+    """What no URL parser hands over, but the matcher must not raise on."""
+    session_module = sys.modules["sessionctx.session"]
+    sends_to = session_module._host_filter(["::1"])
+    assert sends_to("0::1") is True
+    assert sends_to("not:an:address") is False

@@ -455,32 +455,43 @@ def _escaped_session_id(error: object, thread: int | None) -> str | None:
     """
     here = threading.get_ident()
     # A server may log another exception, raised from the app's or while
-    # handling it: the cause is looked at first, then the context.
-    pending: list[object] = [error]
+    # handling it: the cause (and its chain) is looked at first, then the context.
+    later: list[BaseException] | None = None
     seen = 0
-    while pending and seen < 8:
-        error = pending.pop()
-        if not isinstance(error, BaseException):
-            continue
-        seen += 1
-        if _ESCAPED_FROM in error.__dict__:
-            note = error.__dict__[_ESCAPED_FROM]
-            if (
-                not isinstance(note, _EscapeNote)
-                or note.thread != (here if thread is None else thread)
-                or (
-                    note.task is not None
-                    and (
-                        here != note.thread
-                        # A task that is gone runs no code any more.
-                        or (task := _task_of(note)) is None
-                        or task is not _current_task()
+    while seen < 8:
+        if isinstance(error, BaseException):
+            seen += 1
+            if _ESCAPED_FROM in error.__dict__:
+                note = error.__dict__[_ESCAPED_FROM]
+                if (
+                    not isinstance(note, _EscapeNote)
+                    or note.thread != (here if thread is None else thread)
+                    or (
+                        note.task is not None
+                        and (
+                            here != note.thread
+                            # A task that is gone runs no code any more.
+                            or (task := _task_of(note)) is None
+                            or task is not _current_task()
+                        )
                     )
-                )
-            ):
-                return None
-            return note.sid
-        pending += (error.__context__, error.__cause__)
+                ):
+                    return None
+                return note.sid
+            cause, context = error.__cause__, error.__context__
+            if cause is None:
+                error = context
+                continue
+            if context is not None and context is not cause:
+                if later is None:
+                    later = [context]
+                else:
+                    later.append(context)
+            error = cause
+        elif later:
+            error = later.pop()
+        else:
+            return None
     return None
 
 
@@ -1174,9 +1185,9 @@ class _Hosts:
 
     Each entry is a host name or IP address, matched whole and in any letter
     case; one that starts with ``.`` (or ``*.``) also matches every name under
-    it. Non-ASCII names are encoded as httpx and requests encode them (IDNA
-    2008 with UTS 46 mapping, by the ``idna`` package both depend on), IPv6
-    addresses compared in their compressed form.
+    it. Non-ASCII names are encoded with IDNA 2008 (UTS 46 mapping), by the
+    ``idna`` package that httpx and requests encode hosts with; IPv6 addresses
+    are compared in their compressed form.
     """
 
     __slots__ = ("_ends", "_exact")
@@ -1232,10 +1243,14 @@ class _Hosts:
 
     def __call__(self, host: str) -> bool:
         host = host.lower().rstrip(".")
+        if host in self._exact:
+            return True
         if ":" in host:
+            # An IPv6 address written another way than the entry.
             with suppress(ValueError):
-                host = ipaddress.IPv6Address(host).compressed
-        return host in self._exact or (bool(self._ends) and host.endswith(self._ends))
+                return ipaddress.IPv6Address(host).compressed in self._exact
+            return False
+        return bool(self._ends) and host.endswith(self._ends)
 
     def __eq__(self, other: object) -> bool:
         return (

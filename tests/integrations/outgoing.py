@@ -126,6 +126,8 @@ HOST_MATCHES = [
     pytest.param(["faß.de"], "http://faß.de/", True, id="idna-2008"),
     pytest.param(["faß.de"], "http://fass.de/", False, id="idna-2008-not-2003"),
     pytest.param(["0:0:0:0:0:0:0:1"], "http://[::1]/", True, id="ipv6-any-form"),
+    pytest.param(["::1"], "http://[0:0:0:0:0:0:0:1]/", True, id="ipv6-url-any-form"),
+    pytest.param(["::1"], "http://[::2]/", False, id="ipv6-another"),
 ]
 
 #: ``hosts`` values refused: (value, error, words the message holds).

@@ -409,6 +409,17 @@ def test_eager_task_with_an_invalid_header_gets_a_new_session(
     assert sid != "caller"
 
 
+def test_eager_task_header_beside_a_header_of_another_kind_is_read(eager_app: Celery) -> None:
+    """Only the session headers are read: a name that is no str elsewhere is no concern."""
+
+    @task(eager_app, "report")
+    def report() -> str | None:
+        return current_session_id()
+
+    with session("caller"):
+        assert report.apply(headers={"x-session-id": "good-id", 1: "other"}).get() == "good-id"
+
+
 def test_eager_task_without_any_session_gets_a_new_one(eager_app: Celery) -> None:
     @task(eager_app, "report")
     def report() -> str | None:

@@ -174,10 +174,14 @@ def _header_session_id(request: Any) -> tuple[bool, str | None]:
     # A worker puts custom message headers on the request itself;
     # ``task.apply(headers=...)`` puts them under ``request.headers``.
     for headers in (getattr(request, "__dict__", None), request.headers):
-        if isinstance(headers, Mapping) and any(map(_is_session_header, headers)):
+        if not isinstance(headers, Mapping):
+            continue
+        # Only the session headers: another name (not a str, say) is no concern here.
+        session_headers = [(k, v) for k, v in headers.items() if _is_session_header(k)]
+        if session_headers:
             try:
-                return True, extract_session_id(headers)
-            except TypeError:
+                return True, extract_session_id(session_headers)
+            except TypeError:  # a value that is not str or bytes
                 return True, None
     return False, None
 
