@@ -280,6 +280,9 @@ def test_starlette_websocket_sees_the_session(placement: Placement) -> None:
     ):
         assert websocket.receive_json() == {"sid": "ws-1", "scope": "ws-1"}
         assert (b"x-session-id", b"ws-1") in (websocket.extra_headers or [])
+        # The app has ended before the client leaves: the old TestClient's
+        # teardown could hang when the two crossed.
+        assert websocket.receive()["type"] == "websocket.close"
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
@@ -624,6 +627,7 @@ def test_fastapi_websocket_sees_the_session(placement: Placement) -> None:
     ):
         assert websocket.receive_json() == {"handler": "fws-1", "dependency": "fws-1"}
         assert (b"x-session-id", b"fws-1") in (websocket.extra_headers or [])
+        assert websocket.receive()["type"] == "websocket.close"  # as in the Starlette test
 
 
 async def test_lifespan_passes_through_to_the_app() -> None:
