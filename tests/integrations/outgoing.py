@@ -21,6 +21,7 @@ __all__ = [
     "SESSION_NAMES",
     "EchoHandler",
     "in_session",
+    "session_header",
 ]
 
 #: Every accepted session header name, lower case, in priority order.
@@ -151,6 +152,11 @@ BAD_HOSTS = [
     pytest.param(["fe80::1%eth0"], ValueError, "'fe80::1%eth0'", id="ipv6-zone"),
     pytest.param(["1:2:3"], ValueError, "'1:2:3'", id="not-ipv6"),
 ]
+
+
+def session_header(sent: bool) -> dict[str, list[str]]:
+    """What the echo server receives from a request sent in ``sess-1``: the id, or nothing."""
+    return {"x-session-id": ["sess-1"]} if sent else {}
 
 
 def in_session(sid: str | None) -> AbstractContextManager[object]:

@@ -26,6 +26,7 @@ from tests.integrations.outgoing import (
     SESSION_NAMES,
     EchoHandler,
     in_session,
+    session_header,
 )
 from tests.support import QuietHandler, send_json, serving_http
 
@@ -360,7 +361,7 @@ async def test_a_sent_request_is_not_kept_alive(echo_url: str) -> None:
 
 @pytest.mark.parametrize(("hosts", "url", "sent"), HOST_MATCHES)
 def test_hosts_decide_which_hosts_get_the_id(hosts: list[str], url: str, sent: bool) -> None:
-    received = {"x-session-id": ["sess-1"]} if sent else {}
+    received = session_header(sent)
     sync = httpx.Client(transport=SessionTransport(httpx.MockTransport(echo), hosts=hosts))
     with sync, session("sess-1"):
         assert sync.get(url).json() == received
@@ -386,11 +387,6 @@ def test_hosts_may_be_an_iterator() -> None:
     with httpx.Client(transport=transport) as client, session("sess-1"):
         assert client.get("http://a.example/").json() == {"x-session-id": ["sess-1"]}
         assert client.get("http://b.example/").json() == {}
-
-
-def session_header(sent: bool) -> dict[str, list[str]]:
-    """What the echo server receives from a request sent in ``sess-1``."""
-    return {"x-session-id": ["sess-1"]} if sent else {}
 
 
 @pytest.mark.server

@@ -137,7 +137,7 @@ def instrument_session(
                 "mount a subclass of it and SessionIdAdapter instead"
             )
         # The same hosts, in any order or spelling, are no change.
-        if _host_filter(adapter.hosts) != wanted_filter:
+        if adapter._sends_to != wanted_filter:
             raise ValueError(
                 f"the SessionIdAdapter mounted on {prefix!r} has hosts={adapter.hosts!r}, "
                 f"not {wanted!r}; mount SessionIdAdapter(hosts=...) yourself to change them"
