@@ -970,6 +970,34 @@ def test_generator_decorator_closes_in_the_session_and_gives_each_call_one() -> 
     assert current_session_id() is None
 
 
+@pytest.mark.parametrize("wrapper", ["session", "wrap_context"])
+def test_a_wrapped_generator_closes_as_the_generator_itself_does(wrapper: str) -> None:
+    # From Python 3.13, close() returns what a generator returns on its
+    # GeneratorExit: the wrapped one's close() returns the same.
+    def stops_on_close() -> Generator[str | None, None, str | None]:
+        try:
+            yield current_session_id()
+        except GeneratorExit:
+            return f"closed in {current_session_id()}"
+        return None
+
+    with session("caller"):
+        wrap = session() if wrapper == "session" else wrap_context
+        wrapped = wrap(stops_on_close)
+        plain = stops_on_close()
+        gen = wrapped()
+    sid = next(gen)
+    next(plain)
+    # (typeshed has close() return None, as before 3.13)
+    close_plain: Callable[[], object] = plain.close
+    close: Callable[[], object] = gen.close
+    expected = close_plain()
+    assert expected == (f"closed in {None}" if sys.version_info >= (3, 13) else None)
+    assert close() == (None if expected is None else f"closed in {sid}")
+    assert close() is None  # closed already
+    assert current_session() is None
+
+
 @pytest.mark.anyio
 async def test_async_generator_decorator_runs_each_step_in_the_calls_session() -> None:
     closed_in: list[str | None] = []

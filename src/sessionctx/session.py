@@ -912,10 +912,16 @@ class _Steps:
 _Runner = Callable[..., Any]
 
 
-def _stepped(run: _Runner, gen: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
+def _stepped(
+    run: _Runner, gen: Generator[Any, Any, T], closed: list[Any] | None = None
+) -> Generator[Any, Any, T]:
     """Delegate to ``gen`` (``next``, ``send``, ``throw``, ``close`` and its return
     value), each of its steps run through ``run``: with a session set
-    (:meth:`_Steps.run`), or in a context (``Context.run``)."""
+    (:meth:`_Steps.run`), or in a context (``Context.run``).
+
+    From Python 3.13, ``close()`` returns what a generator returns on its
+    ``GeneratorExit``: so does this one's, and the value goes into ``closed``
+    too, for a generator delegating here (``yield from`` drops it)."""
     sent: Any = None
     thrown: BaseException | None = None
     while True:
@@ -928,8 +934,12 @@ def _stepped(run: _Runner, gen: Generator[Any, Any, T]) -> Generator[Any, Any, T
         try:
             sent = yield item
         except GeneratorExit:
-            run(gen.close)
-            raise
+            value = run(gen.close)
+            if value is None:
+                raise
+            if closed is not None:
+                closed.append(value)
+            return cast(T, value)
         except BaseException as exc:
             # Thrown in by the consumer: passed on to ``gen``.
             thrown = exc
@@ -1069,7 +1079,13 @@ def _stepping_function(
 
         @functools.wraps(fn)
         def run_gen(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            return (yield from _stepped(new_run(), gen_fn(*args, **kwargs)))
+            closed: list[Any] = []
+            try:
+                return (yield from _stepped(new_run(), gen_fn(*args, **kwargs), closed))
+            except GeneratorExit:
+                if not closed:
+                    raise
+                return closed[0]
 
         return _generator_function_like(fn, run_gen)
     return None
@@ -1258,6 +1274,15 @@ class _Hosts:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _hosts_tuple(hosts: Iterable[str] | None) -> tuple[str, ...] | None:
+    """The ``hosts`` option as the integrations keep and show it: read once
+    (it may be an iterator); anything else as it is, for :func:`_host_filter`
+    to turn down."""
+    if isinstance(hosts, Iterable) and not isinstance(hosts, (str, bytes)):
+        return tuple(hosts)
+    return cast(tuple[str, ...] | None, hosts)
 
 
 def _host_filter(hosts: Iterable[str] | None) -> _Hosts | None:

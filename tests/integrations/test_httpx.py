@@ -382,8 +382,18 @@ def test_bad_hosts_are_refused(cls: type, hosts: object, error: type, words: str
     assert words in str(raised.value)
 
 
+@pytest.mark.parametrize("cls", [SessionTransport, AsyncSessionTransport])
+def test_hosts_are_shown_as_a_tuple_and_cannot_be_set(cls: type) -> None:
+    assert cls().hosts is None
+    transport = cls(hosts=["a.example", ".b.example"])
+    assert transport.hosts == ("a.example", ".b.example")
+    with pytest.raises(AttributeError):
+        transport.hosts = ["c.example"]
+
+
 def test_hosts_may_be_an_iterator() -> None:
     transport = SessionTransport(httpx.MockTransport(echo), hosts=iter(["a.example"]))
+    assert transport.hosts == ("a.example",)
     with httpx.Client(transport=transport) as client, session("sess-1"):
         assert client.get("http://a.example/").json() == {"x-session-id": ["sess-1"]}
         assert client.get("http://b.example/").json() == {}

@@ -40,7 +40,7 @@ try:
 except ImportError as _error:
     missing_library(_error, __name__, "httpx", "pip install 'sessionctx[httpx]'")
 
-from sessionctx.session import _add_outgoing_header, _host_filter
+from sessionctx.session import _add_outgoing_header, _host_filter, _hosts_tuple
 
 __all__ = ["AsyncSessionTransport", "SessionTransport"]
 
@@ -69,7 +69,8 @@ class SessionTransport(httpx.BaseTransport):
     def __init__(
         self, transport: httpx.BaseTransport | None = None, *, hosts: Iterable[str] | None = None
     ) -> None:
-        self._sends_to: Callable[[str], bool] | None = _host_filter(hosts)
+        self._hosts = _hosts_tuple(hosts)
+        self._sends_to: Callable[[str], bool] | None = _host_filter(self._hosts)
         if transport is None:
             transport = httpx.HTTPTransport()
         elif not isinstance(transport, httpx.BaseTransport):
@@ -77,6 +78,11 @@ class SessionTransport(httpx.BaseTransport):
                 f"transport must be an httpx.BaseTransport, not {type(transport).__name__}"
             )
         self.transport = transport
+
+    @property
+    def hosts(self) -> tuple[str, ...] | None:
+        """The ``hosts`` option, as a tuple (``None``: every host)."""
+        return self._hosts
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Add the session header, then send ``request`` through the wrapped transport."""
@@ -119,7 +125,8 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
         *,
         hosts: Iterable[str] | None = None,
     ) -> None:
-        self._sends_to: Callable[[str], bool] | None = _host_filter(hosts)
+        self._hosts = _hosts_tuple(hosts)
+        self._sends_to: Callable[[str], bool] | None = _host_filter(self._hosts)
         if transport is None:
             transport = httpx.AsyncHTTPTransport()
         elif not isinstance(transport, httpx.AsyncBaseTransport):
@@ -127,6 +134,11 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
                 f"transport must be an httpx.AsyncBaseTransport, not {type(transport).__name__}"
             )
         self.transport = transport
+
+    @property
+    def hosts(self) -> tuple[str, ...] | None:
+        """The ``hosts`` option, as a tuple (``None``: every host)."""
+        return self._hosts
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Add the session header, then send ``request`` through the wrapped transport."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 from sessionctx._extras import missing_library
@@ -39,7 +39,7 @@ except ImportError as _error:
     missing_library(_error, __name__, "requests", "pip install 'sessionctx[requests]'")
 
 
-from sessionctx.session import _add_outgoing_header, _host_filter
+from sessionctx.session import _add_outgoing_header, _host_filter, _hosts_tuple
 
 __all__ = ["SessionIdAdapter", "instrument_session"]
 
@@ -73,7 +73,7 @@ class SessionIdAdapter(HTTPAdapter):
 
     def _set_hosts(self, hosts: Iterable[str] | None) -> None:
         #: The ``hosts`` option, as a tuple (``None``: every host).
-        self.hosts: tuple[str, ...] | None = _as_tuple(hosts)
+        self.hosts: tuple[str, ...] | None = _hosts_tuple(hosts)
         self._sends_to: Callable[[str], bool] | None = _host_filter(self.hosts)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -89,14 +89,6 @@ class SessionIdAdapter(HTTPAdapter):
         sends_to = self._sends_to
         allowed = sends_to is None or sends_to(urlsplit(request.url or "").hostname or "")
         _add_outgoing_header(request, request.headers, _added, allowed)
-
-
-def _as_tuple(hosts: Iterable[str] | None) -> tuple[str, ...] | None:
-    """``hosts`` read once (it may be an iterator); anything else as it is,
-    for :func:`sessionctx.session._host_filter` to turn down."""
-    if isinstance(hosts, Iterable) and not isinstance(hosts, (str, bytes)):
-        return tuple(hosts)
-    return cast(tuple[str, ...] | None, hosts)
 
 
 def _copy_settings(source: object, target: SessionIdAdapter) -> None:
@@ -125,7 +117,7 @@ def instrument_session(
     if not isinstance(s, requests.Session):
         raise TypeError(f"expected a requests.Session, not {type(s).__name__}: {s!r}")
     # Read once (it may be an iterator) and checked before anything is mounted.
-    wanted = _as_tuple(hosts)
+    wanted = _hosts_tuple(hosts)
     wanted_filter = _host_filter(wanted)
     current = {prefix: s.adapters.get(prefix) for prefix in _PREFIXES}
     for prefix, adapter in current.items():
