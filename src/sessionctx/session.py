@@ -1258,7 +1258,13 @@ class _Hosts:
         return name, domain
 
     def __call__(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
+        host = host.lower()
+        if host.endswith("."):
+            host = host.rstrip(".")
+            if host.rpartition(".")[2].isdigit():
+                # Written like an IPv4 address with a final dot: the clients
+                # look this up as a name, which may lead anywhere.
+                return False
         if host in self._exact:
             return True
         if ":" in host:
@@ -1301,6 +1307,23 @@ def _host_filter(hosts: Iterable[str] | None) -> _Hosts | None:
     return _Hosts(hosts)
 
 
+def _take_back_header(
+    request: T, headers: MutableMapping[str, str], added: MutableMapping[T, str]
+) -> None:
+    """Remove from ``request`` the id :func:`_add_outgoing_header` put on it, if
+    the header still holds it.
+
+    The integrations call it when a response is a redirect: the client builds
+    the next request from a copy of this one's headers, and a copy of the id
+    would reach the next host even when the request is sent another way than
+    through the integration (a client's other mounts, ``next_request`` sent
+    later in another session or outside any).
+    """
+    ours = added.pop(request, None)
+    if ours is not None and headers.get(SESSION_HEADER_NAME) == ours:
+        del headers[SESSION_HEADER_NAME]
+
+
 def _add_outgoing_header(
     request: T,
     headers: MutableMapping[str, str],
@@ -1318,17 +1341,15 @@ def _add_outgoing_header(
     is replaced by the active id, or removed when no session is active.
 
     A ``SESSION_HEADER_NAME`` header that already holds the active id, with no
-    other accepted name present, is recorded as ours too: that is how a
-    redirect's next request arrives, built by the client (httpx, requests)
-    with a copy of the header added to the first one, and ``response.request``
-    sent again must not keep that id.
+    other accepted name present, is recorded as ours too: a request the client
+    (httpx, requests) built with a copy of the header added to another one
+    (a redirect's, when :func:`_take_back_header` did not run) arrives so, and
+    sent again later it must not keep that id.
 
     ``allowed=False`` (a host outside the integration's ``hosts``): no id is
     added, and such a header holding the active id is removed.
     """
-    ours = added.pop(request, None)
-    if ours is not None and headers.get(SESSION_HEADER_NAME) == ours:
-        del headers[SESSION_HEADER_NAME]
+    _take_back_header(request, headers, added)
     sid = current_session_id()
     if sid is None:
         return

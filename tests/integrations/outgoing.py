@@ -15,6 +15,7 @@ __all__ = [
     "EXPLICIT_HEADERS",
     "HOSTS",
     "HOST_MATCHES",
+    "NEXT_REQUESTS",
     "OTHER_HOST",
     "REDIRECTED",
     "RESENT",
@@ -129,6 +130,19 @@ HOST_MATCHES = [
     pytest.param(["0:0:0:0:0:0:0:1"], "http://[::1]/", True, id="ipv6-any-form"),
     pytest.param(["::1"], "http://[0:0:0:0:0:0:0:1]/", True, id="ipv6-url-any-form"),
     pytest.param(["::1"], "http://[::2]/", False, id="ipv6-another"),
+    # The clients look this up as a name, which may lead anywhere.
+    pytest.param(["127.0.0.1"], "http://127.0.0.1./", False, id="ipv4-with-a-final-dot"),
+]
+
+#: A redirect's next request, built in ``sess-1`` by a client that does not follow
+#: redirects, sent later from 127.0.0.1 to the other host: (session it is sent in,
+#: ``hosts``, session headers the other host receives).
+NEXT_REQUESTS = [
+    pytest.param(None, ["127.0.0.1"], {}, id="unlisted-outside-any-session"),
+    pytest.param("sess-2", ["127.0.0.1"], {}, id="unlisted-in-another-session"),
+    pytest.param("sess-1", ["127.0.0.1"], {}, id="unlisted-in-the-same-session"),
+    pytest.param(None, None, {}, id="every-host-outside-any-session"),
+    pytest.param("sess-2", None, {"x-session-id": ["sess-2"]}, id="every-host-another-session"),
 ]
 
 #: ``hosts`` values refused: (value, error, words the message holds).

@@ -21,6 +21,7 @@ from tests.integrations.outgoing import (
     EXPLICIT_HEADERS,
     HOST_MATCHES,
     HOSTS,
+    NEXT_REQUESTS,
     REDIRECTED,
     RESENT,
     SESSION_NAMES,
@@ -413,7 +414,10 @@ def test_sync_hosts_on_a_real_server_and_a_redirect_to_another_host(
         response = client.get(f"{echo_url}redirect-to/{away}")
     assert [hop.status_code for hop in response.history] == [302]
     assert response.url == other_host_url
-    assert response.history[0].request.headers.get("x-session-id") == ("sess-1" if sent else None)
+    # The id is taken off a redirect's request once its response is in; the
+    # last request keeps the one it was sent with.
+    assert "x-session-id" not in response.history[0].request.headers
+    assert response.request.headers.get("x-session-id") == ("sess-1" if sent_away else None)
     assert response.json() == session_header(sent_away)
 
 
@@ -432,6 +436,58 @@ async def test_async_hosts_on_a_real_server_and_a_redirect_to_another_host(
     assert first == session_header(sent)
     assert response.url == other_host_url
     assert response.json() == session_header(sent_away)
+
+
+@pytest.mark.server
+@pytest.mark.anyio
+@pytest.mark.parametrize("hosts", [None, ["127.0.0.1"]], ids=["every-host", "listed"])
+async def test_a_redirect_to_a_host_of_a_plain_mount_gets_no_id(
+    echo_url: str, other_host_url: str, hosts: list[str] | None
+) -> None:
+    """The client copies the first request's headers into the redirect's; the
+    other host's own transport adds nothing, and must find no copy of the id."""
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    redirect = f"{echo_url}redirect-to/{away}"
+    sync = httpx.Client(
+        transport=SessionTransport(hosts=hosts),
+        mounts={f"http://{away}": httpx.HTTPTransport()},
+        follow_redirects=True,
+        timeout=10,
+    )
+    async_client = httpx.AsyncClient(
+        transport=AsyncSessionTransport(hosts=hosts),
+        mounts={f"http://{away}": httpx.AsyncHTTPTransport()},
+        follow_redirects=True,
+        timeout=10,
+    )
+    async with async_client:
+        with sync, session("sess-1"):
+            response = sync.get(redirect)
+            async_response = await async_client.get(redirect)
+    for each in (response, async_response):
+        assert [hop.status_code for hop in each.history] == [302]
+        assert each.url == other_host_url
+        assert each.json() == {}
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("later", "hosts", "received"), NEXT_REQUESTS)
+def test_a_redirects_next_request_sent_later_carries_no_stale_id(
+    echo_url: str,
+    other_host_url: str,
+    later: str | None,
+    hosts: list[str] | None,
+    received: dict[str, list[str]],
+) -> None:
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    with httpx.Client(transport=SessionTransport(hosts=hosts), timeout=10) as client:
+        with session("sess-1"):
+            response = client.get(f"{echo_url}redirect-to/{away}")
+        next_request = response.next_request
+        assert next_request is not None
+        assert str(next_request.url) == other_host_url
+        with in_session(later):
+            assert client.send(next_request).json() == received
 
 
 @pytest.mark.server

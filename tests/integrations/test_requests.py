@@ -18,6 +18,7 @@ from tests.integrations.outgoing import (
     EXPLICIT_HEADERS,
     HOST_MATCHES,
     HOSTS,
+    NEXT_REQUESTS,
     REDIRECTED,
     RESENT,
     EchoHandler,
@@ -251,6 +252,56 @@ def test_hosts_on_a_real_server_and_a_redirect_to_another_host(
     assert [hop.status_code for hop in response.history] == [302]
     assert response.url == other_host_url
     assert response.json() == session_header(sent_away)
+
+
+@pytest.mark.parametrize("hosts", [None, ["127.0.0.1"]], ids=["every-host", "listed"])
+def test_a_redirect_to_a_host_of_a_plain_adapter_gets_no_id(
+    url: str, other_host_url: str, hosts: list[str] | None
+) -> None:
+    """requests copies the first request into the redirect's; the other host's
+    own adapter adds nothing, and must find no copy of the id."""
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    with requests.Session() as s:
+        s.mount(f"http://{away}", HTTPAdapter())
+        instrument_session(s, hosts=hosts)
+        with session("sess-1"):
+            response = s.get(f"{url}redirect-to/{away}", timeout=10)
+    assert [hop.status_code for hop in response.history] == [302]
+    assert response.url == other_host_url
+    assert response.json() == {}
+
+
+@pytest.mark.parametrize(("later", "hosts", "received"), NEXT_REQUESTS)
+def test_a_redirects_next_request_sent_later_carries_no_stale_id(
+    url: str,
+    other_host_url: str,
+    later: str | None,
+    hosts: list[str] | None,
+    received: dict[str, list[str]],
+) -> None:
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    with instrument_session(requests.Session(), hosts=hosts) as s:
+        with session("sess-1"):
+            response = s.get(f"{url}redirect-to/{away}", allow_redirects=False, timeout=10)
+        next_request = response.next
+        assert next_request is not None
+        assert next_request.url == other_host_url
+        with in_session(later):
+            assert s.send(next_request, timeout=10).json() == received
+
+
+def test_a_url_whose_host_requests_and_urllib3_read_apart_gets_no_id(
+    url: str, other_host_url: str
+) -> None:
+    """A URL set on a prepared request by hand, with a raw backslash: requests
+    before 2.32 connected to the host urllib3 reads (the other one), newer ones
+    to the host urllib.parse reads (the listed one). Neither gets the id."""
+    listed = url.removeprefix("http://").rstrip("/")
+    with instrument_session(requests.Session(), hosts=["127.0.0.1"]) as s:
+        prepared = s.prepare_request(requests.Request("GET", url))
+        prepared.url = f"{other_host_url.rstrip('/')}\\@{listed}/"
+        with session("sess-1"):
+            assert s.send(prepared, timeout=10).json() == {}
 
 
 def test_a_header_of_the_callers_own_reaches_any_host(url: str, other_host_url: str) -> None:

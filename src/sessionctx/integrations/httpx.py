@@ -40,7 +40,12 @@ try:
 except ImportError as _error:
     missing_library(_error, __name__, "httpx", "pip install 'sessionctx[httpx]'")
 
-from sessionctx.session import _add_outgoing_header, _host_filter, _hosts_tuple
+from sessionctx.session import (
+    _add_outgoing_header,
+    _host_filter,
+    _hosts_tuple,
+    _take_back_header,
+)
 
 __all__ = ["AsyncSessionTransport", "SessionTransport"]
 
@@ -87,7 +92,7 @@ class SessionTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Add the session header, then send ``request`` through the wrapped transport."""
         _add_outgoing_header(request, request.headers, _added, _allowed(self._sends_to, request))
-        return self.transport.handle_request(request)
+        return _taken_back_on_redirect(request, self.transport.handle_request(request))
 
     def close(self) -> None:
         """Close the wrapped transport."""
@@ -143,7 +148,7 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Add the session header, then send ``request`` through the wrapped transport."""
         _add_outgoing_header(request, request.headers, _added, _allowed(self._sends_to, request))
-        return await self.transport.handle_async_request(request)
+        return _taken_back_on_redirect(request, await self.transport.handle_async_request(request))
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""
@@ -165,3 +170,11 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
 def _allowed(sends_to: Callable[[str], bool] | None, request: httpx.Request) -> bool:
     # raw_host: the name as sent, IDNA-encoded (``host`` decodes it).
     return sends_to is None or sends_to(request.url.raw_host.decode("ascii", "replace"))
+
+
+def _taken_back_on_redirect(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+    # The client copies the request's headers into the redirect's next request:
+    # the id goes there only through this transport, to a host it may reach.
+    if response.has_redirect_location:
+        _take_back_header(request, request.headers, _added)
+    return response

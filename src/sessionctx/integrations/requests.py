@@ -28,18 +28,24 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlparse, urlsplit
 
 from sessionctx._extras import missing_library
 
 try:
     import requests
     from requests.adapters import HTTPAdapter
+    from urllib3.util import parse_url
 except ImportError as _error:
     missing_library(_error, __name__, "requests", "pip install 'sessionctx[requests]'")
 
 
-from sessionctx.session import _add_outgoing_header, _host_filter, _hosts_tuple
+from sessionctx.session import (
+    _add_outgoing_header,
+    _host_filter,
+    _hosts_tuple,
+    _take_back_header,
+)
 
 __all__ = ["SessionIdAdapter", "instrument_session"]
 
@@ -87,8 +93,42 @@ class SessionIdAdapter(HTTPAdapter):
         """Add the session header unless the request carries one of the accepted names."""
         super().add_headers(request, **kwargs)
         sends_to = self._sends_to
-        allowed = sends_to is None or sends_to(urlsplit(request.url or "").hostname or "")
+        if sends_to is None:
+            allowed = True
+        else:
+            host = _request_host(request.url or "")
+            allowed = host is not None and sends_to(host)
         _add_outgoing_header(request, request.headers, _added, allowed)
+
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        """Send ``request`` with the session header (see :meth:`add_headers`).
+
+        When the response is a redirect, the header this adapter added is
+        taken off ``request`` again: requests builds the next request from a
+        copy of it, which gets the id only through an adapter of this kind, to
+        a host it may reach.
+        """
+        response = super().send(request, *args, **kwargs)
+        if response.is_redirect:
+            _take_back_header(request, request.headers, _added)
+        return response
+
+
+def _request_host(url: str) -> str | None:
+    """The host of ``url`` as requests reads it to connect (``urllib.parse``
+    from requests 2.32, ``urllib3`` before), lower case; ``None`` when the two
+    read different hosts (a URL with a raw backslash, say): then it is not
+    known which one the request reaches."""
+    try:
+        host = urlsplit(url).hostname or ""
+        other = parse_url(urlparse(url).geturl()).host or ""
+    except ValueError:  # urllib3's LocationParseError is one
+        return None
+    if other.startswith("["):
+        other = other[1:-1]  # an IPv6 address, as urllib.parse reads it
+    return host if other.lower() == host else None
 
 
 def _copy_settings(source: object, target: SessionIdAdapter) -> None:
