@@ -1252,6 +1252,24 @@ class _Hosts:
                 raise ValueError(f"hosts holds a name IDNA cannot encode: {entry!r}") from None
         if not _HOST_NAME.fullmatch(name):
             raise ValueError(bad)
+        labels = name.split(".")
+        if len(name) > 253 or max(map(len, labels)) > 63:
+            raise ValueError(
+                f"hosts holds a name longer than DNS allows (63 characters a label, 253 in all): "
+                f"{entry!r}"
+            )
+        if "xn--" in name:
+            import idna
+
+            for label in labels:
+                try:
+                    if label.startswith("xn--"):
+                        idna.decode(label)
+                except UnicodeError:  # idna's errors are UnicodeErrors
+                    raise ValueError(
+                        f"hosts holds a label that is no IDNA A-label, though it starts with "
+                        f"'xn--': {entry!r}"
+                    ) from None
         if domain and name.rpartition(".")[2].isdigit():
             # A name's last label is never all digits: an IPv4 address's is.
             raise ValueError(f"hosts: an IP address has no names under it: {entry!r}")

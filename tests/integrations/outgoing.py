@@ -124,6 +124,7 @@ HOST_MATCHES = [
     pytest.param(["[::1]"], "http://[::1]/", True, id="ipv6-brackets"),
     pytest.param(["bücher.example"], "http://bücher.example/", True, id="idn"),
     pytest.param(["xn--bcher-kva.example"], "http://bücher.example/", True, id="idn-punycode"),
+    pytest.param(["a" * 63 + ".example"], f"http://{'a' * 63}.example/", True, id="longest-label"),
     # IDNA 2008, as the clients encode it: not "fass.de", as Python's own codec has it.
     pytest.param(["faß.de"], "http://faß.de/", True, id="idna-2008"),
     pytest.param(["faß.de"], "http://fass.de/", False, id="idna-2008-not-2003"),
@@ -165,6 +166,10 @@ BAD_HOSTS = [
     pytest.param(["exa mple.com"], ValueError, "'exa mple.com'", id="a-space"),
     pytest.param(["fe80::1%eth0"], ValueError, "'fe80::1%eth0'", id="ipv6-zone"),
     pytest.param(["1:2:3"], ValueError, "'1:2:3'", id="not-ipv6"),
+    pytest.param(["api.xn--zz.example"], ValueError, "A-label", id="not-an-a-label"),
+    pytest.param(["xn--ab-"], ValueError, "A-label", id="a-label-ending-in-a-hyphen"),
+    pytest.param(["a" * 64 + ".example"], ValueError, "63 characters", id="label-too-long"),
+    pytest.param([("a" * 63 + ".") * 4 + "com"], ValueError, "253 in all", id="name-too-long"),
 ]
 
 
