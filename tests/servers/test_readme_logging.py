@@ -1,0 +1,87 @@
+"""The README's logging configuration puts the request's id on the servers' own
+error lines, with the servers started as the README says (real processes)."""
+
+from __future__ import annotations
+
+import http.client
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers.readme_logging_app import README_LOGGING
+from tests.support import HOST, free_port, server_process
+
+pytestmark = pytest.mark.server
+
+APP = "tests.servers.readme_logging_app"
+# uvicorn started in the same script after the application configured logging.
+UVICORN_RUN = (
+    "import sys, uvicorn; from {app} import app; "
+    "uvicorn.run(app, host='{host}', port=int(sys.argv[1]), log_config=None)"
+)
+
+SERVERS = [
+    pytest.param(
+        lambda port: [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"{APP}:app",
+            "--host",
+            HOST,
+            f"--port={port}",
+        ],
+        "ERROR [{sid}] uvicorn.error: Exception in ASGI application",
+        True,
+        id="uvicorn-main:app",
+    ),
+    pytest.param(
+        lambda port: [sys.executable, "-c", UVICORN_RUN.format(app=APP, host=HOST), port],
+        "ERROR [{sid}] uvicorn.error: Exception in ASGI application",
+        True,
+        id="uvicorn.run(app)-log_config=None",
+    ),
+    pytest.param(
+        lambda port: [
+            *(sys.executable, "-m", "gunicorn", f"{APP}:wsgi_app", "--bind", f"{HOST}:{port}"),
+            *("--workers", "1", "--graceful-timeout", "2"),
+        ],
+        # (gunicorn before 22 leaves the method out)
+        "ERROR [{sid}] gunicorn.error: Error handling request ",
+        False,
+        id="gunicorn",
+    ),
+]
+
+
+def get(port: int, path: str, sid: str) -> tuple[int, str | None]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=20)
+    try:
+        conn.request("GET", path, headers={"X-Session-Id": sid})
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("X-Session-Id")
+    finally:
+        conn.close()
+
+
+def test_the_readme_configures_the_servers_loggers() -> None:
+    for logger in ('"uvicorn"', '"uvicorn.access"', '"gunicorn.error"'):
+        assert logger in README_LOGGING
+
+
+@pytest.mark.parametrize(("command", "line", "echoed"), SERVERS)
+def test_the_servers_error_line_shows_the_failed_requests_id(
+    command: object, line: str, echoed: bool, tmp_path: Path
+) -> None:
+    port = free_port()
+    output = tmp_path / "server.out"
+    argv = command(str(port))  # type: ignore[operator]
+    with server_process(argv, port, output):
+        assert get(port, "/", "sess-ok") == (200, "sess-ok")
+        for sid in ("sess-fail-1", "sess-fail-2"):
+            assert get(port, "/fail", sid) == (500, sid if echoed else None)
+    logged = output.read_text(errors="replace")
+    for sid in ("sess-fail-1", "sess-fail-2"):
+        assert line.format(sid=sid) in logged, logged
