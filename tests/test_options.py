@@ -34,6 +34,8 @@ OPTION_ERRORS = [
     pytest.param({"accept_headers": "X-Session-Id"}, TypeError, "'X-Session-Id'", id="accept-str"),
     pytest.param({"accept_headers": b"x"}, TypeError, "b'x'", id="accept-bytes"),
     pytest.param({"accept_headers": 5}, TypeError, "5", id="accept-not-iterable"),
+    pytest.param({"accept_headers": {"X-A", "X-B"}}, TypeError, "no order", id="accept-set"),
+    pytest.param({"accept_headers": frozenset({"X-A"})}, TypeError, "frozenset", id="accept-fset"),
     pytest.param({"accept_headers": []}, ValueError, "at least one", id="accept-empty"),
     pytest.param({"accept_headers": ["X-A", 3]}, TypeError, "3", id="accept-item-not-str"),
     pytest.param(

@@ -295,7 +295,9 @@ def extract_session_id(
     ``header_names``; the first name present decides (an invalid value gives
     ``None``, it does not fall through). Without any of those names, the W3C
     ``baggage`` member ``session.id`` is used. A WSGI ``environ`` (or
-    Django's ``request.META``) is read by its ``HTTP_...`` keys.
+    Django's ``request.META``) is read by its ``HTTP_...`` keys: a ``dict``
+    holding ``REQUEST_METHOD`` and ``wsgi.multithread``, as every server's
+    does (a header of any name may come from a client).
 
     >>> extract_session_id({"mirascope-session-id": "abc"})
     'abc'

@@ -119,6 +119,11 @@ class SessionPolicy:
                     "accept_headers must be a sequence of header names or None, "
                     f"not {type(accept_headers).__name__}: {accept_headers!r}"
                 )
+            if isinstance(accept_headers, (set, frozenset)):
+                raise TypeError(
+                    "accept_headers must be a sequence of names in priority order, "
+                    f"not a {type(accept_headers).__name__}, which has no order: {accept_headers!r}"
+                )
             names = tuple(check_header_name(n) for n in accept_headers)
             if not names:
                 raise ValueError("accept_headers must name at least one header (or be None)")
