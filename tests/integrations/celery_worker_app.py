@@ -2,7 +2,9 @@
 
 It is set up as the README's Celery section says: ``connect(app)`` when the
 module is imported (before the prefork pool forks its children), and the
-worker's log lines given the session id with ``SessionIdFilter``. The broker
+worker's log lines given the session id with ``SessionIdFilter``. With
+``$SESSIONCTX_CELERY_LOGGING=celery``, the worker configures logging itself,
+with ``%(session_id)s`` in its formats. The broker
 is kombu's filesystem transport, in ``$SESSIONCTX_CELERY_DIR``: no server is
 needed. Results are read from the worker's log.
 """
@@ -40,15 +42,15 @@ app.conf.update(
 )
 connect(app)
 
+FORMAT = "%(levelname)s %(processName)s [%(session_id)s] %(name)s: %(message)s"
+
 # The README's worker logging: with a setup_logging receiver, Celery leaves
 # logging to it, and the README's configuration gives every line the id.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"session_id": {"()": "sessionctx.log_filters.SessionIdFilter"}},
-    "formatters": {
-        "plain": {"format": "%(levelname)s %(processName)s [%(session_id)s] %(name)s: %(message)s"}
-    },
+    "formatters": {"plain": {"format": FORMAT}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
@@ -64,7 +66,11 @@ def configure_logging(**kwargs: Any) -> None:
     logging.config.dictConfig(LOGGING)
 
 
-signals.setup_logging.connect(configure_logging)
+# $SESSIONCTX_CELERY_LOGGING=celery: Celery's own logging instead, the id in its formats.
+if os.environ.get("SESSIONCTX_CELERY_LOGGING") == "celery":
+    app.conf.worker_log_format = app.conf.worker_task_log_format = FORMAT
+else:
+    signals.setup_logging.connect(configure_logging)
 
 
 task_logger = get_task_logger(__name__)

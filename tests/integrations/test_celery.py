@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -14,6 +16,7 @@ import pytest
 from celery import Celery, signals
 from celery.contrib.testing.worker import start_worker
 from celery.local import Proxy
+from celery.utils.log import get_multiprocessing_logger
 
 from sessionctx import (
     current_session,
@@ -23,6 +26,7 @@ from sessionctx import (
     set_session_id,
 )
 from sessionctx.integrations import celery as sessionctx_celery
+from sessionctx.log_filters import SessionIdFilter
 
 TIMEOUT = 10
 _names = itertools.count()
@@ -508,7 +512,13 @@ def test_connecting_while_a_task_runs_leaves_that_task_alone() -> None:
 # connect / disconnect
 # --------------------------------------------------------------------------- #
 
-SIGNALS = (signals.before_task_publish, signals.task_prerun, signals.task_postrun)
+SIGNALS = (
+    signals.before_task_publish,
+    signals.task_prerun,
+    signals.task_postrun,
+    signals.after_setup_logger,
+    signals.after_setup_task_logger,
+)
 
 
 def receiver_counts() -> list[int]:
@@ -528,6 +538,35 @@ def test_connect_twice_adds_the_handlers_once_and_disconnect_removes_them() -> N
     sessionctx_celery.disconnect(app)
     sessionctx_celery.disconnect(other)
     assert receiver_counts() == before
+
+
+@pytest.mark.parametrize("signal", [signals.after_setup_logger, signals.after_setup_task_logger])
+def test_the_handlers_a_worker_sets_up_get_the_filter_once(signal: Any) -> None:
+    """What lets %(session_id)s go in worker_log_format (a real worker runs it in
+    test_celery_worker.py)."""
+    app = make_app()
+    logger = logging.getLogger(f"tests.celery.{signal.name}")
+    first, second = logging.StreamHandler(io.StringIO()), logging.StreamHandler(io.StringIO())
+    kept = SessionIdFilter(default="?")
+    second.addFilter(kept)
+    logger.handlers = [first, second]
+    mp_logger = get_multiprocessing_logger()
+    mp_handler = logging.StreamHandler(io.StringIO())
+    mp_logger.addHandler(mp_handler)
+    try:
+        signal.send(sender=None, logger=logger, loglevel=logging.INFO)
+        assert first.filters == mp_handler.filters == []  # not connected yet
+        sessionctx_celery.connect(app)
+        for _ in range(2):
+            signal.send(sender=None, logger=logger, loglevel=logging.INFO)
+    finally:
+        sessionctx_celery.disconnect(app)
+        mp_logger.removeHandler(mp_handler)
+        logger.handlers = []
+    for handler in (first, second, mp_handler):
+        assert len(handler.filters) == 1
+        assert isinstance(handler.filters[0], SessionIdFilter)
+    assert second.filters == [kept]  # a filter already there is kept
 
 
 def test_a_disconnected_app_runs_tasks_without_sessions() -> None:

@@ -39,11 +39,24 @@ LINE = re.compile(
 
 
 @contextmanager
-def running_worker(folder: Path, pool: str) -> Iterator[Path]:
+def running_worker(folder: Path, pool: str, logging: str) -> Iterator[Path]:
     """A worker of ``APP`` until the block ends; yields its log file."""
     log = folder / "worker.log"
-    env = {**os.environ, "SESSIONCTX_CELERY_DIR": str(folder)}
-    argv = [sys.executable, "-m", "celery", "-A", APP, "worker", "-P", pool, "-c", "2"]
+    env = {**os.environ, "SESSIONCTX_CELERY_DIR": str(folder), "SESSIONCTX_CELERY_LOGGING": logging}
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        APP,
+        "worker",
+        "-P",
+        pool,
+        "-c",
+        "2",
+        "-l",
+        "INFO",
+    ]
     argv += ["--without-heartbeat", "--without-mingle", "--without-gossip"]
     with running_process(argv, log, env):
         yield log
@@ -62,15 +75,26 @@ def task_lines(log: Path, count: int) -> list[re.Match[str]]:
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+@pytest.mark.parametrize(
+    ("pool", "logging"),
+    [
+        # The README's configuration, given to the setup_logging signal.
+        ("prefork", "setup_logging"),
+        ("threads", "setup_logging"),
+        ("solo", "setup_logging"),
+        # Celery's own, with %(session_id)s in worker_log_format and worker_task_log_format.
+        ("prefork", "celery"),
+        ("threads", "celery"),
+    ],
+)
 def test_a_worker_runs_each_task_in_its_senders_session_and_logs_its_id(
-    tmp_path: Path, pool: str
+    tmp_path: Path, pool: str, logging: str
 ) -> None:
     env = {**os.environ, "SESSIONCTX_CELERY_DIR": str(tmp_path)}
     # Sent before the worker starts: kombu's filesystem transport reads a
     # message file that is being written as broken.
     subprocess.run([sys.executable, "-c", PUBLISH], cwd=ROOT, env=env, check=True, timeout=TIMEOUT)
-    with running_worker(tmp_path, pool) as log:
+    with running_worker(tmp_path, pool, logging) as log:
         lines = task_lines(log, len(SENT))
 
     for tag, sid in SENT:

@@ -46,6 +46,7 @@ them, and an eager run does not see them either, as a worker would not.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from contextvars import Token
@@ -56,11 +57,13 @@ from sessionctx._extras import missing_library
 try:
     from celery import Celery, signals
     from celery.local import Proxy
+    from celery.utils.log import get_multiprocessing_logger
 except ImportError as _error:
     missing_library(_error, __name__, "celery", "pip install 'sessionctx[celery]'")
 
 from sessionctx._headers import ACCEPTED_HEADER_NAMES, SESSION_HEADER_NAME
 from sessionctx._validation import generate_session_id
+from sessionctx.log_filters import SessionIdFilter
 from sessionctx.session import (
     _Active,
     _current,
@@ -108,6 +111,8 @@ def connect(app: Celery) -> None:
     signals.task_prerun.connect(on_prerun, weak=False, dispatch_uid=uid)
     _run_first(signals.task_prerun, uid)
     signals.task_postrun.connect(on_postrun, weak=False, dispatch_uid=uid)
+    signals.after_setup_logger.connect(_filter_handlers, weak=False, dispatch_uid=uid)
+    signals.after_setup_task_logger.connect(_filter_handlers, weak=False, dispatch_uid=uid)
 
 
 def disconnect(app: Celery) -> None:
@@ -121,6 +126,23 @@ def disconnect(app: Celery) -> None:
     signals.before_task_publish.disconnect(dispatch_uid=uid)
     signals.task_prerun.disconnect(dispatch_uid=uid)
     signals.task_postrun.disconnect(dispatch_uid=uid)
+    signals.after_setup_logger.disconnect(dispatch_uid=uid)
+    signals.after_setup_task_logger.disconnect(dispatch_uid=uid)
+
+
+def _filter_handlers(logger: logging.Logger | None = None, **kwargs: Any) -> None:
+    """Give the handlers a worker made for its own logging configuration
+    (``after_setup_logger``, ``after_setup_task_logger``) a
+    :class:`SessionIdFilter`, billiard's logger's too: a ``worker_log_format``
+    or ``worker_task_log_format`` may then hold ``%(session_id)s``.
+
+    Celery sends neither signal when a ``setup_logging`` receiver configures
+    logging instead.
+    """
+    for each in (logger, get_multiprocessing_logger()):
+        for handler in [] if each is None else each.handlers:
+            if not any(isinstance(known, SessionIdFilter) for known in handler.filters):
+                handler.addFilter(SessionIdFilter())
 
 
 def _run_first(signal: Any, uid: object) -> None:
