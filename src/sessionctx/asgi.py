@@ -429,6 +429,6 @@ def _expose_header(headers: list[tuple[bytes, bytes]], name: bytes) -> list[tupl
         return out
     current = out[expose_at][1]
     listed = {v.strip().lower() for v in current.split(b",")}
-    if name not in listed:
+    if name.lower() not in listed:
         out[expose_at] = (out[expose_at][0], current + b", " + name if current.strip() else name)
     return out

@@ -168,7 +168,8 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         # lower case instead.
         self._header_spellings = name_spellings(policy.header_name_lower, False)
         self._environ_key = environ_key(policy.header_name)
-        self._expose_name = self._header_lower.encode("latin-1") if policy.expose_header else None
+        # As the response header is written: as given.
+        self._expose_name = self._header.encode("latin-1") if policy.expose_header else None
         # Bound once, so that a request pays no attribute lookups for them.
         self._lookup_environ = policy.lookup.lookup_environ
         # The first accepted name settles the usual request alone, unless a

@@ -392,6 +392,19 @@ def test_hosts_are_shown_as_a_tuple_and_cannot_be_set(cls: type) -> None:
         transport.hosts = ["c.example"]
 
 
+def test_an_x_session_id_holding_the_active_id_is_not_sent_to_an_unlisted_host() -> None:
+    """It counts as the transport's own (a copy of it), whoever set it."""
+    transport = SessionTransport(httpx.MockTransport(echo), hosts=["a.example"])
+    with httpx.Client(transport=transport) as client, session("sess-1"):
+        for header in ("X-Session-Id", "x-session-id"):
+            unlisted = client.get("http://b.example/", headers={header: "sess-1"})
+            listed = client.get("http://a.example/", headers={header: "sess-1"})
+            assert unlisted.json() == {}
+            assert listed.json() == {"x-session-id": ["sess-1"]}
+        other = client.get("http://b.example/", headers={"X-Session-Id": "explicit"})
+        assert other.json() == {"x-session-id": ["explicit"]}
+
+
 def test_hosts_may_be_an_iterator() -> None:
     transport = SessionTransport(httpx.MockTransport(echo), hosts=iter(["a.example"]))
     assert transport.hosts == ("a.example",)

@@ -227,6 +227,28 @@ def test_hosts_decide_which_hosts_get_the_id(hosts: list[str], url: str, sent: b
     adapter.close()
 
 
+def test_an_x_session_id_holding_the_active_id_is_not_sent_to_an_unlisted_host() -> None:
+    """It counts as the adapter's own (a copy of it), whoever set it."""
+    adapter = SessionIdAdapter(hosts=["a.example"])
+    for url, expected in [("http://b.example/", None), ("http://a.example/", "sess-1")]:
+        prepared = requests.Request("GET", url, headers={"x-session-id": "sess-1"}).prepare()
+        with session("sess-1"):
+            adapter.add_headers(prepared)
+        assert prepared.headers.get("X-Session-Id") == expected
+    adapter.close()
+
+
+@pytest.mark.parametrize("url", ["http://[::1/", "http://127.0.0.1:99999999/"])
+def test_a_url_no_parser_reads_gets_no_id(url: str) -> None:
+    adapter = SessionIdAdapter(hosts=["127.0.0.1", "::1"])
+    prepared = requests.Request("GET", "http://127.0.0.1/").prepare()
+    prepared.url = url
+    with session("sess-1"):
+        adapter.add_headers(prepared)
+    assert "X-Session-Id" not in prepared.headers
+    adapter.close()
+
+
 @pytest.mark.parametrize(("hosts", "error", "words"), BAD_HOSTS)
 def test_bad_hosts_are_refused(hosts: object, error: type, words: str) -> None:
     with pytest.raises(error, match="hosts") as raised:
