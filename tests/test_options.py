@@ -6,13 +6,17 @@ construction with the same exception type and a message that shows the offending
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import pytest
+import werkzeug.test
 
 import sessionctx.asgi
 import sessionctx.wsgi
 from sessionctx._policy import SessionMiddlewareBase
+from tests.support import asgi_client
 
 MIDDLEWARES = [
     pytest.param(sessionctx.asgi.SessionIdMiddleware, "an ASGI", id="asgi"),
@@ -109,3 +113,75 @@ def test_good_options_are_kept(middleware: type[SessionMiddlewareBase[Any]], kin
     assert policy.header_name == "X-Request-Session"
     assert policy.on_invalid == "reject"
     assert policy.handle_errors is True
+
+
+def _status_of_one_request(kind: str, options: dict[str, Any], sid: str | None) -> int:
+    """One request through the ``kind`` middleware in-process; the response's status."""
+    headers = {} if sid is None else {"X-Session-Id": sid}
+    if kind == "wsgi":
+
+        def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
+            start_response("200 OK", [])
+            return [b""]
+
+        client = werkzeug.test.Client(sessionctx.wsgi.SessionIdMiddleware(wsgi_app, **options))
+        return client.get("/", headers=headers).status_code
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send() -> int:
+        app = sessionctx.asgi.SessionIdMiddleware(asgi_app, **options)
+        async with asgi_client(app) as client:
+            return (await client.get("/", headers=headers)).status_code
+
+    return asyncio.run(send())
+
+
+REFUSED_IDS = [
+    # (options, the request's id, words of the debug record, status)
+    pytest.param({}, "a b", ["is invalid", "starting a new session"], 200, id="invalid"),
+    pytest.param(
+        {"on_invalid": "reject"}, "a b", ["is invalid", "answering 400"], 400, id="invalid-reject"
+    ),
+    pytest.param(
+        {"validator": lambda sid: False},
+        "abc",
+        ["refused by the validator", "starting a new session"],
+        200,
+        id="validator",
+    ),
+]
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize(("options", "sid", "words", "status"), REFUSED_IDS)
+def test_a_refused_id_is_logged_at_debug_level_without_its_value(
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    options: dict[str, Any],
+    sid: str,
+    words: list[str],
+    status: int,
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="sessionctx"):
+        assert _status_of_one_request(kind, options, sid) == status
+    (record,) = [r for r in caplog.records if r.name == "sessionctx"]
+    assert record.levelno == logging.DEBUG
+    message = record.getMessage()
+    assert all(word in message for word in words), message
+    assert sid not in message
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize(
+    ("options", "sid"),
+    [({}, "abc"), ({}, None), ({"trust_incoming": False}, "abc"), ({"on_missing": "reject"}, None)],
+)
+def test_only_a_refused_id_is_logged(
+    caplog: pytest.LogCaptureFixture, kind: str, options: dict[str, Any], sid: str | None
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="sessionctx"):
+        _status_of_one_request(kind, options, sid)
+    assert [r for r in caplog.records if r.name == "sessionctx"] == []

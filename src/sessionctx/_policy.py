@@ -8,6 +8,7 @@ the request.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
@@ -45,6 +46,8 @@ PREFLIGHT_HEADER: Final = b"access-control-request-method"
 PREFLIGHT_ENVIRON_KEY: Final = "HTTP_ACCESS_CONTROL_REQUEST_METHOD"
 AppT = TypeVar("AppT")
 _ACTIONS = ("new", "reject")
+
+_logger = logging.getLogger("sessionctx")
 
 
 def _check_callable(name: str, value: object) -> None:
@@ -175,6 +178,7 @@ class SessionPolicy:
         was generated; ``session_id`` is ``None`` when the request must be
         rejected (see :meth:`reject_body`).
         """
+        refused = False
         if not self.trust_incoming:
             state = MISSING
         elif state == VALID:
@@ -182,7 +186,17 @@ class SessionPolicy:
             if validator is None or validator(sid):  # type: ignore[arg-type]
                 return sid, VALID
             state = INVALID
-        if self.reject_missing if state == MISSING else self.reject_invalid:
+            refused = True
+        reject = self.reject_missing if state == MISSING else self.reject_invalid
+        if state == INVALID and _logger.isEnabledFor(logging.DEBUG):
+            # Why a client's id did not continue its session; never the value,
+            # which the client chose.
+            _logger.debug(
+                "The request's session id %s: %s",
+                "was refused by the validator" if refused else "is invalid",
+                "answering 400" if reject else "starting a new session",
+            )
+        if reject:
             return None, state
         return self.new_id(), state
 
