@@ -971,7 +971,10 @@ def test_generator_decorator_closes_in_the_session_and_gives_each_call_one() -> 
 
 
 @pytest.mark.parametrize("wrapper", ["session", "wrap_context"])
-def test_a_wrapped_generator_closes_as_the_generator_itself_does(wrapper: str) -> None:
+@pytest.mark.parametrize(
+    "kind", ["generator-function", "returns-a-generator", "returns-a-types.coroutine-generator"]
+)
+def test_a_wrapped_generator_closes_as_the_generator_itself_does(wrapper: str, kind: str) -> None:
     # From Python 3.13, close() returns what a generator returns on its
     # GeneratorExit: the wrapped one's close() returns the same.
     def stops_on_close() -> Generator[str | None, None, str | None]:
@@ -981,10 +984,16 @@ def test_a_wrapped_generator_closes_as_the_generator_itself_does(wrapper: str) -
             return f"closed in {current_session_id()}"
         return None
 
+    target: Callable[[], Generator[str | None, None, str | None]] = stops_on_close
+    if kind == "returns-a-generator":
+        target = lambda: stops_on_close()  # noqa: E731 (a plain function)
+    elif kind == "returns-a-types.coroutine-generator":
+        iterable_coroutine: Any = types.coroutine(stops_on_close)
+        target = lambda: iterable_coroutine()  # noqa: E731
     with session("caller"):
         wrap = session() if wrapper == "session" else wrap_context
-        wrapped = wrap(stops_on_close)
-        plain = stops_on_close()
+        wrapped = wrap(target)
+        plain = target()
         gen = wrapped()
     sid = next(gen)
     next(plain)

@@ -1033,7 +1033,20 @@ def _stepped_iterable_coroutine(
 ) -> Generator[Any, Any, T]:
     """:func:`_stepped` for a generator-based coroutine (``@types.coroutine``),
     awaitable as it was."""
-    return (yield from _stepped(run, gen))
+    closed: list[Any] = []
+    try:
+        return (yield from _stepped(run, gen, closed))
+    except GeneratorExit:
+        return cast(T, _close_value(closed))
+
+
+def _close_value(closed: list[Any]) -> Any:
+    """For a generator delegating to :func:`_stepped` with ``yield from`` and
+    closed: what the generator it steps returned on its ``GeneratorExit`` (kept
+    in ``closed``), to return in turn; else ``GeneratorExit`` again."""
+    if not closed:
+        raise GeneratorExit
+    return closed[0]
 
 
 def _is_iterable_coroutine(code: types.CodeType) -> bool:
@@ -1083,9 +1096,7 @@ def _stepping_function(
             try:
                 return (yield from _stepped(new_run(), gen_fn(*args, **kwargs), closed))
             except GeneratorExit:
-                if not closed:
-                    raise
-                return closed[0]
+                return _close_value(closed)
 
         return _generator_function_like(fn, run_gen)
     return None
