@@ -296,6 +296,8 @@ def test_custom_header_names_still_fall_back_to_baggage() -> None:
         pytest.param(("X-Session:Id",), ValueError, id="colon"),
         pytest.param(("X-S\u00e9ssion",), ValueError, id="non-ascii"),
         pytest.param((5,), TypeError, id="not-a-str"),
+        pytest.param({"A-Id", "B-Id"}, TypeError, id="a-set-has-no-order"),
+        pytest.param(frozenset({"A-Id"}), TypeError, id="a-frozenset"),
         # The middleware's and inject_session_headers()'s rule: a misspelt name
         # is an error, not a header that is silently never found.
         pytest.param(("X Session Id",), ValueError, id="space"),

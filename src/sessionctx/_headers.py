@@ -129,6 +129,11 @@ class HeaderLookup:
                 f"header_names must be a sequence of header names, not a single name: "
                 f"{header_names!r}"
             )
+        if isinstance(header_names, (set, frozenset)):
+            raise TypeError(
+                "header_names must be a sequence of names in priority order, "
+                f"not a {type(header_names).__name__}, which has no order: {header_names!r}"
+            )
         names: list[str] = []
         for name in header_names:
             # The rule the middleware and inject_session_headers() apply: a

@@ -1269,18 +1269,6 @@ class _Hosts:
                 f"hosts holds a name longer than DNS allows (63 characters a label, 253 in all): "
                 f"{entry!r}"
             )
-        if "xn--" in name:
-            import idna
-
-            for label in labels:
-                try:
-                    if label.startswith("xn--"):
-                        idna.decode(label)
-                except UnicodeError:  # idna's errors are UnicodeErrors
-                    raise ValueError(
-                        f"hosts holds a label that is no IDNA A-label, though it starts with "
-                        f"'xn--': {entry!r}"
-                    ) from None
         if domain and name.rpartition(".")[2].isdigit():
             # A name's last label is never all digits: an IPv4 address's is.
             raise ValueError(f"hosts: an IP address has no names under it: {entry!r}")
@@ -1336,17 +1324,23 @@ def _host_filter(hosts: Iterable[str] | None) -> _Hosts | None:
     return _Hosts(hosts)
 
 
+#: Authentication challenges (401, 407): the clients' auth flows send the
+#: request again, or a copy of it (see :func:`_take_back_header`).
+_CHALLENGES: Final = frozenset({401, 407})
+
+
 def _take_back_header(
     request: T, headers: MutableMapping[str, str], added: MutableMapping[T, str]
 ) -> None:
     """Remove from ``request`` the id :func:`_add_outgoing_header` put on it, if
     the header still holds it.
 
-    The integrations call it when a response is a redirect: the client builds
-    the next request from a copy of this one's headers, and a copy of the id
-    would reach the next host even when the request is sent another way than
-    through the integration (a client's other mounts, ``next_request`` sent
-    later in another session or outside any).
+    The integrations call it when a response is a redirect or an
+    authentication challenge: the client builds the next request from a copy
+    of this one's headers, and a copy of the id would reach the next host even
+    when the request is sent another way than through the integration (a
+    client's other mounts, ``next_request`` sent later in another session or
+    outside any).
     """
     ours = added.pop(request, None)
     if ours is not None and headers.get(SESSION_HEADER_NAME) == ours:

@@ -166,8 +166,6 @@ BAD_HOSTS = [
     pytest.param(["exa mple.com"], ValueError, "'exa mple.com'", id="a-space"),
     pytest.param(["fe80::1%eth0"], ValueError, "'fe80::1%eth0'", id="ipv6-zone"),
     pytest.param(["1:2:3"], ValueError, "'1:2:3'", id="not-ipv6"),
-    pytest.param(["api.xn--zz.example"], ValueError, "A-label", id="not-an-a-label"),
-    pytest.param(["xn--ab-"], ValueError, "A-label", id="a-label-ending-in-a-hyphen"),
     pytest.param(["a" * 64 + ".example"], ValueError, "63 characters", id="label-too-long"),
     pytest.param([("a" * 63 + ".") * 4 + "com"], ValueError, "253 in all", id="name-too-long"),
 ]
@@ -185,9 +183,19 @@ def in_session(sid: str | None) -> AbstractContextManager[object]:
 
 class EchoHandler(QuietHandler):
     """Answers with the session headers it received, as a list per lower-case name;
-    ``/redirect`` redirects to ``/``, ``/redirect-to/HOST:PORT`` to ``http://HOST:PORT/``."""
+    ``/redirect`` redirects to ``/``, ``/redirect-to/HOST:PORT`` to ``http://HOST:PORT/``;
+    ``/digest/redirect-to/HOST:PORT`` does so once a request has an ``Authorization``
+    header, and asks for HTTP Digest authentication before."""
 
     def do_GET(self) -> None:
+        if self.path.startswith("/digest/"):
+            if "Authorization" not in self.headers:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.path = self.path.removeprefix("/digest")
         if self.path == "/redirect" or self.path.startswith("/redirect-to/"):
             target = self.path.removeprefix("/redirect-to/")
             self.send_response(302)

@@ -484,6 +484,26 @@ async def test_a_redirect_to_a_host_of_a_plain_mount_gets_no_id(
 
 
 @pytest.mark.server
+@pytest.mark.parametrize("hosts", [None, ["127.0.0.1"]], ids=["every-host", "listed"])
+def test_a_redirect_after_digest_authentication_carries_no_stale_id(
+    echo_url: str, other_host_url: str, hosts: list[str] | None
+) -> None:
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    client = httpx.Client(
+        transport=SessionTransport(hosts=hosts),
+        mounts={f"http://{away}": httpx.HTTPTransport()},
+        auth=httpx.DigestAuth("user", "password"),
+        follow_redirects=True,
+        timeout=10,
+    )
+    with client, session("sess-1"):
+        response = client.get(f"{echo_url}digest/redirect-to/{away}")
+    assert [hop.status_code for hop in response.history] == [401, 302]
+    assert response.url == other_host_url
+    assert response.json() == {}
+
+
+@pytest.mark.server
 @pytest.mark.parametrize(("later", "hosts", "received"), NEXT_REQUESTS)
 def test_a_redirects_next_request_sent_later_carries_no_stale_id(
     echo_url: str,

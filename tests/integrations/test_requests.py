@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import HTTPDigestAuth
 
 from sessionctx import ContextThreadPoolExecutor, session
 from sessionctx.integrations.requests import SessionIdAdapter, instrument_session
@@ -238,14 +239,38 @@ def test_an_x_session_id_holding_the_active_id_is_not_sent_to_an_unlisted_host()
     adapter.close()
 
 
-@pytest.mark.parametrize("url", ["http://[::1/", "http://127.0.0.1:99999999/"])
-def test_a_url_no_parser_reads_gets_no_id(url: str) -> None:
+def test_a_url_urllib_cannot_parse_gets_no_id() -> None:
     adapter = SessionIdAdapter(hosts=["127.0.0.1", "::1"])
     prepared = requests.Request("GET", "http://127.0.0.1/").prepare()
-    prepared.url = url
+    prepared.url = "http://[::1/"
     with session("sess-1"):
         adapter.add_headers(prepared)
     assert "X-Session-Id" not in prepared.headers
+    adapter.close()
+
+
+def test_a_punycode_name_idna_2008_refuses_may_be_listed() -> None:
+    """requests sends to it as it is (httpx refuses such a URL)."""
+    adapter = SessionIdAdapter(hosts=["xn--ls8h.la"])
+    prepared = requests.Request("GET", "http://xn--ls8h.la/").prepare()
+    with session("sess-1"):
+        adapter.add_headers(prepared)
+    assert prepared.headers["X-Session-Id"] == "sess-1"
+    adapter.close()
+
+
+def test_setting_hosts_changes_them_and_checks_them() -> None:
+    adapter = SessionIdAdapter(hosts=["a.example"])
+    adapter.hosts = iter(["b.example"])
+    assert adapter.hosts == ("b.example",)
+    for url, expected in [("http://a.example/", None), ("http://b.example/", "sess-1")]:
+        prepared = requests.Request("GET", url).prepare()
+        with session("sess-1"):
+            adapter.add_headers(prepared)
+        assert prepared.headers.get("X-Session-Id") == expected
+    with pytest.raises(ValueError, match="hosts"):
+        adapter.hosts = ["http://c.example"]
+    assert adapter.hosts == ("b.example",)
     adapter.close()
 
 
@@ -293,6 +318,27 @@ def test_a_redirect_to_a_host_of_a_plain_adapter_gets_no_id(
     assert response.json() == {}
 
 
+@pytest.mark.parametrize("hosts", [None, ["127.0.0.1"]], ids=["every-host", "listed"])
+def test_a_redirect_after_digest_authentication_carries_no_stale_id(
+    url: str, other_host_url: str, hosts: list[str] | None
+) -> None:
+    """requests' digest auth resends a copy of the request; the redirect that
+    answers it is built from the first request, whose answer was the 401."""
+    away = other_host_url.removeprefix("http://").rstrip("/")
+    redirect = f"{url}digest/redirect-to/{away}"
+    auth = HTTPDigestAuth("user", "password")
+    with requests.Session() as s:
+        s.mount(f"http://{away}", HTTPAdapter())
+        instrument_session(s, hosts=hosts)
+        with session("sess-1"):
+            followed = s.get(redirect, auth=auth, timeout=10)
+            stopped = s.get(redirect, auth=auth, allow_redirects=False, timeout=10)
+        assert followed.history[-1].status_code == 302
+        assert followed.json() == {}
+        assert stopped.next is not None
+        assert s.send(stopped.next, timeout=10).json() == {}
+
+
 @pytest.mark.parametrize(("later", "hosts", "received"), NEXT_REQUESTS)
 def test_a_redirects_next_request_sent_later_carries_no_stale_id(
     url: str,
@@ -312,18 +358,20 @@ def test_a_redirects_next_request_sent_later_carries_no_stale_id(
             assert s.send(next_request, timeout=10).json() == received
 
 
-def test_a_url_whose_host_requests_and_urllib3_read_apart_gets_no_id(
+def test_a_url_whose_host_requests_and_urllib3_read_apart_gets_the_id_only_where_it_goes(
     url: str, other_host_url: str
 ) -> None:
     """A URL set on a prepared request by hand, with a raw backslash: requests
-    before 2.32 connected to the host urllib3 reads (the other one), newer ones
-    to the host urllib.parse reads (the listed one). Neither gets the id."""
+    before 2.32 connect to the host urllib3 reads (the other one), which gets
+    no id; newer ones to the host urllib.parse reads (the listed one)."""
     listed = url.removeprefix("http://").rstrip("/")
+    to_the_listed_host = hasattr(HTTPAdapter, "get_connection_with_tls_context")
     with instrument_session(requests.Session(), hosts=["127.0.0.1"]) as s:
         prepared = s.prepare_request(requests.Request("GET", url))
         prepared.url = f"{other_host_url.rstrip('/')}\\@{listed}/"
         with session("sess-1"):
-            assert s.send(prepared, timeout=10).json() == {}
+            received = s.send(prepared, timeout=10).json()
+    assert received == session_header(to_the_listed_host)
 
 
 def test_a_header_of_the_callers_own_reaches_any_host(url: str, other_host_url: str) -> None:

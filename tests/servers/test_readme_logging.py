@@ -67,7 +67,7 @@ def get(port: int, path: str, sid: str) -> tuple[int, str | None]:
 
 
 def test_the_readme_configures_the_servers_loggers() -> None:
-    for logger in ('"uvicorn"', '"uvicorn.access"', '"gunicorn.error"'):
+    for logger in ('"uvicorn.error"', '"gunicorn.error"'):
         assert logger in README_LOGGING
 
 
@@ -85,3 +85,17 @@ def test_the_servers_error_line_shows_the_failed_requests_id(
     logged = output.read_text(errors="replace")
     for sid in ("sess-fail-1", "sess-fail-2"):
         assert line.format(sid=sid) in logged, logged
+
+
+def test_uvicorns_log_level_and_access_log_flags_still_apply(tmp_path: Path) -> None:
+    """The README's entries replace the error logger's handlers only."""
+    port = free_port()
+    output = tmp_path / "server.out"
+    argv = [sys.executable, "-m", "uvicorn", f"{APP}:app", "--host", HOST, f"--port={port}"]
+    with server_process([*argv, "--log-level", "warning", "--no-access-log"], port, output):
+        assert get(port, "/", "sess-ok") == (200, "sess-ok")
+        assert get(port, "/fail", "sess-fail") == (500, "sess-fail")
+    logged = output.read_text(errors="replace")
+    assert "ERROR [sess-fail] uvicorn.error: Exception in ASGI application" in logged, logged
+    assert "Application startup complete" not in logged, logged  # an INFO line
+    assert "GET / HTTP/1.1" not in logged, logged  # an access line

@@ -41,6 +41,7 @@ except ImportError as _error:
     missing_library(_error, __name__, "httpx", "pip install 'sessionctx[httpx]'")
 
 from sessionctx.session import (
+    _CHALLENGES,
     _add_outgoing_header,
     _host_filter,
     _hosts_tuple,
@@ -92,7 +93,7 @@ class SessionTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Add the session header, then send ``request`` through the wrapped transport."""
         _add_outgoing_header(request, request.headers, _added, _allowed(self._sends_to, request))
-        return _taken_back_on_redirect(request, self.transport.handle_request(request))
+        return _taken_back_when_resent(request, self.transport.handle_request(request))
 
     def close(self) -> None:
         """Close the wrapped transport."""
@@ -148,7 +149,7 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Add the session header, then send ``request`` through the wrapped transport."""
         _add_outgoing_header(request, request.headers, _added, _allowed(self._sends_to, request))
-        return _taken_back_on_redirect(request, await self.transport.handle_async_request(request))
+        return _taken_back_when_resent(request, await self.transport.handle_async_request(request))
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""
@@ -172,9 +173,10 @@ def _allowed(sends_to: Callable[[str], bool] | None, request: httpx.Request) -> 
     return sends_to is None or sends_to(request.url.raw_host.decode("ascii", "replace"))
 
 
-def _taken_back_on_redirect(request: httpx.Request, response: httpx.Response) -> httpx.Response:
-    # The client copies the request's headers into the redirect's next request:
-    # the id goes there only through this transport, to a host it may reach.
-    if response.has_redirect_location:
+def _taken_back_when_resent(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+    # The client builds a redirect's next request from a copy of the request's
+    # headers (and resends the request on an authentication challenge): the id
+    # goes there only through this transport, to a host it may reach.
+    if response.has_redirect_location or response.status_code in _CHALLENGES:
         _take_back_header(request, request.headers, _added)
     return response

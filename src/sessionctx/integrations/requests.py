@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlparse, urlsplit
 
 from sessionctx._extras import missing_library
@@ -41,6 +41,7 @@ except ImportError as _error:
 
 
 from sessionctx.session import (
+    _CHALLENGES,
     _add_outgoing_header,
     _host_filter,
     _hosts_tuple,
@@ -78,9 +79,19 @@ class SessionIdAdapter(HTTPAdapter):
         super().__init__(*args, **kwargs)
 
     def _set_hosts(self, hosts: Iterable[str] | None) -> None:
-        #: The ``hosts`` option, as a tuple (``None``: every host).
-        self.hosts: tuple[str, ...] | None = _hosts_tuple(hosts)
-        self._sends_to: Callable[[str], bool] | None = _host_filter(self.hosts)
+        kept = _hosts_tuple(hosts)
+        self._sends_to: Callable[[str], bool] | None = _host_filter(kept)  # checked first
+        self._hosts = kept
+
+    @property
+    def hosts(self) -> tuple[str, ...] | None:
+        """The ``hosts`` option, as a tuple (``None``: every host); set it to
+        change them, checked as the option is."""
+        return self._hosts
+
+    @hosts.setter
+    def hosts(self, hosts: Iterable[str] | None) -> None:
+        self._set_hosts(hosts)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # An adapter pickled before ``hosts`` existed sends to every host.
@@ -105,24 +116,33 @@ class SessionIdAdapter(HTTPAdapter):
     ) -> requests.Response:
         """Send ``request`` with the session header (see :meth:`add_headers`).
 
-        When the response is a redirect, the header this adapter added is
-        taken off ``request`` again: requests builds the next request from a
-        copy of it, which gets the id only through an adapter of this kind, to
-        a host it may reach.
+        When the response is a redirect or an authentication challenge, the
+        header this adapter added is taken off ``request`` again: requests
+        builds the next request from a copy of it (an auth handler resends a
+        copy, and the redirect after that is built from ``request``), which
+        gets the id only through an adapter of this kind, to a host it may
+        reach.
         """
         response = super().send(request, *args, **kwargs)
-        if response.is_redirect:
+        if response.is_redirect or response.status_code in _CHALLENGES:
             _take_back_header(request, request.headers, _added)
         return response
 
 
+# requests 2.32 and newer connect to the host urllib.parse reads in a URL;
+# older ones to the host urllib3 reads, which differs for some URLs (a raw
+# backslash in one set on a prepared request by hand).
+_URLLIB3_PICKS_THE_HOST: Final = not hasattr(HTTPAdapter, "get_connection_with_tls_context")
+
+
 def _request_host(url: str) -> str | None:
-    """The host of ``url`` as requests reads it to connect (``urllib.parse``
-    from requests 2.32, ``urllib3`` before), lower case; ``None`` when the two
-    read different hosts (a URL with a raw backslash, say): then it is not
-    known which one the request reaches."""
+    """The host of ``url`` that requests connects to, lower case; with requests
+    before 2.32, ``None`` when urllib.parse and urllib3 read different hosts in
+    it, since the id must then not be sent."""
     try:
         host = urlsplit(url).hostname or ""
+        if not _URLLIB3_PICKS_THE_HOST:
+            return host
         other = parse_url(urlparse(url).geturl()).host or ""
     except ValueError:  # urllib3's LocationParseError is one
         return None
