@@ -72,7 +72,7 @@ class SessionIdAdapter(HTTPAdapter):
 
     # What pickling an HTTPAdapter keeps (requests pickles sessions whole); a
     # list, as requests declares it.
-    __attrs__ = [*HTTPAdapter.__attrs__, "hosts"]  # noqa: RUF012
+    __attrs__: list[str] = [*HTTPAdapter.__attrs__, "hosts"]  # noqa: RUF012
 
     def __init__(self, *args: Any, hosts: Iterable[str] | None = None, **kwargs: Any) -> None:
         self._set_hosts(hosts)
