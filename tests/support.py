@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -33,6 +34,15 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def readme_logging() -> str:
+    """The README's logging configuration: the Python block under "Logging (stdlib)"."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```python\n(.*?)```", text.split("### Logging (stdlib)", 1)[1], re.S)
+    if block is None:
+        raise RuntimeError("README.md: no Python block under 'Logging (stdlib)'")
+    return block[1]
 
 
 def free_port() -> int:

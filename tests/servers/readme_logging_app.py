@@ -2,12 +2,12 @@
 ``app`` (ASGI) and ``wsgi_app`` (WSGI), each failing on ``/fail``.
 
 The block is read from the README itself and run when this module is imported,
-after the server configured its own loggers.
+after the server configured its own loggers: import it only in a server's
+process, never in the test process, whose logging it would change.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -17,20 +17,14 @@ from starlette.routing import Route
 
 from sessionctx.asgi import SessionIdMiddleware as AsgiMiddleware
 from sessionctx.wsgi import SessionIdMiddleware as WsgiMiddleware
-from tests.support import REPO_ROOT
+from tests.support import readme_logging
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-_SECTION = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("### Logging (stdlib)", 1)[1]
-_BLOCK = re.search(r"```python\n(.*?)```", _SECTION, re.S)
-if _BLOCK is None:
-    raise RuntimeError("README.md: no Python block under 'Logging (stdlib)'")
-#: The README's logging configuration, as run here.
-README_LOGGING = _BLOCK[1]
-exec(README_LOGGING)
+exec(readme_logging())
 
 
 class Failed(RuntimeError):

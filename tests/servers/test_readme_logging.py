@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.readme_logging_app import README_LOGGING
-from tests.support import HOST, free_port, server_process
+from tests.support import HOST, free_port, readme_logging, server_process
 
 pytestmark = pytest.mark.server
 
@@ -68,7 +67,7 @@ def get(port: int, path: str, sid: str) -> tuple[int, str | None]:
 
 def test_the_readme_configures_the_servers_loggers() -> None:
     for logger in ('"uvicorn.error"', '"gunicorn.error"'):
-        assert logger in README_LOGGING
+        assert logger in readme_logging()
 
 
 @pytest.mark.parametrize(("command", "line", "echoed"), SERVERS)
