@@ -12,6 +12,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPDigestAuth
 
+import sessionctx.integrations.requests
 from sessionctx import ContextThreadPoolExecutor, session
 from sessionctx.integrations.requests import SessionIdAdapter, instrument_session
 from tests.integrations.outgoing import (
@@ -247,6 +248,24 @@ def test_a_url_urllib_cannot_parse_gets_no_id() -> None:
         adapter.add_headers(prepared)
     assert "X-Session-Id" not in prepared.headers
     adapter.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://Example.COM:8080/x", "example.com"),
+        ("http://[::1]:8080/", "::1"),
+        ("http://user@127.0.0.1/", "127.0.0.1"),
+        ("http://127.0.0.2:1\\@127.0.0.1:2/", None),  # urllib3 reads 127.0.0.2
+        ("http://[::1/", None),
+    ],
+)
+def test_before_requests_2_32_a_host_counts_when_urllib_and_urllib3_agree(
+    monkeypatch: pytest.MonkeyPatch, url: str, host: str | None
+) -> None:
+    """Older requests connect to the host urllib3 reads (make test-oldest runs them)."""
+    monkeypatch.setattr(sessionctx.integrations.requests, "_URLLIB3_PICKS_THE_HOST", True)
+    assert sessionctx.integrations.requests._request_host(url) == host
 
 
 def test_a_punycode_name_idna_2008_refuses_may_be_listed() -> None:
