@@ -143,7 +143,11 @@ REFUSED_IDS = [
     # (options, the request's id, words of the debug record, status)
     pytest.param({}, "a b", ["is invalid", "starting a new session"], 200, id="invalid"),
     pytest.param(
-        {"on_invalid": "reject"}, "a b", ["is invalid", "answering 400"], 400, id="invalid-reject"
+        {"on_invalid": "reject"},
+        "a b",
+        ["is invalid", "rejecting the request"],
+        400,
+        id="invalid-reject",
     ),
     pytest.param(
         {"validator": lambda sid: False},

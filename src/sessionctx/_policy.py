@@ -194,7 +194,7 @@ class SessionPolicy:
             _logger.debug(
                 "The request's session id %s: %s",
                 "was refused by the validator" if refused else "is invalid",
-                "answering 400" if reject else "starting a new session",
+                "rejecting the request" if reject else "starting a new session",
             )
         if reject:
             return None, state

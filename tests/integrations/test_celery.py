@@ -14,9 +14,10 @@ from typing import Any
 import celery
 import pytest
 from celery import Celery, signals
+from celery.app.log import TaskFormatter
 from celery.contrib.testing.worker import start_worker
 from celery.local import Proxy
-from celery.utils.log import get_multiprocessing_logger
+from celery.utils.log import ColorFormatter, get_multiprocessing_logger
 
 from sessionctx import (
     current_session,
@@ -543,15 +544,23 @@ def test_connect_twice_adds_the_handlers_once_and_disconnect_removes_them() -> N
 @pytest.mark.parametrize("signal", [signals.after_setup_logger, signals.after_setup_task_logger])
 def test_the_handlers_a_worker_sets_up_get_the_filter_once(signal: Any) -> None:
     """What lets %(session_id)s go in worker_log_format (a real worker runs it in
-    test_celery_worker.py)."""
+    test_celery_worker.py). Celery's handlers are the ones with its formatter."""
     app = make_app()
     logger = logging.getLogger(f"tests.celery.{signal.name}")
-    first, second = logging.StreamHandler(io.StringIO()), logging.StreamHandler(io.StringIO())
+
+    def celerys(formatter: type[ColorFormatter] = ColorFormatter) -> logging.Handler:
+        handler = logging.StreamHandler(io.StringIO())
+        handler.setFormatter(formatter("%(session_id)s %(message)s", use_color=False))
+        return handler
+
+    first, second, tasks = celerys(), celerys(), celerys(TaskFormatter)
     kept = SessionIdFilter(default="?")
     second.addFilter(kept)
-    logger.handlers = [first, second]
+    foreign = logging.StreamHandler(io.StringIO())  # the application's own
+    foreign.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers = [first, second, tasks, foreign]
     mp_logger = get_multiprocessing_logger()
-    mp_handler = logging.StreamHandler(io.StringIO())
+    mp_handler = celerys()
     mp_logger.addHandler(mp_handler)
     try:
         signal.send(sender=None, logger=logger, loglevel=logging.INFO)
@@ -563,10 +572,11 @@ def test_the_handlers_a_worker_sets_up_get_the_filter_once(signal: Any) -> None:
         sessionctx_celery.disconnect(app)
         mp_logger.removeHandler(mp_handler)
         logger.handlers = []
-    for handler in (first, second, mp_handler):
+    for handler in (first, tasks, mp_handler):
         assert len(handler.filters) == 1
         assert isinstance(handler.filters[0], SessionIdFilter)
     assert second.filters == [kept]  # a filter already there is kept
+    assert foreign.filters == []
 
 
 def test_a_disconnected_app_runs_tasks_without_sessions() -> None:

@@ -57,7 +57,7 @@ from sessionctx._extras import missing_library
 try:
     from celery import Celery, signals
     from celery.local import Proxy
-    from celery.utils.log import get_multiprocessing_logger
+    from celery.utils.log import ColorFormatter, get_multiprocessing_logger
 except ImportError as _error:
     missing_library(_error, __name__, "celery", "pip install 'sessionctx[celery]'")
 
@@ -136,12 +136,17 @@ def _filter_handlers(logger: logging.Logger | None = None, **kwargs: Any) -> Non
     :class:`SessionIdFilter`, billiard's logger's too: a ``worker_log_format``
     or ``worker_task_log_format`` may then hold ``%(session_id)s``.
 
-    Celery sends neither signal when a ``setup_logging`` receiver configures
-    logging instead.
+    Celery's handlers are told by their formatter, which Celery makes with
+    those formats; other handlers on these loggers (the application's own,
+    with ``worker_hijack_root_logger=False``) are left alone. Celery sends
+    neither signal when a ``setup_logging`` receiver configures logging
+    instead.
     """
     for each in (logger, get_multiprocessing_logger()):
         for handler in [] if each is None else each.handlers:
-            if not any(isinstance(known, SessionIdFilter) for known in handler.filters):
+            if isinstance(handler.formatter, ColorFormatter) and not any(
+                isinstance(known, SessionIdFilter) for known in handler.filters
+            ):
                 handler.addFilter(SessionIdFilter())
 
 
