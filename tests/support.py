@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -125,6 +126,19 @@ def server_process(
 
 def _tail(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace")[-4_000:]
+
+
+def request_once(
+    port: int, path: str, sid: str | None = None, method: str = "GET"
+) -> tuple[int, str | None, bytes]:
+    """One request to 127.0.0.1 on a new connection: ``(status, X-Session-Id, body)``."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=20)
+    try:
+        conn.request(method, path, headers={} if sid is None else {"X-Session-Id": sid})
+        response = conn.getresponse()
+        return response.status, response.getheader("X-Session-Id"), response.read()
+    finally:
+        conn.close()
 
 
 @contextmanager

@@ -29,6 +29,7 @@ __all__ = [
     "HeaderLookup",
     "baggage_session_id",
     "check_header_name",
+    "check_name_order",
     "environ_key",
     "extract_session_id",
     "name_spellings",
@@ -112,6 +113,18 @@ def name_spellings(lower: str, encoded: bool) -> frozenset[Any]:
     return frozenset(spellings)
 
 
+def check_name_order(names: object, option: str) -> None:
+    """Refuse header names that cannot be in priority order: one name (a
+    ``str`` or ``bytes``) or a set (its order depends on the hash seed)."""
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"{option} must be a sequence of header names, not one name: {names!r}")
+    if isinstance(names, (set, frozenset)):
+        raise TypeError(
+            f"{option} must be a sequence of header names in priority order, "
+            f"not a {type(names).__name__}, which has no order: {names!r}"
+        )
+
+
 class HeaderLookup:
     """Finds the session id among pre-lowered header names, in priority order.
 
@@ -124,16 +137,7 @@ class HeaderLookup:
     __slots__ = ("_environ_keys", "_index_raw", "_names", "_size")
 
     def __init__(self, header_names: Iterable[str]) -> None:
-        if isinstance(header_names, (str, bytes)):
-            raise TypeError(
-                f"header_names must be a sequence of header names, not a single name: "
-                f"{header_names!r}"
-            )
-        if isinstance(header_names, (set, frozenset)):
-            raise TypeError(
-                "header_names must be a sequence of names in priority order, "
-                f"not a {type(header_names).__name__}, which has no order: {header_names!r}"
-            )
+        check_name_order(header_names, "header_names")
         names: list[str] = []
         for name in header_names:
             # The rule the middleware and inject_session_headers() apply: a

@@ -21,6 +21,7 @@ from sessionctx._headers import (
     VALID,
     HeaderLookup,
     check_header_name,
+    check_name_order,
 )
 from sessionctx._validation import _match_id, generate_session_id
 from sessionctx.session import SessionContext, _plain_context
@@ -113,19 +114,11 @@ class SessionPolicy:
         if accept_headers is None:
             names: tuple[str, ...] = (header_name, *ACCEPTED_HEADER_NAMES)
         else:
-            if isinstance(accept_headers, (str, bytes)):
-                raise TypeError(
-                    f"accept_headers must be a sequence of names, not one name: {accept_headers!r}"
-                )
+            check_name_order(accept_headers, "accept_headers")
             if not isinstance(accept_headers, Iterable):
                 raise TypeError(
                     "accept_headers must be a sequence of header names or None, "
                     f"not {type(accept_headers).__name__}: {accept_headers!r}"
-                )
-            if isinstance(accept_headers, (set, frozenset)):
-                raise TypeError(
-                    "accept_headers must be a sequence of names in priority order, "
-                    f"not a {type(accept_headers).__name__}, which has no order: {accept_headers!r}"
                 )
             names = tuple(check_header_name(n) for n in accept_headers)
             if not names:

@@ -1299,19 +1299,14 @@ class _Hosts:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _hosts_tuple(hosts: Iterable[str] | None) -> tuple[str, ...] | None:
-    """The ``hosts`` option as the integrations keep and show it: read once
-    (it may be an iterator); anything else as it is, for :func:`_host_filter`
-    to turn down."""
-    if isinstance(hosts, Iterable) and not isinstance(hosts, (str, bytes)):
-        return tuple(hosts)
-    return cast(tuple[str, ...] | None, hosts)
-
-
-def _host_filter(hosts: Iterable[str] | None) -> _Hosts | None:
-    """The checked ``hosts`` option (``None``: every host gets the id)."""
+def _hosts_option(
+    hosts: Iterable[str] | None,
+) -> tuple[tuple[str, ...] | None, _Hosts | None]:
+    """The ``hosts`` option of the outgoing integrations, checked: as they keep
+    and show it (a tuple, read once: it may be an iterator), and its matcher
+    (``None`` for both: every host gets the id)."""
     if hosts is None:
-        return None
+        return None, None
     if isinstance(hosts, (str, bytes)):
         raise TypeError(
             f"hosts must be an iterable of host names, not a single {type(hosts).__name__}: "
@@ -1321,7 +1316,8 @@ def _host_filter(hosts: Iterable[str] | None) -> _Hosts | None:
         raise TypeError(
             f"hosts must be an iterable of host names, not {type(hosts).__name__}: {hosts!r}"
         )
-    return _Hosts(hosts)
+    kept = tuple(hosts)
+    return kept, _Hosts(kept)
 
 
 #: Authentication challenges (401, 407): the clients' auth flows send the

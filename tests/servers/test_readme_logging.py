@@ -3,13 +3,12 @@ error lines, with the servers started as the README says (real processes)."""
 
 from __future__ import annotations
 
-import http.client
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import HOST, free_port, readme_logging, server_process
+from tests.support import HOST, free_port, readme_logging, request_once, server_process
 
 pytestmark = pytest.mark.server
 
@@ -54,17 +53,6 @@ SERVERS = [
 ]
 
 
-def get(port: int, path: str, sid: str) -> tuple[int, str | None]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=20)
-    try:
-        conn.request("GET", path, headers={"X-Session-Id": sid})
-        response = conn.getresponse()
-        response.read()
-        return response.status, response.getheader("X-Session-Id")
-    finally:
-        conn.close()
-
-
 def test_the_readme_configures_the_servers_loggers() -> None:
     for logger in ('"uvicorn.error"', '"gunicorn.error"'):
         assert logger in readme_logging()
@@ -78,9 +66,9 @@ def test_the_servers_error_line_shows_the_failed_requests_id(
     output = tmp_path / "server.out"
     argv = command(str(port))  # type: ignore[operator]
     with server_process(argv, port, output):
-        assert get(port, "/", "sess-ok") == (200, "sess-ok")
+        assert request_once(port, "/", "sess-ok")[:2] == (200, "sess-ok")
         for sid in ("sess-fail-1", "sess-fail-2"):
-            assert get(port, "/fail", sid) == (500, sid if echoed else None)
+            assert request_once(port, "/fail", sid)[:2] == (500, sid if echoed else None)
     logged = output.read_text(errors="replace")
     for sid in ("sess-fail-1", "sess-fail-2"):
         assert line.format(sid=sid) in logged, logged
@@ -92,8 +80,8 @@ def test_uvicorns_log_level_and_access_log_flags_still_apply(tmp_path: Path) -> 
     output = tmp_path / "server.out"
     argv = [sys.executable, "-m", "uvicorn", f"{APP}:app", "--host", HOST, f"--port={port}"]
     with server_process([*argv, "--log-level", "warning", "--no-access-log"], port, output):
-        assert get(port, "/", "sess-ok") == (200, "sess-ok")
-        assert get(port, "/fail", "sess-fail") == (500, "sess-fail")
+        assert request_once(port, "/", "sess-ok")[:2] == (200, "sess-ok")
+        assert request_once(port, "/fail", "sess-fail")[:2] == (500, "sess-fail")
     logged = output.read_text(errors="replace")
     assert "ERROR [sess-fail] uvicorn.error: Exception in ASGI application" in logged, logged
     assert "Application startup complete" not in logged, logged  # an INFO line

@@ -26,7 +26,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from sessionctx.log_filters import SessionIdFilter
 from tests.servers import wsgi_server
-from tests.support import HOST, free_port, server_process, serving_in_thread
+from tests.support import HOST, free_port, request_once, server_process, serving_in_thread
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
 
@@ -99,29 +99,16 @@ def server(request: pytest.FixtureRequest) -> Server:
     return served
 
 
-def get(
-    port: int, path: str, sid: str | None = None, method: str = "GET"
-) -> tuple[int, str | None, bytes]:
-    """One request on a new connection: ``(status, X-Session-Id, body)``."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=20)
-    try:
-        conn.request(method, path, headers={} if sid is None else {"X-Session-Id": sid})
-        response = conn.getresponse()
-        return response.status, response.getheader("X-Session-Id"), response.read()
-    finally:
-        conn.close()
-
-
 def leaks(port: int) -> int:
     """How often the server thread's own context had a session around a request."""
-    return int(get(port, "/leaks")[2])
+    return int(request_once(port, "/leaks")[2])
 
 
 def file_report(port: int, key: str) -> dict[str, Any]:
     """What the served file saw; the server closes it just after the client got the body."""
     deadline = time.monotonic() + 10
     while True:
-        report: dict[str, Any] | None = json.loads(get(port, f"/file-report?key={key}")[2])
+        report: dict[str, Any] | None = json.loads(request_once(port, f"/file-report?key={key}")[2])
         if report is not None and "closed_in" in report:
             return report
         assert time.monotonic() < deadline, f"the file was not closed: {report}"
@@ -133,7 +120,7 @@ def test_concurrent_requests_each_see_only_their_own_id(server: Server) -> None:
     sids = [f"client-{i}-{uuid.uuid4().hex[:12]}" for i in range(REQUESTS)]
 
     with ThreadPoolExecutor(max_workers=CLIENT_THREADS) as pool:
-        results = list(pool.map(lambda sid: get(port, "/echo", sid), sids))
+        results = list(pool.map(lambda sid: request_once(port, "/echo", sid), sids))
 
     crossed = []
     for sid, (status, header, body) in zip(sids, results, strict=True):
@@ -145,7 +132,7 @@ def test_concurrent_requests_each_see_only_their_own_id(server: Server) -> None:
 
 
 def test_a_request_without_the_header_gets_a_new_id_echoed(server: Server) -> None:
-    status, header, body = get(server.port, "/echo")
+    status, header, body = request_once(server.port, "/echo")
 
     assert status == 200
     assert header is not None
@@ -172,7 +159,9 @@ def test_a_stream_read_slowly_keeps_its_id_for_every_chunk(server: Server) -> No
                 # Other sessions are served while this stream waits for its reader.
                 batch = [f"between-{i}-{j}" for j in range(8)]
                 others += zip(
-                    batch, pool.map(lambda other: get(port, "/echo", other), batch), strict=True
+                    batch,
+                    pool.map(lambda other: request_once(port, "/echo", other), batch),
+                    strict=True,
                 )
                 time.sleep(0.02)
         assert response.read() == b""
@@ -188,7 +177,7 @@ def test_a_stream_read_slowly_keeps_its_id_for_every_chunk(server: Server) -> No
 
 
 def test_handle_errors_500_reaches_the_client_with_the_header(server: Server) -> None:
-    status, header, body = get(server.port, "/boom", "err-session")
+    status, header, body = request_once(server.port, "/boom", "err-session")
 
     assert status == 500
     assert header == "err-session"
@@ -201,7 +190,11 @@ def test_handle_errors_500_to_a_head_request_reaches_the_client_with_the_header(
     """A HEAD response has no body to send the headers with: waitress sends
     them on the first non-empty chunk (PEP 3333), and answered with a 500 of its
     own, without the header, when the exception came first."""
-    assert get(server.port, "/boom", "head-session", method="HEAD") == (500, "head-session", b"")
+    assert request_once(server.port, "/boom", "head-session", method="HEAD") == (
+        500,
+        "head-session",
+        b"",
+    )
 
 
 def test_the_servers_log_of_a_failed_request_carries_its_session_id(server: Server) -> None:
@@ -214,7 +207,7 @@ def test_the_servers_log_of_a_failed_request_carries_its_session_id(server: Serv
     }[server.name]
     sids = [f"logged-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     for sid in sids:
-        assert get(server.port, "/boom", sid)[:2] == (500, sid)
+        assert request_once(server.port, "/boom", sid)[:2] == (500, sid)
 
     deadline = time.monotonic() + 10
     while True:
@@ -253,7 +246,7 @@ def test_a_file_is_sent_zero_copy_and_closed_in_the_session(server: Server) -> N
     key = uuid.uuid4().hex
     sid = f"file-{key[:12]}"
 
-    status, header, body = get(server.port, f"/file?key={key}", sid)
+    status, header, body = request_once(server.port, f"/file?key={key}", sid)
 
     assert (status, header) == (200, sid)
     assert body == Path(wsgi_server.FILE_PATH).read_bytes()

@@ -43,8 +43,7 @@ except ImportError as _error:
 from sessionctx.session import (
     _CHALLENGES,
     _add_outgoing_header,
-    _host_filter,
-    _hosts_tuple,
+    _hosts_option,
     _take_back_header,
 )
 
@@ -75,8 +74,7 @@ class SessionTransport(httpx.BaseTransport):
     def __init__(
         self, transport: httpx.BaseTransport | None = None, *, hosts: Iterable[str] | None = None
     ) -> None:
-        self._hosts = _hosts_tuple(hosts)
-        self._sends_to: Callable[[str], bool] | None = _host_filter(self._hosts)
+        self._hosts, self._sends_to = _hosts_option(hosts)
         if transport is None:
             transport = httpx.HTTPTransport()
         elif not isinstance(transport, httpx.BaseTransport):
@@ -131,8 +129,7 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
         *,
         hosts: Iterable[str] | None = None,
     ) -> None:
-        self._hosts = _hosts_tuple(hosts)
-        self._sends_to: Callable[[str], bool] | None = _host_filter(self._hosts)
+        self._hosts, self._sends_to = _hosts_option(hosts)
         if transport is None:
             transport = httpx.AsyncHTTPTransport()
         elif not isinstance(transport, httpx.AsyncBaseTransport):

@@ -26,7 +26,7 @@ none outside a session, not the one it was first sent in.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Final
 from urllib.parse import urlparse, urlsplit
 
@@ -43,8 +43,7 @@ except ImportError as _error:
 from sessionctx.session import (
     _CHALLENGES,
     _add_outgoing_header,
-    _host_filter,
-    _hosts_tuple,
+    _hosts_option,
     _take_back_header,
 )
 
@@ -79,9 +78,7 @@ class SessionIdAdapter(HTTPAdapter):
         super().__init__(*args, **kwargs)
 
     def _set_hosts(self, hosts: Iterable[str] | None) -> None:
-        kept = _hosts_tuple(hosts)
-        self._sends_to: Callable[[str], bool] | None = _host_filter(kept)  # checked first
-        self._hosts = kept
+        self._hosts, self._sends_to = _hosts_option(hosts)
 
     @property
     def hosts(self) -> tuple[str, ...] | None:
@@ -177,8 +174,7 @@ def instrument_session(
     if not isinstance(s, requests.Session):
         raise TypeError(f"expected a requests.Session, not {type(s).__name__}: {s!r}")
     # Read once (it may be an iterator) and checked before anything is mounted.
-    wanted = _hosts_tuple(hosts)
-    wanted_filter = _host_filter(wanted)
+    wanted, wanted_filter = _hosts_option(hosts)
     current = {prefix: s.adapters.get(prefix) for prefix in _PREFIXES}
     for prefix, adapter in current.items():
         if adapter is None or type(adapter) is HTTPAdapter:
