@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -174,6 +175,8 @@ def test_demo_tells_the_whole_story() -> None:
     assert trace is not None
     assert f"A handler  session={sid[1]}  trace={trace[1]}" in step_1
     assert f"B handler  session={sid[1]}  trace={trace[1]}" in step_1
+    assert f"B reply    {HEADER}: {sid[1]}" in step_1
+    assert f"B /whoami  session={sid[1]} " in step_1
     assert f"agent-b INFO session={sid[1]} " in step_1
     spans = re.findall(rf"(agent-[ab]) +GET /\w+ +{trace[1]} +(\S+)", out)
     assert sorted(spans) == [("agent-a", sid[1]), ("agent-b", sid[1])]
@@ -196,4 +199,47 @@ def test_demo_names_the_step_that_fails() -> None:
         pytest.raises(StoryFailure, match=rf"^step 1 \(.*\): no valid {HEADER} header") as failure,
     ):
         Story(telemetry).play(client)
+    assert failure.value.step == 1
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    ("left_out", "message"),
+    [
+        pytest.param(
+            "SessionTransport", r"B saw '\S+' on a call without headers of A's own", id="transport"
+        ),
+        pytest.param(
+            "B's SessionIdMiddleware", rf"B's response carried {HEADER}: None", id="b-middleware"
+        ),
+    ],
+)
+def test_the_demo_checks_each_part_it_shows(left_out: str, message: str) -> None:
+    """A's trace headers carry the session as well, and B's propagated_context
+    sets it: the story still notices either part missing."""
+    from examples.two_agents import agent_a, agent_b
+    from examples.two_agents.servers import serve_asgi, serve_wsgi
+    from examples.two_agents.story import Story, StoryFailure
+    from examples.two_agents.telemetry import recording
+
+    with recording() as telemetry:
+        b_tracer = telemetry.tracer("agent-b")
+        b_app: Any = (
+            agent_b.create_flask_app(b_tracer)
+            if left_out == "B's SessionIdMiddleware"
+            else agent_b.create_app(b_tracer)
+        )
+        with serve_wsgi(b_app) as b_url:
+            b = (
+                httpx.Client(base_url=b_url, timeout=5.0, trust_env=False)
+                if left_out == "SessionTransport"
+                else agent_a.b_client(b_url)
+            )
+            with (
+                b,
+                serve_asgi(agent_a.create_app(b, telemetry.tracer("agent-a"))) as a_url,
+                httpx.Client(base_url=a_url, timeout=10.0, trust_env=False) as client,
+                pytest.raises(StoryFailure, match=rf"^step 1 \(.*\): {message}") as failure,
+            ):
+                Story(telemetry).play(client)
     assert failure.value.step == 1

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from opentelemetry.trace import Tracer, format_trace_id
 from starlette.routing import Mount, Router
 
-from sessionctx import current_session_id
+from sessionctx import SESSION_HEADER_NAME, current_session_id
 from sessionctx.asgi import SessionIdMiddleware
 from sessionctx.context import inject_trace_headers
 from sessionctx.integrations.httpx import SessionTransport
@@ -55,10 +55,16 @@ def create_api(b: httpx.Client, tracer: Tracer) -> FastAPI:
             # B's span joins this trace.
             reply = b.get("/work", params={"pause": pause}, headers=inject_trace_headers())
             reply.raise_for_status()
+            # No headers of A's own: SessionTransport alone carries the session.
+            plain = b.get("/whoami")
+            plain.raise_for_status()
             return {
                 "session_id": current_session_id(),
                 "trace_id": format_trace_id(span.get_span_context().trace_id),
                 "b": reply.json(),
+                # What B's SessionIdMiddleware echoed on its response.
+                "b_echoed": reply.headers.get(SESSION_HEADER_NAME),
+                "b_plain": plain.json()["session_id"],
             }
 
     @api.get("/whoami")

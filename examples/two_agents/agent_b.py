@@ -46,6 +46,11 @@ def create_flask_app(tracer: Tracer) -> Flask:
                 "span_id": format_span_id(context.span_id),
             }
 
+    @app.get("/whoami")
+    def whoami() -> dict[str, Any]:
+        # The session the middleware found on the request: nothing else sets one here.
+        return {"session_id": current_session_id()}
+
     return app
 
 

@@ -108,6 +108,16 @@ class Story:
         self.check(body["session_id"] == sid, f"A's handler saw {body['session_id']!r}")
         self.check(b["session_id"] == sid, f"B's handler saw {b['session_id']!r}, not {sid!r}")
         self.check(
+            body["b_echoed"] == sid,
+            f"B's response carried {HEADER}: {body['b_echoed']!r} "
+            "(its SessionIdMiddleware echoes it)",
+        )
+        self.check(
+            body["b_plain"] == sid,
+            f"B saw {body['b_plain']!r} on a call without headers of A's own "
+            "(SessionTransport adds the session header)",
+        )
+        self.check(
             b["trace_id"] == body["trace_id"],
             f"B's span is in trace {b['trace_id']}, A's in {body['trace_id']}",
         )
@@ -138,6 +148,8 @@ class Story:
         row("response", f"200  {HEADER}: {sid}")
         row("A handler", f"session={body['session_id']}  trace={body['trace_id']}")
         row("B handler", f"session={body['b']['session_id']}  trace={body['b']['trace_id']}")
+        row("B reply", f"{HEADER}: {body['b_echoed']}")
+        row("B /whoami", f"session={body['b_plain']}  (A sent no header of its own)")
         for line in logs:
             row("log", line)
         self.check_trace(sid, body, spans)
@@ -147,7 +159,7 @@ class Story:
             f"B's log line does not show session={sid}: {b_lines}",
         )
         self.first_id = sid
-        self.ok("A, B, B's log line and both spans: one session id, one trace id")
+        self.ok("A, B, B's reply, B's log line and both spans: one session id, one trace id")
 
     def returning_visitor(self, client: httpx.Client) -> None:
         sid = self.first_id
