@@ -12,6 +12,7 @@ import queue
 import textwrap
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -63,8 +64,8 @@ def test_sets_the_session_id_or_the_default_on_the_record(logger: logging.Logger
     ]
 
 
-def test_a_record_filtered_at_the_top_of_a_script_gets_the_default() -> None:
-    # A stack shorter than a logging call's: nothing above the filter handles it.
+def test_a_record_filtered_at_the_top_of_a_script_gets_the_session() -> None:
+    # A stack shorter than a logging call's: the script gives the record itself.
     script = textwrap.dedent(
         """
         import logging
@@ -81,11 +82,11 @@ def test_a_record_filtered_at_the_top_of_a_script_gets_the_default() -> None:
         """
     )
     result = run_python("-c", script)
-    assert result.stdout.split() == ["-"]
+    assert result.stdout.split() == ["abc"]
     assert result.stderr.split() == ["abc", "logged"]
 
 
-def test_a_filter_called_with_no_python_frame_above_it_writes_the_default() -> None:
+def test_a_filter_called_with_no_python_frame_above_it_writes_the_session() -> None:
     # A thread started from C on the filter itself, in a session's context;
     # the record names no thread (logging.logThreads off).
     record = make_record()
@@ -96,16 +97,41 @@ def test_a_filter_called_with_no_python_frame_above_it_writes_the_default() -> N
     deadline = time.monotonic() + 10
     while "session_id" not in record.__dict__ and time.monotonic() < deadline:
         time.sleep(0.001)
-    assert session_id_of(record) == "-"
+    assert session_id_of(record) == "abc"
 
 
-def test_a_record_filtered_outside_the_logging_call_that_made_it_gets_the_default() -> None:
-    # Made and filtered by hand, not by a Logger: where it was made is unknown.
+def test_a_record_given_to_the_filter_directly_gets_the_session_it_is_given_in() -> None:
+    """``log_filter.filter(record)`` called by code, not by logging: that code
+    knows the session (a unit test)."""
     log_filter = SessionIdFilter()
     with session("abc"):
         record = make_record()
         assert log_filter.filter(record) is True
+    assert session_id_of(record) == "abc"
+    record = make_record()
+    log_filter.filter(record)
     assert session_id_of(record) == "-"
+    with session("outer"), session("inner"):
+        record = make_record()
+        log_filter.filter(record)
+    assert session_id_of(record) == "inner"
+
+
+def test_a_record_handed_to_a_logger_or_handler_by_other_code_gets_the_default() -> None:
+    """Logging hands it on (replayed, flushed, from a listener): where it was
+    made is not known, even in a session."""
+    handler = ListHandler()
+    handler.addFilter(SessionIdFilter())
+    logger = logging.getLogger(f"handed.{uuid.uuid4()}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    with session("abc"):
+        handler.handle(make_record())
+        logger.handle(make_record())
+        through_filterer = make_record()
+        assert handler.filter(through_filterer)
+    assert [session_id_of(r) for r in handler.records] == ["-", "-"]
+    assert session_id_of(through_filterer) == "-"
 
 
 def test_a_custom_default() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import types
 from collections.abc import Callable
 from typing import Final
 
@@ -36,6 +37,21 @@ _handled_exception: Callable[[], BaseException | None] = getattr(
 # made it is handling (see SessionIdFilter.filter).
 _HANDLER_HANDLE: Final = logging.Handler.handle.__code__
 _getframe = sys._getframe
+
+# The modules whose code hands records to handlers and filters: a logger, a
+# handler, a MemoryHandler's flush, a QueueListener.
+_LOGGING_MODULES: Final = frozenset({"logging", "logging.handlers"})
+
+
+def _called_by_logging(frame: types.FrameType | None) -> bool:
+    """Whether code of the ``logging`` package is on the stack from ``frame`` up:
+    the record is being handed on by logging (see SessionIdFilter.filter), not
+    given to the filter directly by code that knows which session it is in."""
+    while frame is not None:
+        if frame.f_globals.get("__name__") in _LOGGING_MODULES:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _Default(str):
@@ -64,9 +80,10 @@ class SessionIdFilter(logging.Filter):
     too. Those run later, maybe in another request's session, where the filter
     cannot know which session the record was made in. So the filter writes an
     id only while the standard library logging call that made the record
-    (``info()``, ``log()`` and the like) is handling it, and the default for a
-    record that is passed on later or that other code hands it: even one held
-    back and passed on in the same request. Thread ids would not tell: a later
+    (``info()``, ``log()`` and the like) is handling it, or when code calls
+    ``filter(record)`` itself; and the default for a record that logging
+    passes on later, or that other code hands to a logger or handler: even one
+    held back and passed on in the same request. Thread ids would not tell: a later
     request in the same thread has the same one, and a gevent greenlet gets the
     id of one that ended. Outside a session each
     handler's filter writes its own ``default``: another handler's filter, or a
@@ -128,7 +145,13 @@ class SessionIdFilter(logging.Filter):
                     ) or _getframe(3).f_code is _LOGGER_LOG
                 except ValueError:  # a shorter stack: called by other code
                     made_here = False
-                if made_here or _in_its_logging_call(record, _getframe(0)):
+                if (
+                    made_here
+                    or _in_its_logging_call(record, _getframe(0))
+                    # Called directly, as ``log_filter.filter(record)``: the
+                    # caller gives the record in the session it runs in (a unit test).
+                    or not _called_by_logging(_getframe(0).f_back)
+                ):
                     record.session_id = active[0]
                     return True
             if active is None and (record.exc_info or _handled_exception() is not None):
