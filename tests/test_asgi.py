@@ -924,6 +924,22 @@ async def test_generator_returning_an_invalid_id_raises_runtime_error(bad: objec
     assert app.visits == []
 
 
+async def test_a_generated_str_subclass_is_sent_as_the_plain_str_it_holds() -> None:
+    class Tagged(str):
+        pass
+
+    app = RecordingApp()
+    middleware = SessionIdMiddleware(app, generator=lambda: Tagged("tagged-id"))
+    messages = await call(middleware, http_scope([]))
+
+    session = app.visits[0].session
+    assert session is not None
+    assert type(session.id) is str
+    assert session.id == "tagged-id"
+    assert type(app.visits[0].scope["sessionctx.session_id"]) is str
+    assert (b"x-session-id", b"tagged-id") in messages[0]["headers"]
+
+
 async def test_validator_applies_on_top_of_the_id_rule() -> None:
     asked: list[str] = []
 

@@ -37,15 +37,6 @@ INTEGRATION_PACKAGES = {"httpx", "opentelemetry", "structlog", "celery", "reques
 SUBPROCESS_TIMEOUT = 60
 
 
-def isort_style_key(name: str) -> tuple[int, str]:
-    """The order ruff's RUF022 keeps: CONSTANTS, then Classes, then everything else."""
-    if name.isupper():
-        return 0, name
-    if name[:1].isupper():
-        return 1, name
-    return 2, name
-
-
 def session_module() -> types.ModuleType:
     return importlib.import_module("sessionctx.session")
 
@@ -69,7 +60,7 @@ def run_python(code: str, **env: str) -> str:
 )
 def test_all_is_sorted_and_complete(module: types.ModuleType) -> None:
     exported = list(module.__all__)
-    assert exported == sorted(exported, key=isort_style_key)
+    assert exported == sorted(exported)
     assert len(set(exported)) == len(exported)
     assert set(exported) >= CORE_NAMES
     for name in exported:
@@ -217,3 +208,9 @@ def test_public_attributes_of_public_classes_have_types(module_name: str) -> Non
             public = [s for s in getattr(klass, "__slots__", ()) if not s.startswith("_")]
             missing = [s for s in public if s not in inspect.get_annotations(klass)]
             assert not missing, f"{klass.__qualname__} (in {name}): {missing} have no type"
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_public_module_lists_its_names_in_sorted_order(module_name: str) -> None:
+    exported = list(importlib.import_module(module_name).__all__)
+    assert exported == sorted(exported)

@@ -248,6 +248,9 @@ def test_attributes_are_a_deep_read_only_copy() -> None:
     assert ctx.attributes["user"] == "u1"
     assert list(ctx.attributes["roles"]) == ["admin"]
     assert list(ctx.attributes["meta"]["tags"]) == ["a"]
+    # The copy equals what was passed in, lists included.
+    assert ctx.attributes == {"user": "u1", "roles": ["admin"], "meta": {"tags": ["a"]}}
+    assert ctx.attributes["roles"] == ["admin"]
     with pytest.raises(TypeError):
         ctx.attributes["user"] = "u3"  # type: ignore[index]
     with pytest.raises(TypeError):
@@ -355,6 +358,28 @@ def test_an_int_too_long_for_json_names_the_key() -> None:
     assert SessionContext("abc", {"big": 10**4000, "small": -(2**64)}).attributes_json == (
         json.dumps({"big": 10**4000, "small": -(2**64)}, separators=(",", ":"))
     )
+
+
+def test_a_list_in_the_attributes_compares_as_the_list_and_the_tuple_it_was() -> None:
+    attributes: Any = SessionContext("abc", {"l": ["a", ["b", 1]], "t": ("a", 1)}).attributes
+    listed, tupled = attributes["l"], attributes["t"]
+    assert listed == ["a", ["b", 1]]
+    assert ["a", ["b", 1]] == listed  # noqa: SIM300 (the list on the left)
+    assert listed == ("a", ("b", 1))
+    assert tupled == ["a", 1]
+    assert tupled == ("a", 1)
+    assert listed != ["a", ["b", 2]]
+    assert listed != ["a"]
+    assert not (listed != ["a", ["b", 1]])  # noqa: SIM202
+    assert listed != "a"
+    assert hash(tupled) == hash(("a", 1))
+    assert {tupled: 1}[("a", 1)] == 1
+    assert copy.deepcopy(listed) is listed
+    assert pickle.loads(pickle.dumps(listed)) == listed
+    assert type(pickle.loads(pickle.dumps(listed))) is type(listed)
+    with pytest.raises(AttributeError):
+        listed.append("c")
+    assert json.dumps(listed) == '["a", ["b", 1]]'
 
 
 def test_attributes_copy_deep_copy_and_pickle_on_their_own() -> None:
@@ -493,7 +518,8 @@ def test_an_invalid_env_var_is_ignored_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="sessionctx")
-    # Unique per run: the warning is logged once per value for the whole process.
+    # Unique per run: the warning is logged once per variable and value for the
+    # whole process.
     invalid = f"not valid {uuid.uuid4()}"
     no_env.setenv(name, invalid)
 
@@ -508,6 +534,23 @@ def test_an_invalid_env_var_is_ignored_with_one_warning(
     assert warnings[0].levelno == logging.WARNING
     assert name in warnings[0].getMessage()
     assert invalid in warnings[0].getMessage()
+
+
+def test_the_same_invalid_value_is_warned_about_once_in_each_variable(
+    no_env: pytest.MonkeyPatch, restore_session: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sessionctx")
+    invalid = f"not valid {uuid.uuid4()}"
+    no_env.setenv(SESSION_ID_ENV_VAR, invalid)
+    new_session()
+    no_env.delenv(SESSION_ID_ENV_VAR)
+    no_env.setenv(FALLBACK_ENV_VAR, invalid)
+    new_session()
+    new_session()
+    messages = [r.getMessage() for r in caplog.records if r.name == "sessionctx"]
+    assert len(messages) == 2
+    assert SESSION_ID_ENV_VAR in messages[0]
+    assert FALLBACK_ENV_VAR in messages[1]
 
 
 def test_an_invalid_primary_env_var_falls_back_to_the_tracectrl_name(
@@ -2331,11 +2374,3 @@ def test_session_id_of_needs_an_exception(value: object) -> None:
     words = f"error must be an exception, not .*{re.escape(repr(value))}"
     with pytest.raises(TypeError, match=words):
         session_id_of(value)  # type: ignore[arg-type]
-
-
-def test_the_hosts_option_turns_down_a_host_that_is_no_ipv6_address() -> None:
-    """What no URL parser hands over, but the matcher must not raise on."""
-    session_module = sys.modules["sessionctx.session"]
-    _, sends_to = session_module._hosts_option(["::1"])
-    assert sends_to("0::1") is True
-    assert sends_to("not:an:address") is False

@@ -37,9 +37,9 @@ from sessionctx.session import (
 
 __all__ = [
     "ACCEPTED_HEADER_NAMES",
+    "ContextThreadPoolExecutor",
     "SESSION_HEADER_NAME",
     "SESSION_ID_ENV_VAR",
-    "ContextThreadPoolExecutor",
     "SessionContext",
     "current_session",
     "current_session_id",

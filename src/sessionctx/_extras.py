@@ -20,5 +20,11 @@ def missing_library(error: ImportError, module: str, package: str, install: str)
     # namespace, left by another distribution that shares it (opentelemetry-*).
     missing = isinstance(error, ModuleNotFoundError) or error.path is None
     if missing and name is not None and (name == package or name.startswith(package + ".")):
-        raise ImportError(f"{module} needs {name}; install with: {install}") from None
+        raise ImportError(f"{module} needs {name}; install with: {install}", name=name) from None
+    if name is None and error.path is None:
+        # Raised without naming a module (an import hook, a patched
+        # ``__import__``): the package could not be imported. Its own error
+        # stays attached.
+        message = f"{module} needs {package}; install with: {install}"
+        raise ImportError(message, name=package) from error
     raise error

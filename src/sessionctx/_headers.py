@@ -25,8 +25,8 @@ from sessionctx._validation import _match_id, _raw_id_ok
 __all__ = [
     "ACCEPTED_HEADER_NAMES",
     "BAGGAGE_SESSION_KEY",
-    "SESSION_HEADER_NAME",
     "HeaderLookup",
+    "SESSION_HEADER_NAME",
     "baggage_session_id",
     "check_header_name",
     "check_name_order",
@@ -232,7 +232,7 @@ class HeaderLookup:
 _DEFAULT_LOOKUP = HeaderLookup(ACCEPTED_HEADER_NAMES)
 
 
-def _text(value: object, what: str = "values") -> str:
+def _text(value: object, what: str) -> str:
     if isinstance(value, bytes):
         return value.decode("latin-1")
     if isinstance(value, str):
@@ -290,9 +290,25 @@ def _group(headers: object) -> dict[str, list[object]]:
 
 
 def _read(grouped: Mapping[str, list[object]], name: str) -> list[str] | None:
-    """The values of one lower-case ``name`` in ``grouped``, as text."""
+    """The values of one lower-case ``name`` in ``grouped``, as text.
+
+    A ``None`` value is no value (``requests`` drops such a header); any other
+    value that is not text reads as ``""``, which no id rule passes: the name
+    is present with an invalid value.
+    """
     values = grouped.get(name)
-    return None if values is None else [_text(value) for value in values]
+    if values is None:
+        return None
+    texts: list[str] = []
+    for value in values:
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, bytes):
+            texts.append(value.decode("latin-1"))
+        elif value is not None:
+            texts.append("")
+    # Only None values: no header. An empty list is present, with no value.
+    return None if values and not texts and None in values else texts
 
 
 def extract_session_id(

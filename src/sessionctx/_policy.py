@@ -23,19 +23,19 @@ from sessionctx._headers import (
     check_header_name,
     check_name_order,
 )
-from sessionctx._validation import _match_id, generate_session_id
+from sessionctx._validation import _match_id, generate_session_id, validate_session_id
 from sessionctx.session import SessionContext, _plain_context
 
 __all__ = [
     "INVALID",
     "MISSING",
+    "OnMissing",
     "PREFLIGHT_ENVIRON_KEY",
     "PREFLIGHT_HEADER",
     "SCOPE_KEY",
-    "VALID",
-    "OnMissing",
     "SessionMiddlewareBase",
     "SessionPolicy",
+    "VALID",
 ]
 
 #: Where both middlewares store the decided id: ``scope[...]`` / ``environ[...]``.
@@ -199,9 +199,16 @@ class SessionPolicy:
         if generator is None:
             return generate_session_id()
         sid = generator()
-        if type(sid) is not str or _match_id(sid) is None:
-            raise RuntimeError(f"session id generator returned an invalid id: {sid!r:.50}")
-        return sid
+        if type(sid) is str and _match_id(sid) is not None:
+            return sid
+        try:
+            # A str subclass that follows the rule is taken as the plain str
+            # it holds; anything else is a bug in the generator.
+            return str.__str__(validate_session_id(sid))
+        except (TypeError, ValueError) as error:
+            raise RuntimeError(
+                f"session id generator returned an invalid id {sid!r:.50} ({error})"
+            ) from None
 
     def context(self, sid: str, request: object) -> SessionContext:
         """The request's :class:`SessionContext`, with ``attributes(request)`` if configured."""

@@ -1,6 +1,6 @@
 """Carry the trace and the session id across a service boundary in HTTP headers.
 
-Needs ``opentelemetry-api`` (``pip install 'sessionctx[otel]'``). It uses the
+Needs ``opentelemetry-api`` (``pip install "sessionctx[otel]"``). It uses the
 process-wide propagator that OpenTelemetry is configured with (by default W3C
 ``traceparent``/``tracestate`` plus W3C ``baggage``) and never replaces it, so
 baggage and any propagator you install keep working.
@@ -39,7 +39,7 @@ try:
     from opentelemetry.context import Context
     from opentelemetry.propagators.textmap import Getter
 except ImportError as _error:
-    missing_library(_error, __name__, "opentelemetry", "pip install 'sessionctx[otel]'")
+    missing_library(_error, __name__, "opentelemetry", 'pip install "sessionctx[otel]"')
 
 from sessionctx._headers import _group, _read
 from sessionctx.session import (

@@ -36,39 +36,39 @@ def block(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
     ("module", "missing", "advice"),
     [
         pytest.param(
-            "sessionctx.context", "opentelemetry", "pip install 'sessionctx[otel]'", id="context"
+            "sessionctx.context", "opentelemetry", 'pip install "sessionctx[otel]"', id="context"
         ),
         pytest.param(
             "sessionctx.integrations.opentelemetry",
             "opentelemetry",
-            "pip install 'sessionctx[otel]' opentelemetry-sdk",
+            'pip install "sessionctx[otel]" opentelemetry-sdk',
             id="opentelemetry-api",
         ),
         pytest.param(
             "sessionctx.integrations.opentelemetry",
             "opentelemetry.sdk",
-            "pip install 'sessionctx[otel]' opentelemetry-sdk",
+            'pip install "sessionctx[otel]" opentelemetry-sdk',
             id="opentelemetry-sdk",
         ),
         pytest.param(
-            "sessionctx.integrations.httpx", "httpx", "pip install 'sessionctx[httpx]'", id="httpx"
+            "sessionctx.integrations.httpx", "httpx", 'pip install "sessionctx[httpx]"', id="httpx"
         ),
         pytest.param(
             "sessionctx.integrations.requests",
             "requests",
-            "pip install 'sessionctx[requests]'",
+            'pip install "sessionctx[requests]"',
             id="requests",
         ),
         pytest.param(
             "sessionctx.integrations.structlog",
             "structlog",
-            "pip install 'sessionctx[structlog]'",
+            'pip install "sessionctx[structlog]"',
             id="structlog",
         ),
         pytest.param(
             "sessionctx.integrations.celery",
             "celery",
-            "pip install 'sessionctx[celery]'",
+            'pip install "sessionctx[celery]"',
             id="celery",
         ),
     ],
@@ -82,6 +82,9 @@ def test_a_missing_library_names_the_extra(
         importlib.import_module(module)
     assert raised.value.__suppress_context__
     assert module in str(raised.value)
+    # As Python's own ModuleNotFoundError: the name of what is missing.
+    assert raised.value.name is not None
+    assert raised.value.name.split(".")[0] == missing.split(".")[0]
 
 
 def test_importing_sessionctx_imports_no_integration() -> None:
@@ -181,3 +184,55 @@ def test_another_modules_failure_is_raised_as_it_is() -> None:
     with pytest.raises(ModuleNotFoundError) as raised:
         missing_library(error, "sessionctx.integrations.requests", "requests", "pip install x")
     assert raised.value is error
+
+
+EXTRAS = {
+    "sessionctx.context": ("opentelemetry", "otel"),
+    "sessionctx.integrations.celery": ("celery", "celery"),
+    "sessionctx.integrations.httpx": ("httpx", "httpx"),
+    "sessionctx.integrations.opentelemetry": ("opentelemetry", "otel"),
+    "sessionctx.integrations.requests": ("requests", "requests"),
+    "sessionctx.integrations.structlog": ("structlog", "structlog"),
+}
+
+
+@pytest.mark.parametrize("how", ["import-hook", "patched-import"])
+@pytest.mark.parametrize("module", INTEGRATIONS)
+def test_an_import_error_that_names_no_module_still_names_the_extra(module: str, how: str) -> None:
+    """Tests and sandboxes block a package with a bare ``ImportError`` (an
+    import hook, a patched ``__import__``): it carries no module name."""
+    package, extra = EXTRAS[module]
+    script = textwrap.dedent(
+        f"""
+        import builtins, sys
+
+        def blocked(name):
+            return name == {package!r} or name.startswith({package!r} + ".")
+
+        if {how!r} == "import-hook":
+            class Blocker:
+                def find_spec(self, name, path=None, target=None):
+                    if blocked(name):
+                        raise ImportError("blocked " + name)
+                    return None
+            sys.meta_path.insert(0, Blocker())
+        else:
+            real_import = builtins.__import__
+            def fake_import(name, *args, **kwargs):
+                if blocked(name):
+                    raise ImportError("No module named " + name)
+                return real_import(name, *args, **kwargs)
+            builtins.__import__ = fake_import
+        try:
+            import {module}
+        except ImportError as error:
+            print(error.name)
+            print(error)
+            print(type(error.__cause__).__name__)
+        """
+    )
+    name, message, cause = run_python("-c", script).stdout.splitlines()
+    assert name == package
+    assert message.startswith(f"{module} needs {package}; install with: ")
+    assert f'pip install "sessionctx[{extra}]"' in message
+    assert cause == "ImportError"

@@ -8,7 +8,7 @@
 
 Importing this package imports none of them. A module whose library is not
 installed raises ``ImportError`` naming the extra to install, e.g.
-``pip install 'sessionctx[httpx]'``.
+``pip install "sessionctx[httpx]"``.
 """
 
 from __future__ import annotations

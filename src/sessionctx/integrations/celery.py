@@ -59,7 +59,7 @@ try:
     from celery.local import Proxy
     from celery.utils.log import ColorFormatter, get_multiprocessing_logger
 except ImportError as _error:
-    missing_library(_error, __name__, "celery", "pip install 'sessionctx[celery]'")
+    missing_library(_error, __name__, "celery", 'pip install "sessionctx[celery]"')
 
 from sessionctx._headers import ACCEPTED_HEADER_NAMES, SESSION_HEADER_NAME
 from sessionctx._validation import generate_session_id

@@ -38,13 +38,13 @@ from sessionctx._extras import missing_library
 try:
     import httpx
 except ImportError as _error:
-    missing_library(_error, __name__, "httpx", "pip install 'sessionctx[httpx]'")
+    missing_library(_error, __name__, "httpx", 'pip install "sessionctx[httpx]"')
 
-from sessionctx.session import (
-    _CHALLENGES,
-    _add_outgoing_header,
-    _hosts_option,
-    _take_back_header,
+from sessionctx._outgoing import (
+    CHALLENGES,
+    add_outgoing_header,
+    hosts_option,
+    take_back_header,
 )
 
 __all__ = ["AsyncSessionTransport", "SessionTransport"]
@@ -74,7 +74,7 @@ class SessionTransport(httpx.BaseTransport):
     def __init__(
         self, transport: httpx.BaseTransport | None = None, *, hosts: Iterable[str] | None = None
     ) -> None:
-        self._hosts, self._sends_to = _hosts_option(hosts)
+        self._hosts, self._sends_to = hosts_option(hosts)
         if transport is None:
             transport = httpx.HTTPTransport()
         elif not isinstance(transport, httpx.BaseTransport):
@@ -90,7 +90,7 @@ class SessionTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Add the session header, then send ``request`` through the wrapped transport."""
-        _add_outgoing_header(request, request.headers, _added, _allowed(self._sends_to, request))
+        add_outgoing_header(request, request.headers, _added, _allowed(self._sends_to, request))
         return _taken_back_when_resent(request, self.transport.handle_request(request))
 
     def close(self) -> None:
@@ -129,7 +129,7 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
         *,
         hosts: Iterable[str] | None = None,
     ) -> None:
-        self._hosts, self._sends_to = _hosts_option(hosts)
+        self._hosts, self._sends_to = hosts_option(hosts)
         if transport is None:
             transport = httpx.AsyncHTTPTransport()
         elif not isinstance(transport, httpx.AsyncBaseTransport):
@@ -145,7 +145,7 @@ class AsyncSessionTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Add the session header, then send ``request`` through the wrapped transport."""
-        _add_outgoing_header(request, request.headers, _added, _allowed(self._sends_to, request))
+        add_outgoing_header(request, request.headers, _added, _allowed(self._sends_to, request))
         return _taken_back_when_resent(request, await self.transport.handle_async_request(request))
 
     async def aclose(self) -> None:
@@ -174,6 +174,6 @@ def _taken_back_when_resent(request: httpx.Request, response: httpx.Response) ->
     # The client builds a redirect's next request from a copy of the request's
     # headers (and resends the request on an authentication challenge): the id
     # goes there only through this transport, to a host it may reach.
-    if response.has_redirect_location or response.status_code in _CHALLENGES:
-        _take_back_header(request, request.headers, _added)
+    if response.has_redirect_location or response.status_code in CHALLENGES:
+        take_back_header(request, request.headers, _added)
     return response

@@ -2,7 +2,7 @@
 
 Needs the OpenTelemetry SDK (a span processor is an SDK object)::
 
-    pip install 'sessionctx[otel]' opentelemetry-sdk
+    pip install "sessionctx[otel]" opentelemetry-sdk
 
 Usage::
 
@@ -28,7 +28,7 @@ try:
     from opentelemetry.trace import SpanKind, get_current_span
 except ImportError as _error:
     missing_library(
-        _error, __name__, "opentelemetry", "pip install 'sessionctx[otel]' opentelemetry-sdk"
+        _error, __name__, "opentelemetry", 'pip install "sessionctx[otel]" opentelemetry-sdk'
     )
 
 from sessionctx.session import (

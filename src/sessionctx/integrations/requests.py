@@ -37,14 +37,14 @@ try:
     from requests.adapters import HTTPAdapter
     from urllib3.util import parse_url
 except ImportError as _error:
-    missing_library(_error, __name__, "requests", "pip install 'sessionctx[requests]'")
+    missing_library(_error, __name__, "requests", 'pip install "sessionctx[requests]"')
 
 
-from sessionctx.session import (
-    _CHALLENGES,
-    _add_outgoing_header,
-    _hosts_option,
-    _take_back_header,
+from sessionctx._outgoing import (
+    CHALLENGES,
+    add_outgoing_header,
+    hosts_option,
+    take_back_header,
 )
 
 __all__ = ["SessionIdAdapter", "instrument_session"]
@@ -78,7 +78,7 @@ class SessionIdAdapter(HTTPAdapter):
         super().__init__(*args, **kwargs)
 
     def _set_hosts(self, hosts: Iterable[str] | None) -> None:
-        self._hosts, self._sends_to = _hosts_option(hosts)
+        self._hosts, self._sends_to = hosts_option(hosts)
 
     @property
     def hosts(self) -> tuple[str, ...] | None:
@@ -106,7 +106,7 @@ class SessionIdAdapter(HTTPAdapter):
         else:
             host = _request_host(request.url or "")
             allowed = host is not None and sends_to(host)
-        _add_outgoing_header(request, request.headers, _added, allowed)
+        add_outgoing_header(request, request.headers, _added, allowed)
 
     def send(
         self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
@@ -121,8 +121,8 @@ class SessionIdAdapter(HTTPAdapter):
         reach.
         """
         response = super().send(request, *args, **kwargs)
-        if response.is_redirect or response.status_code in _CHALLENGES:
-            _take_back_header(request, request.headers, _added)
+        if response.is_redirect or response.status_code in CHALLENGES:
+            take_back_header(request, request.headers, _added)
         return response
 
 
@@ -174,7 +174,7 @@ def instrument_session(
     if not isinstance(s, requests.Session):
         raise TypeError(f"expected a requests.Session, not {type(s).__name__}: {s!r}")
     # Read once (it may be an iterator) and checked before anything is mounted.
-    wanted, wanted_filter = _hosts_option(hosts)
+    wanted, wanted_filter = hosts_option(hosts)
     current = {prefix: s.adapters.get(prefix) for prefix in _PREFIXES}
     for prefix, adapter in current.items():
         if adapter is None or type(adapter) is HTTPAdapter:

@@ -27,7 +27,7 @@ from sessionctx._extras import missing_library
 try:
     import structlog  # noqa: F401  (checks that the extra is installed)
 except ImportError as _error:
-    missing_library(_error, __name__, "structlog", "pip install 'sessionctx[structlog]'")
+    missing_library(_error, __name__, "structlog", 'pip install "sessionctx[structlog]"')
 
 from sessionctx.session import (
     _escaped_session_id,
