@@ -29,6 +29,9 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) $(PIP_INSTALL) --upgrade pip
 	$(PY) $(PIP_INSTALL) -e '.[test]'
+	@# Bytecode ahead of time: an editable install imports the package from src/,
+	@# where nothing else compiles it when PYTHONDONTWRITEBYTECODE is set.
+	$(PY) -m compileall -q src
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -29,6 +29,7 @@ from benchmarks import (
     django_inprocess,
     end_to_end,
     generator,
+    import_time,
     instructions,
     memory,
     wsgi_inprocess,
@@ -38,7 +39,7 @@ from benchmarks.timing import FULL, QUICK
 
 __all__ = ["PARTS", "main"]
 
-PARTS = ("generator", "asgi", "wsgi", "django", "instr", "e2e", "memory")
+PARTS = ("import", "generator", "asgi", "wsgi", "django", "instr", "e2e", "memory")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 REQUESTS_ENV_VAR = "SESSIONCTX_BENCH_REQUESTS"
 FULL_REQUESTS = 1_000_000
@@ -124,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cpu_time:
         budget = dataclasses.replace(budget, clock=time.thread_time_ns)
     runs: dict[str, Callable[[], list[Row]]] = {
+        "import": lambda: import_time.run(import_time.QUICK if args.quick else import_time.FULL),
         "generator": lambda: generator.run(budget),
         "asgi": lambda: asgi_inprocess.run(budget),
         "wsgi": lambda: wsgi_inprocess.run(budget),

@@ -171,6 +171,8 @@ def _figure(value: float | None, unit: str) -> str:
         return _bytes(value)
     if unit == "%":
         return f"{value:+.1f} %"
+    if unit == "ms":
+        return f"{value:.1f} ms"
     if unit == "instr":
         return f"{value:,.0f} instr"
     if unit == "instr added":

@@ -28,6 +28,7 @@ from benchmarks import (
     django_inprocess,
     end_to_end,
     generator,
+    import_time,
     instructions,
     memory,
     profile_asgi,
@@ -89,6 +90,40 @@ def test_generator_part_times_both_generators() -> None:
     assert ours.verdict is not None
     assert ours.ratio is not None
     assert ours.ratio > 0
+
+
+def test_import_part_times_both_ways_of_importing_a_copy() -> None:
+    package = Path(import_time.sessionctx.__file__).parent
+    before = sorted(package.rglob("*"))
+
+    rows = import_time.run(import_time.QUICK)
+
+    assert [row.case for row in rows] == ["bytecode cached", "compiled on import"]
+    for row in rows:
+        own, whole = row.extra["own_ms"], row.extra["whole_ms"]
+        assert len(own) == len(whole) == import_time.QUICK
+        assert all(0 < o <= w for o, w in zip(own, whole, strict=True))
+        assert row.absolute is not None
+        assert min(own) <= row.absolute <= max(own)
+        assert row.verdict is not None
+        assert row.verdict.target == "< 15 ms"
+    # The copies were imported: nothing was written next to the sources.
+    assert sorted(package.rglob("*")) == before
+
+
+def test_import_part_reads_the_own_modules_self_times() -> None:
+    report = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:       900 |        900 |     json",
+            "import time:      2000 |       3000 |     sessionctx._headers",
+            "import time:      5000 |      9000 |   sessionctx.session",
+            "import time:       500 |      9500 | sessionctx",
+        ]
+    )
+    assert import_time._times(report) == (7.5, 9.5)
+    with pytest.raises(RuntimeError, match="no import time"):
+        import_time._times("import time:  5 | 5 | json")
 
 
 def test_asgi_part_covers_every_case_and_candidate() -> None:
