@@ -22,6 +22,9 @@ help:
 	@echo "make test-oldest - the tests against the oldest supported versions (own venv)"
 	@echo "make bench  - benchmarks against peers and a hand-written floor"
 	@echo "make stress - large reliability runs (load, faults, leaks)"
+	@echo "make install - only create .venv and install the package with its test extras"
+	@echo "make lint / typecheck / pytest - one part of make test (PYTEST_ARGS='-k ...' for pytest)"
+	@echo "make clean  - remove the venvs and caches"
 
 $(PY):
 	$(call make_venv,$(VENV))

@@ -78,12 +78,14 @@ def baggage_session_id(values: Sequence[str]) -> tuple[int, str | None]:
     return VALID, found
 
 
-def check_header_name(name: object) -> str:
-    """``name`` if it is a valid HTTP header name, else ``TypeError``/``ValueError``."""
+def check_header_name(name: object, option: str = "") -> str:
+    """``name`` if it is a valid HTTP header name, else ``TypeError``/``ValueError``
+    (naming ``option``, the argument it was given as, when set)."""
+    where = f"{option}: " if option else ""
     if not isinstance(name, str):
-        raise TypeError(f"header names must be str, not {type(name).__name__}: {name!r}")
+        raise TypeError(f"{where}header names must be str, not {type(name).__name__}: {name!r}")
     if not _TOKEN.fullmatch(name):
-        raise ValueError(f"invalid header name: {name!r}")
+        raise ValueError(f"{where}invalid header name: {name!r}")
     return name
 
 
@@ -142,7 +144,7 @@ class HeaderLookup:
         for name in header_names:
             # The rule the middleware and inject_session_headers() apply: a
             # misspelt name is an error, not a header that is never found.
-            check_header_name(name)
+            check_header_name(name, "header_names")
             if name.lower() not in names:
                 names.append(name.lower())
         if not names:

@@ -109,7 +109,7 @@ class SessionPolicy:
         expose_header: bool = False,
         handle_errors: bool = False,
     ) -> None:
-        self.header_name = check_header_name(header_name)
+        self.header_name = check_header_name(header_name, "header_name")
         self.header_name_lower = header_name.lower()
         if accept_headers is None:
             names: tuple[str, ...] = (header_name, *ACCEPTED_HEADER_NAMES)
@@ -120,7 +120,7 @@ class SessionPolicy:
                     "accept_headers must be a sequence of header names or None, "
                     f"not {type(accept_headers).__name__}: {accept_headers!r}"
                 )
-            names = tuple(check_header_name(n) for n in accept_headers)
+            names = tuple(check_header_name(n, "accept_headers") for n in accept_headers)
             if not names:
                 raise ValueError("accept_headers must name at least one header (or be None)")
         self.accept_headers = names
@@ -141,8 +141,12 @@ class SessionPolicy:
                 raise ValueError(f"{option} must be 'new' or 'reject', not {action!r}")
         if not trust_incoming and "reject" in (on_missing, on_invalid):
             raise ValueError(
-                "trust_incoming=False ignores inbound ids, so on_missing/on_invalid='reject' "
-                "would reject every request"
+                "trust_incoming=False ignores inbound ids, so "
+                + (
+                    "on_missing='reject' would reject every request"
+                    if on_missing == "reject"
+                    else "on_invalid='reject' would never apply"
+                )
             )
         _check_callable("validator", validator)
         _check_callable("generator", generator)

@@ -1201,7 +1201,7 @@ def inject_session_headers(
     ...     inject_session_headers({})
     {'X-Session-Id': 'abc'}
     """
-    check_header_name(header_name)
+    check_header_name(header_name, "header_name")
     if headers is None:
         headers = {}
     elif not (hasattr(headers, "keys") and hasattr(headers, "__setitem__")):
