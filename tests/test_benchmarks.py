@@ -40,6 +40,7 @@ from benchmarks.report import Row, Verdict, machine, render
 from benchmarks.timing import QUICK, Budget, interleave
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import sessionctx
 from sessionctx import set_session_id
 from sessionctx.asgi import SessionIdMiddleware
 from sessionctx.wsgi import SessionIdMiddleware as WsgiSessionIdMiddleware
@@ -93,7 +94,8 @@ def test_generator_part_times_both_generators() -> None:
 
 
 def test_import_part_times_both_ways_of_importing_a_copy() -> None:
-    package = Path(import_time.sessionctx.__file__).parent
+    assert sessionctx.__file__ is not None
+    package = Path(sessionctx.__file__).parent
     before = sorted(package.rglob("*"))
 
     rows = import_time.run(import_time.QUICK)
