@@ -380,6 +380,30 @@ def test_a_list_in_the_attributes_compares_as_the_list_and_the_tuple_it_was() ->
     with pytest.raises(AttributeError):
         listed.append("c")
     assert json.dumps(listed) == '["a", ["b", 1]]'
+    # + with a list gives a list, as with the list it was; with a tuple, a tuple.
+    # (The concatenations are what is tested: RUF005's unpacking would not call +.)
+    added = listed + ["c"]  # noqa: RUF005
+    assert added == ["a", ["b", 1], "c"]
+    assert type(added) is list
+    added = ["z"] + listed  # noqa: RUF005
+    assert added == ["z", "a", ["b", 1]]
+    assert type(added) is list
+    added = tupled + ("b",)  # noqa: RUF005
+    assert added == ("a", 1, "b")
+    assert type(added) is tuple
+
+
+def test_a_session_context_made_without_an_id_gets_a_fresh_one() -> None:
+    """As Mirascope's ``SessionContext()`` did."""
+    first, second = SessionContext(), SessionContext(attributes={"k": 1})
+    assert is_generated(first.id)
+    assert is_generated(second.id)
+    assert first.id != second.id
+    assert second.attributes == {"k": 1}
+    with pytest.raises(TypeError, match="NoneType"):
+        SessionContext(None)  # type: ignore[arg-type]
+    with session(first.id) as entered:
+        assert entered == first
 
 
 def test_attributes_copy_deep_copy_and_pickle_on_their_own() -> None:

@@ -163,6 +163,17 @@ class _FrozenList(tuple[Any, ...]):
 
     __hash__ = tuple.__hash__
 
+    # ``+`` with a list gives a list, as with the list it was; with a tuple, a tuple.
+    def __add__(self, other: Any) -> Any:
+        if isinstance(other, list):
+            return [*self, *other]
+        return tuple.__add__(self, other)
+
+    def __radd__(self, other: Any) -> Any:
+        if isinstance(other, list):
+            return [*other, *self]
+        return NotImplemented
+
     def __copy__(self) -> _FrozenList:
         return self
 
@@ -261,7 +272,8 @@ def _to_json(frozen: Mapping[str, Any]) -> str:
 class SessionContext:
     """One session: its ``id`` and optional JSON-able ``attributes``.
 
-    ``id`` must follow the session id rule. ``attributes`` is checked when the
+    ``id`` must follow the session id rule; left out, it is a fresh uuid4.
+    ``attributes`` is checked when the
     object is made (string keys, values ``json.dumps(..., allow_nan=False)``
     accepts) and stored as a deep read-only copy (mappings become dicts whose
     changing methods raise ``TypeError``, lists become tuples), so later
@@ -271,7 +283,8 @@ class SessionContext:
     '{"user":"u1"}'
     """
 
-    id: str
+    #: Left out, a fresh uuid4 (as Mirascope's ``SessionContext()`` made one).
+    id: str = field(default_factory=generate_session_id)
     attributes: Mapping[str, Any] | None = None
     #: ``attributes`` as compact JSON (``None`` without attributes), for span attributes.
     attributes_json: str | None = field(default=None, init=False, repr=False, compare=False)
