@@ -44,11 +44,18 @@ _LOGGING_MODULES: Final = frozenset({"logging", "logging.handlers"})
 
 
 def _called_by_logging(frame: types.FrameType | None) -> bool:
-    """Whether code of the ``logging`` package is on the stack from ``frame`` up:
-    the record is being handed on by logging (see SessionIdFilter.filter), not
-    given to the filter directly by code that knows which session it is in."""
+    """Whether the record is being handed on, from ``frame`` up: by code of the
+    ``logging`` package, or by a method of a handler or logger (a
+    ``logging.Filterer``: one of your own that holds records back and runs its
+    filters later), not given to the filter directly by code that knows which
+    session it is in (see SessionIdFilter.filter)."""
     while frame is not None:
         if frame.f_globals.get("__name__") in _LOGGING_MODULES:
+            return True
+        code = frame.f_code
+        if code.co_argcount and isinstance(
+            frame.f_locals.get(code.co_varnames[0]), logging.Filterer
+        ):
             return True
         frame = frame.f_back
     return False

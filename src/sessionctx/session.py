@@ -35,6 +35,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Generator,
+    Iterable,
     Mapping,
     MutableMapping,
 )
@@ -142,37 +143,43 @@ class _FrozenMapping(dict[str, Any]):
         return _FrozenMapping, (dict(self),)
 
 
-class _FrozenList(tuple[Any, ...]):
+class _FrozenList(list[Any]):
     """A read-only ``list``: what :func:`_freeze` makes of a list or tuple.
 
-    A tuple (serializers write it as a JSON array) that also compares equal to
-    a ``list`` with equal items, so that the copy equals what was passed in:
-    ``SessionContext(sid, attrs).attributes == attrs`` holds with lists inside.
+    A ``list`` to every serializer (``json``, orjson, pydantic) and to ``==``
+    (so the copy equals what was passed in, compared in C however deeply it
+    nests), whose methods that would change it raise ``TypeError``; ``+``,
+    ``*`` and slices give plain lists, and ``+=`` binds one. Like
+    :class:`_FrozenMapping`, it can be copied, deep-copied and pickled.
     """
 
     __slots__ = ()
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, list):
-            return len(self) == len(other) and tuple.__eq__(self, tuple(other))
-        return tuple.__eq__(self, other)
+    def __new__(cls, items: Iterable[Any] = ()) -> _FrozenList:
+        frozen = super().__new__(cls)
+        list.extend(frozen, items)
+        return frozen
 
-    def __ne__(self, other: object) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        # Filled by __new__: list.__init__ would replace its items.
+        pass
 
-    __hash__ = tuple.__hash__
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("session attributes are read-only")
 
-    # ``+`` with a list gives a list, as with the list it was; with a tuple, a tuple.
-    def __add__(self, other: Any) -> Any:
-        if isinstance(other, list):
-            return [*self, *other]
-        return tuple.__add__(self, other)
+    __setitem__ = __delitem__ = _read_only
+    append = extend = insert = remove = pop = clear = sort = reverse = _read_only
 
-    def __radd__(self, other: Any) -> Any:
-        if isinstance(other, list):
-            return [*other, *self]
+    def __iadd__(self, other: Any) -> Any:  # type: ignore[misc]
+        # ``items += more`` binds a new plain list (Python falls back to ``+``).
         return NotImplemented
+
+    def __imul__(self, other: Any) -> Any:  # type: ignore[misc]
+        return NotImplemented
+
+    def copy(self) -> list[Any]:
+        """A shallow plain ``list`` copy."""
+        return list(self)
 
     def __copy__(self) -> _FrozenList:
         return self
@@ -180,8 +187,8 @@ class _FrozenList(tuple[Any, ...]):
     def __deepcopy__(self, memo: dict[int, Any]) -> _FrozenList:
         return self
 
-    def __reduce__(self) -> tuple[type[_FrozenList], tuple[tuple[Any, ...]]]:
-        return _FrozenList, (tuple(self),)
+    def __reduce__(self) -> tuple[type[_FrozenList], tuple[list[Any]]]:
+        return _FrozenList, (list(self),)
 
 
 def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
@@ -251,7 +258,7 @@ def _thaw(value: object) -> Any:
         for key, item in value.items():
             thawed[key] = _thaw(item)
         return thawed
-    if isinstance(value, tuple):
+    if isinstance(value, list):
         listed = []
         for item in value:
             listed.append(_thaw(item))
@@ -260,7 +267,7 @@ def _thaw(value: object) -> Any:
 
 
 def _to_json(frozen: Mapping[str, Any]) -> str:
-    """Compact JSON of what :func:`_freeze` made (read-only dicts and tuples,
+    """Compact JSON of what :func:`_freeze` made (read-only dicts and lists,
     which ``json`` writes as it writes dicts and lists)."""
     try:
         return json.dumps(frozen, allow_nan=False, separators=(",", ":"))
@@ -276,7 +283,8 @@ class SessionContext:
     ``attributes`` is checked when the
     object is made (string keys, values ``json.dumps(..., allow_nan=False)``
     accepts) and stored as a deep read-only copy (mappings become dicts whose
-    changing methods raise ``TypeError``, lists become tuples), so later
+    changing methods raise ``TypeError``, lists and tuples become lists that
+    do the same), so later
     changes to the caller's dict change nothing.
 
     >>> SessionContext("abc", {"user": "u1"}).attributes_json

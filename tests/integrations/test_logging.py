@@ -416,6 +416,39 @@ def test_a_handler_of_ones_own_that_filters_held_records_later(logger: logging.L
     assert handler.lines == [("-", "user a's line"), ("user-b", "user b's line")]
 
 
+def test_a_handler_of_ones_own_that_runs_its_filters_itself_later(
+    logger: logging.Logger,
+) -> None:
+    """It calls each filter's filter() from a method of its own, with no
+    logging code on the stack: still a record passed on later."""
+
+    class Releasing(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pending: list[logging.LogRecord] = []
+            self.lines: list[tuple[str, str]] = []
+
+        def handle(self, record: logging.LogRecord) -> bool:
+            self.pending.append(record)
+            return True
+
+        def release(self) -> None:
+            for record in self.pending:
+                if all(f.filter(record) for f in self.filters):  # type: ignore[union-attr]
+                    self.lines.append((record.__dict__["session_id"], record.getMessage()))
+            self.pending.clear()
+
+    handler = Releasing()
+    handler.addFilter(SessionIdFilter())
+    logger.addHandler(handler)
+    with session("user-a"):
+        logger.info("user a's line")
+    with session("user-b"):
+        handler.release()
+
+    assert handler.lines == [("-", "user a's line")]
+
+
 class HandlesItself(logging.Logger):
     """Runs records through its handlers without Logger.handle, as absl's ABSLLogger does."""
 

@@ -236,3 +236,27 @@ def test_an_import_error_that_names_no_module_still_names_the_extra(module: str,
     assert message.startswith(f"{module} needs {package}; install with: ")
     assert f'pip install "sessionctx[{extra}]"' in message
     assert cause == "ImportError"
+
+
+@pytest.mark.parametrize("module", INTEGRATIONS)
+def test_an_installed_library_that_fails_to_load_is_not_taken_for_a_missing_extra(
+    module: str, tmp_path: pathlib.Path
+) -> None:
+    """Its own bare ImportError (urllib3 2 on an old OpenSSL raises one) comes
+    through: installing the extra again would not mend it."""
+    package, _ = EXTRAS[module]
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text(
+        'raise ImportError("needs OpenSSL 1.1.1+")\n', encoding="utf-8"
+    )
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        try:
+            import {module}
+        except ImportError as error:
+            print(error)
+        """
+    )
+    assert run_python("-c", script).stdout.strip() == "needs OpenSSL 1.1.1+"
