@@ -1103,7 +1103,7 @@ async def test_attributes_callable_gets_the_scope() -> None:
     seen = app.only.session
     assert seen is not None
     assert seen.id == "abc"
-    assert seen.attributes == {"path": "/items", "tags": ("a", "b"), "sid": "abc"}
+    assert seen.attributes == {"path": "/items", "tags": ["a", "b"], "sid": "abc"}
 
 
 async def test_attributes_callable_may_return_none() -> None:
