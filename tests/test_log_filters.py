@@ -375,3 +375,46 @@ def test_the_thread_id_is_read_as_logging_reads_it(
         logger.info("patched")
     assert handler.records[0].thread == 424242
     assert session_id_of(handler.records[0]) == "abc"
+
+
+def _filtered_here() -> logging.LogRecord:
+    record = make_record()
+    SessionIdFilter().filter(record)
+    return record
+
+
+def _takes_a_logger_first(log: logging.Logger) -> logging.LogRecord:
+    return _filtered_here()
+
+
+def test_a_function_that_takes_a_logger_or_handler_is_no_handler_of_ones_own(
+    logger: logging.Logger,
+) -> None:
+    """Only a method of a handler's or logger's own class hands records on: a
+    test with a logger fixture, or a helper taking one, gives the record itself."""
+    with session("sess-1"):
+        direct = make_record()
+        SessionIdFilter().filter(direct)
+        through_helper = _takes_a_logger_first(logger)
+        through_handler_arg = (lambda handler: _filtered_here())(logging.NullHandler())
+    assert [session_id_of(r) for r in (direct, through_helper, through_handler_arg)] == [
+        "sess-1",
+        "sess-1",
+        "sess-1",
+    ]
+
+
+def test_the_walk_up_the_stack_evaluates_no_lazy_object() -> None:
+    """It reads each caller's first argument by type(), which a lazy proxy
+    (Django's SimpleLazyObject, as request.user) answers without loading."""
+    from django.utils.functional import SimpleLazyObject
+
+    loaded: list[object] = []
+
+    def view(user: object) -> logging.LogRecord:
+        return _filtered_here()
+
+    with session("sess-1"):
+        record = view(SimpleLazyObject(lambda: loaded.append(1)))
+    assert loaded == []
+    assert session_id_of(record) == "sess-1"

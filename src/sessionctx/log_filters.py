@@ -53,10 +53,16 @@ def _called_by_logging(frame: types.FrameType | None) -> bool:
         if frame.f_globals.get("__name__") in _LOGGING_MODULES:
             return True
         code = frame.f_code
-        if code.co_argcount and isinstance(
-            frame.f_locals.get(code.co_varnames[0]), logging.Filterer
-        ):
-            return True
+        if code.co_argcount:
+            # A method of that very class (not a function that takes a logger
+            # first, such as a test with a logger fixture). type(), not
+            # isinstance(): a lazy proxy must not be evaluated.
+            owner = type(frame.f_locals.get(code.co_varnames[0]))
+            if (
+                issubclass(owner, logging.Filterer)
+                and getattr(getattr(owner, code.co_name, None), "__code__", None) is code
+            ):
+                return True
         frame = frame.f_back
     return False
 

@@ -150,7 +150,9 @@ class _FrozenList(list[Any]):
     (so the copy equals what was passed in, compared in C however deeply it
     nests), whose methods that would change it raise ``TypeError``; ``+``,
     ``*`` and slices give plain lists, and ``+=`` binds one. Like
-    :class:`_FrozenMapping`, it can be copied, deep-copied and pickled.
+    :class:`_FrozenMapping`, it can be copied, deep-copied and pickled. What
+    writes a list's items in C without its methods (``list.__setitem__``
+    called on it, ``heapq``'s functions) is not stopped.
     """
 
     __slots__ = ()
