@@ -376,6 +376,7 @@ def test_a_list_or_tuple_in_the_attributes_is_a_read_only_list() -> None:
     assert not (listed != ["a", ["b", 1]])  # noqa: SIM202
     assert listed[:1] == ["a"]
     assert type(listed[:1]) is list
+    assert copy.copy(listed) is listed
     assert copy.deepcopy(listed) is listed
     assert pickle.loads(pickle.dumps(listed)) == listed
     assert type(pickle.loads(pickle.dumps(listed))) is type(listed)

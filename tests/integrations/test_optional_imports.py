@@ -8,6 +8,7 @@ import pathlib
 import re
 import sys
 import textwrap
+from collections.abc import Callable
 
 import pytest
 
@@ -260,3 +261,37 @@ def test_an_installed_library_that_fails_to_load_is_not_taken_for_a_missing_extr
         """
     )
     assert run_python("-c", script).stdout.strip() == "needs OpenSSL 1.1.1+"
+
+
+def _error_in_module_calling(call: Callable[[], object]) -> ImportError:
+    """The ImportError raised while an importing module's body (as an
+    integration's ``try: import library``) runs ``call``, with its traceback."""
+    body = compile("call()", "<integration module>", "exec")
+    try:
+        exec(body, {"call": call})
+    except ImportError as error:
+        return error
+    raise AssertionError("no ImportError")
+
+
+def test_a_bare_import_error_before_any_module_ran_names_the_extra() -> None:
+    def blocked() -> None:  # an import hook's find_spec, a patched __import__
+        raise ImportError("blocked")
+
+    error = _error_in_module_calling(blocked)
+    with pytest.raises(ImportError, match=r'needs httpx; install with: pip install "x"') as raised:
+        missing_library(error, "sessionctx.integrations.httpx", "httpx", 'pip install "x"')
+    assert raised.value.name == "httpx"
+    assert raised.value.__cause__ is error
+
+
+def test_a_bare_import_error_from_a_library_module_body_is_raised_as_it_is() -> None:
+    library_body = compile('raise ImportError("needs OpenSSL")', "<library>", "exec")
+
+    def import_library() -> None:
+        exec(library_body, {})  # the library's own module code runs, and raises
+
+    error = _error_in_module_calling(import_library)
+    with pytest.raises(ImportError) as raised:
+        missing_library(error, "sessionctx.integrations.httpx", "httpx", 'pip install "x"')
+    assert raised.value is error
