@@ -94,9 +94,11 @@ class SessionIdFilter(logging.Filter):
     cannot know which session the record was made in. So the filter writes an
     id only while the standard library logging call that made the record
     (``info()``, ``log()`` and the like) is handling it, or when code calls
-    ``filter(record)`` itself; and the default for a record that logging
-    passes on later, or that other code hands to a logger or handler: even one
-    held back and passed on in the same request. Thread ids would not tell: a later
+    ``filter(record)`` itself (a unit test; not logging's code, nor a method of
+    a handler's or logger's own class, which may run its filters on records it
+    held back); and the default for a record that logging passes on later, or
+    that other code hands to a logger or handler: even one held back and
+    passed on in the same request. Thread ids would not tell: a later
     request in the same thread has the same one, and a gevent greenlet gets the
     id of one that ended. Outside a session each
     handler's filter writes its own ``default``: another handler's filter, or a
