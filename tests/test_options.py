@@ -7,7 +7,9 @@ construction with the same exception type and a message that shows the offending
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -123,8 +125,9 @@ def test_good_options_are_kept(middleware: type[SessionMiddlewareBase[Any]], kin
     assert policy.handle_errors is True
 
 
-def _status_of_one_request(kind: str, options: dict[str, Any], sid: str | None) -> int:
-    """One request through the ``kind`` middleware in-process; the response's status."""
+def _one_request(kind: str, options: dict[str, Any], sid: str | None) -> tuple[int, str | None]:
+    """One request through the ``kind`` middleware in-process; the response's
+    status and session header."""
     headers = {} if sid is None else {"X-Session-Id": sid}
     if kind == "wsgi":
 
@@ -133,18 +136,84 @@ def _status_of_one_request(kind: str, options: dict[str, Any], sid: str | None) 
             return [b""]
 
         client = werkzeug.test.Client(sessionctx.wsgi.SessionIdMiddleware(wsgi_app, **options))
-        return client.get("/", headers=headers).status_code
+        response = client.get("/", headers=headers)
+        return response.status_code, response.headers.get("X-Session-Id")
 
     async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    async def send() -> int:
+    async def send() -> tuple[int, str | None]:
         app = sessionctx.asgi.SessionIdMiddleware(asgi_app, **options)
         async with asgi_client(app) as client:
-            return (await client.get("/", headers=headers)).status_code
+            response = await client.get("/", headers=headers)
+            return response.status_code, response.headers.get("X-Session-Id")
 
     return asyncio.run(send())
+
+
+def _status_of_one_request(kind: str, options: dict[str, Any], sid: str | None) -> int:
+    return _one_request(kind, options, sid)[0]
+
+
+async def _async_check(sid: str) -> bool:
+    return False
+
+
+def _generator_check(sid: str) -> Any:
+    yield False
+
+
+class _AsyncCallable:
+    async def __call__(self, sid: str) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(("middleware", "kind"), MIDDLEWARES)
+@pytest.mark.parametrize("option", ["validator", "generator", "attributes"])
+@pytest.mark.parametrize(
+    "function",
+    [
+        pytest.param(_async_check, id="async-def"),
+        pytest.param(functools.partial(_async_check), id="partial-of-async-def"),
+        pytest.param(_generator_check, id="generator-function"),
+        pytest.param(_AsyncCallable(), id="async-call"),
+    ],
+)
+def test_an_async_or_generator_function_is_refused_for_a_callable_option(
+    middleware: type[SessionMiddlewareBase[Any]], kind: str, option: str, function: Any
+) -> None:
+    """It would return a coroutine or generator: always true as a validator's
+    verdict (every client id continued), never an id or attributes."""
+    with pytest.raises(TypeError, match=f"{option} must be a plain function"):
+        middleware(any_app, **{option: function})
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_validator_returning_an_awaitable_fails_the_request_closed(kind: str) -> None:
+    """A plain function that returns a coroutine is found at the request:
+    the client's id is never continued on it."""
+
+    def hands_back_a_coroutine(sid: str) -> Any:
+        return _async_check(sid)
+
+    options = {"validator": hands_back_a_coroutine}
+    if kind == "wsgi":
+        with pytest.raises(RuntimeError, match="validator returned coroutine, not a bool"):
+            _one_request(kind, options, "attacker-id")
+    else:
+        # The in-process client answers the app's error with a 500 of its own.
+        assert _one_request(kind, options, "attacker-id") == (500, None)
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_validator_may_return_any_true_or_false_value(kind: str) -> None:
+    """A regex's fullmatch (a match or None) is a validator as it is."""
+    options = {"validator": re.compile(r"ok-\d+").fullmatch}
+    assert _one_request(kind, options, "ok-1") == (200, "ok-1")
+    status, sid = _one_request(kind, options, "other-1")
+    assert status == 200
+    assert sid not in (None, "other-1")
 
 
 REFUSED_IDS = [

@@ -8,9 +8,10 @@ the request.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
 
 from sessionctx._headers import (
@@ -52,8 +53,43 @@ _logger = logging.getLogger("sessionctx")
 
 
 def _check_callable(name: str, value: object) -> None:
-    if value is not None and not callable(value):
+    if value is None:
+        return
+    if not callable(value):
         raise TypeError(f"{name} must be callable or None, not {type(value).__name__}: {value!r}")
+    if _is_async_or_generator(value):
+        # Its result would be a coroutine or generator object: always true to
+        # an ``if``, never an id or attributes. The id is decided before the
+        # application runs, by plain calls.
+        raise TypeError(
+            f"{name} must be a plain function, not an async or generator function: {value!r}"
+        )
+
+
+def _is_async_or_generator(fn: object) -> bool:
+    """Whether calling ``fn`` makes a coroutine, an async generator or a generator."""
+    kinds = (inspect.iscoroutinefunction, inspect.isasyncgenfunction, inspect.isgeneratorfunction)
+    if any(kind(fn) for kind in kinds):
+        return True
+    # An object whose __call__ is one of those (inspect looks through
+    # functools.partial and methods, but not through __call__ before 3.12).
+    call = getattr(type(fn), "__call__", None)
+    return not inspect.isfunction(fn) and any(kind(call) for kind in kinds)
+
+
+def _plain_verdict(verdict: object) -> bool:
+    """A true ``validator`` result that is not ``True``: accepted (a regex
+    match, a non-empty value), unless it is an awaitable or a generator, which
+    an async or generator ``validator`` returns whatever it decides."""
+    if inspect.isawaitable(verdict) or isinstance(verdict, (Generator, AsyncGenerator)):
+        close = getattr(verdict, "close", None)
+        if close is not None:
+            close()  # no "never awaited" warning on top
+        raise RuntimeError(
+            f"session id validator returned {type(verdict).__name__}, not a bool: "
+            "it must be a plain function, not an async or generator one"
+        )
+    return True
 
 
 def _check_bool(name: str, value: object) -> None:
@@ -180,7 +216,10 @@ class SessionPolicy:
             state = MISSING
         elif state == VALID:
             validator = self.validator
-            if validator is None or validator(sid):  # type: ignore[arg-type]
+            if validator is None:
+                return sid, VALID
+            verdict = validator(sid)  # type: ignore[arg-type]
+            if verdict is True or (verdict and _plain_verdict(verdict)):
                 return sid, VALID
             state = INVALID
             refused = True
