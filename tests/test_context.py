@@ -126,6 +126,30 @@ def test_inject_writes_into_any_mutable_mapping(tracing: Tracing) -> None:
     assert headers["traceparent"].startswith("00-")
 
 
+class _OnlySetItem:
+    """Has __setitem__ but no keys(): not a mapping of headers."""
+
+    def __init__(self) -> None:
+        self.written: dict[str, str] = {}
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.written[key] = value
+
+
+@pytest.mark.parametrize("headers", [[], "traceparent", 5])
+def test_inject_refuses_what_is_no_mapping_also_with_a_span(
+    tracing: Tracing, headers: object
+) -> None:
+    with session("sess-1"), tracing.tracer.start_as_current_span("a"):
+        with pytest.raises(TypeError, match="headers must be a mutable mapping"):
+            inject_trace_headers(headers)  # type: ignore[call-overload]
+        half = _OnlySetItem()
+        with pytest.raises(TypeError, match="headers must be a mutable mapping"):
+            inject_trace_headers(half)  # type: ignore[call-overload]
+    # Refused before the propagator wrote into it.
+    assert half.written == {}
+
+
 def test_inject_sends_w3c_baggage_along() -> None:
     token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
     try:

@@ -457,3 +457,14 @@ def test_a_name_whose_spellings_would_take_too_much_memory_has_none_kept() -> No
     # Few letters, but long: 2 ** 10 spellings of 65 characters.
     long_name = "x-session-id-" + "1" * 52
     assert name_spellings(long_name, False) == frozenset()
+
+
+def test_header_names_none_means_the_default_names() -> None:
+    """As the middleware's accept_headers=None."""
+    assert extract_session_id({"Mirascope-Session-Id": "m"}, header_names=None) == "m"
+
+
+@pytest.mark.parametrize("names", [5, object()])
+def test_header_names_that_are_no_sequence_are_named_in_the_error(names: object) -> None:
+    with pytest.raises(TypeError, match="header_names must be a sequence of header names"):
+        extract_session_id({}, header_names=names)  # type: ignore[arg-type]

@@ -418,3 +418,27 @@ def test_the_walk_up_the_stack_evaluates_no_lazy_object() -> None:
         record = view(SimpleLazyObject(lambda: loaded.append(1)))
     assert loaded == []
     assert session_id_of(record) == "sess-1"
+
+
+@pytest.mark.parametrize(
+    "exc_info",
+    [
+        pytest.param(True, id="true"),
+        pytest.param((ValueError,), id="one-item"),
+        pytest.param(5, id="an-int"),
+        pytest.param((None, None, None), id="nones"),
+        pytest.param((ValueError, "not an exception", None), id="not-an-exception"),
+    ],
+)
+def test_a_record_with_an_odd_exc_info_gets_the_default_outside_a_session(
+    exc_info: object,
+) -> None:
+    """A record made by hand with what logging would not make of exc_info: the
+    filter neither raises (the formatter is where logging reports it) nor
+    finds a session in it."""
+    handler = ListHandler()
+    handler.addFilter(SessionIdFilter())
+    record = make_record()
+    record.exc_info = exc_info  # type: ignore[assignment]
+    handler.handle(record)
+    assert [session_id_of(r) for r in handler.records] == ["-"]

@@ -125,6 +125,10 @@ def check_name_order(names: object, option: str) -> None:
             f"{option} must be a sequence of header names in priority order, "
             f"not a {type(names).__name__}, which has no order: {names!r}"
         )
+    if not isinstance(names, Iterable):
+        raise TypeError(
+            f"{option} must be a sequence of header names, not {type(names).__name__}: {names!r}"
+        )
 
 
 class HeaderLookup:
@@ -314,7 +318,7 @@ def _read(grouped: Mapping[str, list[object]], name: str) -> list[str] | None:
 
 
 def extract_session_id(
-    headers: object, *, header_names: Sequence[str] = ACCEPTED_HEADER_NAMES
+    headers: object, *, header_names: Sequence[str] | None = ACCEPTED_HEADER_NAMES
 ) -> str | None:
     """Return the valid session id carried by ``headers``, else ``None``.
 
@@ -332,6 +336,9 @@ def extract_session_id(
     True
     """
     lookup = (
-        _DEFAULT_LOOKUP if header_names is ACCEPTED_HEADER_NAMES else HeaderLookup(header_names)
+        _DEFAULT_LOOKUP
+        # None: the default, as the middleware's accept_headers=None.
+        if header_names is ACCEPTED_HEADER_NAMES or header_names is None
+        else HeaderLookup(header_names)
     )
     return lookup.lookup_values(partial(_read, _group(headers)))[1]

@@ -141,8 +141,14 @@ def hosts_option(
         raise TypeError(
             f"hosts must be an iterable of host names, not {type(hosts).__name__}: {hosts!r}"
         )
-    kept = tuple(hosts)
-    return kept, Hosts(kept)
+    kept: list[str] = []
+    for entry in hosts:
+        # Checked as it comes: an iterable of something else (an ip_network's
+        # addresses) is refused at its first item, not once it is all read.
+        if not isinstance(entry, str):
+            raise TypeError(f"hosts must hold str, not {type(entry).__name__}: {entry!r}")
+        kept.append(entry)
+    return tuple(kept), Hosts(kept)
 
 
 #: Authentication challenges (401, 407): the clients' auth flows send the

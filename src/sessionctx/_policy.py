@@ -73,7 +73,7 @@ def _is_async_or_generator(fn: object) -> bool:
         return True
     # An object whose __call__ is one of those (inspect looks through
     # functools.partial and methods, but not through __call__ before 3.12).
-    call = getattr(type(fn), "__call__", None)
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 (the method, not callable())
     return not inspect.isfunction(fn) and any(kind(call) for kind in kinds)
 
 

@@ -89,7 +89,11 @@ def validate_session_id(value: object) -> str:
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:
+        # The error about a value must not fail on its repr() in turn.
+        text = f"<{type(value).__name__} object>"
     return text if len(text) <= 50 else text[:47] + "..."
 
 

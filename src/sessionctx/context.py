@@ -43,6 +43,7 @@ except ImportError as _error:
 
 from sessionctx._headers import _group, _read
 from sessionctx.session import (
+    _headers_to_fill,
     current_session_id,
     extract_session_id,
     inject_session_headers,
@@ -90,8 +91,8 @@ def inject_trace_headers(
     ...     inject_trace_headers({})
     {'X-Session-Id': 'abc'}
     """
-    if headers is None:
-        headers = {}
+    # Checked before the propagator writes into it.
+    headers = _headers_to_fill(headers)
     propagate.inject(headers)
     return inject_session_headers(headers)
 

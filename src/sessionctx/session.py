@@ -51,6 +51,7 @@ from sessionctx._headers import (
     extract_session_id,
 )
 from sessionctx._validation import (
+    _shown,
     generate_session_id,
     is_valid_session_id,
     validate_session_id,
@@ -550,8 +551,17 @@ def _record_session_id(record: logging.LogRecord) -> str | None:
     ``exc_info``, else the exception being handled as it is logged), for a
     record made outside any session; see :func:`_escaped_session_id`."""
     exc_info = record.exc_info
-    error = exc_info[1] if exc_info else _handled_exception_of(record)
-    return None if error is None else _escaped_session_id(error, record.thread)
+    if not exc_info:
+        error = _handled_exception_of(record)
+    elif isinstance(exc_info, tuple) and len(exc_info) == 3:
+        error = exc_info[1]
+    else:
+        # Not what logging makes of exc_info (a record made by hand): the
+        # formatter, not this filter, is where logging reports it.
+        return None
+    if not isinstance(error, BaseException):
+        return None
+    return _escaped_session_id(error, record.thread)
 
 
 #: The code of ``logging.Logger._log``, which makes a record and hands it to
@@ -894,6 +904,7 @@ class _SessionScope:
             # ``@session()`` above ``@staticmethod``/``@classmethod``: decorate the
             # function inside and wrap it the same way again.
             return cast(F, type(fn)(self(fn.__func__)))
+        _check_wrappable(fn, "session()")
         make = self._make
         stepping = _stepping_function(fn, lambda: _Steps(_active(make())).run)
         if stepping is not None:
@@ -1198,6 +1209,19 @@ def session(
 H = TypeVar("H", bound=MutableMapping[str, str])
 
 
+def _headers_to_fill(headers: object) -> MutableMapping[str, str]:
+    """``headers`` to write into in place (a new dict for ``None``), or a
+    ``TypeError`` for anything but a mutable mapping, before anything is written."""
+    if headers is None:
+        return {}
+    if not (hasattr(headers, "keys") and hasattr(headers, "__setitem__")):
+        raise TypeError(
+            "headers must be a mutable mapping of header names to values or None, "
+            f"not {type(headers).__name__}: {_shown(headers)}"
+        )
+    return cast(MutableMapping[str, str], headers)
+
+
 @overload
 def inject_session_headers(headers: None = None, *, header_name: str = ...) -> dict[str, str]: ...
 # Listed before the generic form so that ``inject_session_headers({})`` type-checks.
@@ -1225,13 +1249,7 @@ def inject_session_headers(
     {'X-Session-Id': 'abc'}
     """
     check_header_name(header_name, "header_name")
-    if headers is None:
-        headers = {}
-    elif not (hasattr(headers, "keys") and hasattr(headers, "__setitem__")):
-        raise TypeError(
-            "headers must be a mutable mapping of header names to values or None, "
-            f"not {type(headers).__name__}: {headers!r:.50}"
-        )
+    headers = _headers_to_fill(headers)
     sid = current_session_id()
     if sid is not None:
         if isinstance(headers, dict):
@@ -1257,6 +1275,13 @@ def inject_session_headers(
 # --------------------------------------------------------------------------- #
 
 
+def _check_wrappable(fn: object, wrapper: str) -> None:
+    """Refuse what cannot be called when it is wrapped, not at its first call
+    (in a worker thread or a callback, far from the cause)."""
+    if not callable(fn):
+        raise TypeError(f"{wrapper} wraps a callable, not {type(fn).__name__}: {_shown(fn)}")
+
+
 def wrap_context(fn: Callable[P, T]) -> Callable[P, T]:
     """Return a callable that runs ``fn`` in a copy of the caller's current context.
 
@@ -1271,6 +1296,7 @@ def wrap_context(fn: Callable[P, T]) -> Callable[P, T]:
     another task, still sees the snapshot); so does a coroutine or generator
     that a plain ``fn`` returns.
     """
+    _check_wrappable(fn, "wrap_context")
     snapshot = copy_context()
     stepping = _stepping_function(fn, lambda: snapshot.copy().run)
     if stepping is not None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from contextlib import AbstractContextManager, nullcontext
 
 import pytest
@@ -152,6 +153,10 @@ BAD_HOSTS = [
     pytest.param(b"127.0.0.1", TypeError, "single bytes", id="bytes"),
     pytest.param(42, TypeError, "not int", id="an-int"),
     pytest.param([b"127.0.0.1"], TypeError, "hold str", id="bytes-entry"),
+    # Refused at its first address, not after reading all 16,777,216 of them.
+    pytest.param(
+        ipaddress.ip_network("10.0.0.0/8"), TypeError, "not IPv4Address", id="an-ip-network"
+    ),
     pytest.param(["http://127.0.0.1"], ValueError, "'http://127.0.0.1'", id="a-url"),
     pytest.param(["127.0.0.1:8000"], ValueError, "'127.0.0.1:8000'", id="a-port"),
     pytest.param(["a.example, b.example"], ValueError, "b.example", id="two-in-one"),
