@@ -152,10 +152,6 @@ def _one_request(kind: str, options: dict[str, Any], sid: str | None) -> tuple[i
     return asyncio.run(send())
 
 
-def _status_of_one_request(kind: str, options: dict[str, Any], sid: str | None) -> int:
-    return _one_request(kind, options, sid)[0]
-
-
 async def _async_check(sid: str) -> bool:
     return False
 
@@ -262,7 +258,7 @@ def test_a_refused_id_is_logged_at_debug_level_without_its_value(
     status: int,
 ) -> None:
     with caplog.at_level(logging.DEBUG, logger="sessionctx"):
-        assert _status_of_one_request(kind, options, sid) == status
+        assert _one_request(kind, options, sid)[0] == status
     (record,) = [r for r in caplog.records if r.name == "sessionctx"]
     assert record.levelno == logging.DEBUG
     message = record.getMessage()
@@ -279,5 +275,5 @@ def test_only_a_refused_id_is_logged(
     caplog: pytest.LogCaptureFixture, kind: str, options: dict[str, Any], sid: str | None
 ) -> None:
     with caplog.at_level(logging.DEBUG, logger="sessionctx"):
-        _status_of_one_request(kind, options, sid)
+        _one_request(kind, options, sid)[0]
     assert [r for r in caplog.records if r.name == "sessionctx"] == []

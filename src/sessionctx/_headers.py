@@ -238,14 +238,12 @@ class HeaderLookup:
 _DEFAULT_LOOKUP = HeaderLookup(ACCEPTED_HEADER_NAMES)
 
 
-def _text(value: object, what: str) -> str:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, str):
-        return value
-    raise TypeError(
-        f"header {what} must be str or bytes, not {type(value).__name__}: {value!r:.50}"
-    )
+def _name_text(name: object) -> str:
+    if isinstance(name, bytes):
+        return name.decode("latin-1")
+    if isinstance(name, str):
+        return name
+    raise TypeError(f"header names must be str or bytes, not {type(name).__name__}: {name!r:.50}")
 
 
 def _is_environ(headers: object) -> TypeGuard[dict[str, Any]]:
@@ -287,7 +285,7 @@ def _group(headers: object) -> dict[str, list[object]]:
             name, value = pair
         except (TypeError, ValueError):
             raise TypeError(f"headers must hold (name, value) pairs, not {pair!r:.50}") from None
-        bucket = grouped.setdefault(_text(name, "names").lower(), [])
+        bucket = grouped.setdefault(_name_text(name).lower(), [])
         if isinstance(value, (list, tuple)):
             bucket.extend(value)
         else:

@@ -151,11 +151,6 @@ class SessionPolicy:
             names: tuple[str, ...] = (header_name, *ACCEPTED_HEADER_NAMES)
         else:
             check_name_order(accept_headers, "accept_headers")
-            if not isinstance(accept_headers, Iterable):
-                raise TypeError(
-                    "accept_headers must be a sequence of header names or None, "
-                    f"not {type(accept_headers).__name__}: {accept_headers!r}"
-                )
             names = tuple(check_header_name(n, "accept_headers") for n in accept_headers)
             if not names:
                 raise ValueError("accept_headers must name at least one header (or be None)")

@@ -559,8 +559,6 @@ def _record_session_id(record: logging.LogRecord) -> str | None:
         # Not what logging makes of exc_info (a record made by hand): the
         # formatter, not this filter, is where logging reports it.
         return None
-    if not isinstance(error, BaseException):
-        return None
     return _escaped_session_id(error, record.thread)
 
 
