@@ -129,6 +129,23 @@ def test_import_sessionctx_imports_only_the_standard_library() -> None:
     assert not loaded & INTEGRATION_PACKAGES
 
 
+def test_import_sessionctx_leaves_json_urllib_and_the_log_filter_to_first_use() -> None:
+    # What only some requests or setups need is loaded when first needed: json
+    # by the first session with attributes, urllib.parse by the first baggage
+    # header with a session.id member, the log filter's record code by its import.
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import sessionctx\n"
+        "new = set(sys.modules) - before\n"
+        "print(' '.join(sorted(new & {'json', 'urllib.parse', 'sessionctx.log_filters'})))\n"
+        "sessionctx.SessionContext('a', {'user': 'u1'})\n"
+        "sessionctx.extract_session_id({'baggage': 'session.id=abc'})\n"
+        "print(' '.join(sorted({'json', 'urllib.parse'} - set(sys.modules))))\n"
+    )
+    assert run_python(code).splitlines() == ["", ""]
+
+
 def test_import_sessionctx_has_no_side_effects() -> None:
     code = (
         "import json, logging, os\n"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import math
 import os
@@ -272,6 +271,8 @@ def _thaw(value: object) -> Any:
 def _to_json(frozen: Mapping[str, Any]) -> str:
     """Compact JSON of what :func:`_freeze` made (read-only dicts and lists,
     which ``json`` writes as it writes dicts and lists)."""
+    import json  # loaded by the first session with attributes, not by every import
+
     try:
         return json.dumps(frozen, allow_nan=False, separators=(",", ":"))
     except RecursionError:
@@ -544,76 +545,6 @@ def _escaped_session_id(error: object, thread: int | None) -> str | None:
         else:
             return None
     return None
-
-
-def _record_session_id(record: logging.LogRecord) -> str | None:
-    """The id of the session that the exception ``record`` logs left (its
-    ``exc_info``, else the exception being handled as it is logged), for a
-    record made outside any session; see :func:`_escaped_session_id`."""
-    exc_info = record.exc_info
-    if not exc_info:
-        error = _handled_exception_of(record)
-    elif isinstance(exc_info, tuple) and len(exc_info) == 3:
-        error = exc_info[1]
-    else:
-        # Not what logging makes of exc_info (a record made by hand): the
-        # formatter, not this filter, is where logging reports it.
-        return None
-    return _escaped_session_id(error, record.thread)
-
-
-#: The code of ``logging.Logger._log``, which makes a record and hands it to
-#: the logger's ``handle`` (see :func:`_in_its_logging_call`).
-_LOGGER_LOG: Final = logging.Logger._log.__code__
-
-
-def _in_its_logging_call(record: logging.LogRecord, frame: types.FrameType | None) -> bool:
-    """Whether the logging call that made ``record`` is handling it right now,
-    in the call stack from ``frame`` up: the nearest ``Logger._log`` there made
-    ``record`` (or the record it is a copy of, as structlog's
-    ``ProcessorFormatter`` makes one). Such a record was made in this thread.
-
-    ``Logger._log`` is where every standard library logging call (``info()``,
-    ``log()``, a ``LoggerAdapter``'s, structlog's standard library loggers)
-    makes its record, whatever a ``Logger`` subclass or a patch does with
-    ``handle`` (absl's ``ABSLLogger`` replaces it, Sentry wraps
-    ``callHandlers``).
-
-    Not for a record a ``MemoryHandler`` held back and passes on now (flushed,
-    or pushed out by the next record), one a ``QueueListener`` hands on, or one
-    that other code gives a handler or filter: where that record was made, in
-    which thread and which request's session, is not known here. Thread ids
-    cannot tell: a later request in the same thread has the same one, and a
-    gevent greenlet gets the id of one that ended. Looks 32 frames up at most.
-    """
-    depth = 0
-    while frame is not None and depth < 32:
-        if frame.f_code is _LOGGER_LOG:
-            made = frame.f_locals.get("record")
-            return made is record or (
-                isinstance(made, logging.LogRecord)
-                and made.msg is record.msg
-                and (made.created, made.thread, made.name, made.lineno, made.pathname)
-                == (record.created, record.thread, record.name, record.lineno, record.pathname)
-            )
-        frame = frame.f_back
-        depth += 1
-    return False
-
-
-def _handled_exception_of(record: logging.LogRecord) -> BaseException | None:
-    """The exception being handled where ``record``, which has none of its own,
-    is being logged right now (a server may log the traceback as text from its
-    ``except`` block, as werkzeug's "Error on request" does), or ``None``.
-
-    Only while the logging call that made the record handles it (see
-    :func:`_in_its_logging_call`): a record made elsewhere was made while
-    something else was handled.
-    """
-    error = sys.exc_info()[1]
-    if error is None or not _in_its_logging_call(record, sys._getframe(1)):
-        return None
-    return error
 
 
 def _request_of(active: _Active | None) -> _Active | None:

@@ -29,12 +29,8 @@ try:
 except ImportError as _error:
     missing_library(_error, __name__, "structlog", 'pip install "sessionctx[structlog]"')
 
-from sessionctx.session import (
-    _escaped_session_id,
-    _in_its_logging_call,
-    _record_session_id,
-    current_session_id,
-)
+from sessionctx.log_filters import _in_its_logging_call, _record_session_id
+from sessionctx.session import _escaped_session_id, current_session_id
 
 __all__ = ["add_session_id"]
 
