@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache, partial
 from itertools import product
 from typing import Any, Final, TypeGuard
+from urllib.parse import unquote
 
 from sessionctx._validation import _match_id, _raw_id_ok
 
@@ -66,8 +67,6 @@ def baggage_session_id(values: Sequence[str]) -> tuple[int, str | None]:
             key, sep, rest = member.partition("=")
             if not sep or key.strip() != BAGGAGE_SESSION_KEY:
                 continue
-            from urllib.parse import unquote  # loaded when baggage has the key
-
             value = unquote(rest.split(";", 1)[0].strip())
             if found is not None and value != found:
                 return INVALID, None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import math
 import os
@@ -38,7 +39,17 @@ from collections.abc import (
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar, Token, copy_context
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple, NoReturn, ParamSpec, TypeVar, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    NamedTuple,
+    NoReturn,
+    ParamSpec,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from sessionctx._headers import (
     ACCEPTED_HEADER_NAMES,
@@ -268,8 +279,6 @@ def _thaw(value: object) -> Any:
 def _to_json(frozen: Mapping[str, Any]) -> str:
     """Compact JSON of what :func:`_freeze` made (read-only dicts and lists,
     which ``json`` writes as it writes dicts and lists)."""
-    import json  # loaded by the first session with attributes, not by every import
-
     try:
         return json.dumps(frozen, allow_nan=False, separators=(",", ":"))
     except RecursionError:
@@ -705,8 +714,9 @@ class _OpenScope(NamedTuple):
     #: ``async with`` entered it (``None`` for other frames): one scope object
     #: may be open in several generators stepped in turn in one context.
     frame: int | None = None
-    #: Kept by a decorated generator from one step to the next (see ``_Steps``),
-    #: whose steps may each run in a context of their own.
+    #: Kept by a decorated generator from one step to the next (see
+    #: ``sessionctx._stepping._Steps``), whose steps may each run in a context
+    #: of their own.
     carried: bool = False
 
 
@@ -730,6 +740,21 @@ def _frame_key(frame: types.FrameType) -> int | None:
     while frame.f_globals.get("__name__") == "contextlib" and frame.f_back is not None:
         frame = frame.f_back
     return id(frame) if frame.f_code.co_flags & _SUSPENDABLE else None
+
+
+if TYPE_CHECKING:
+    from sessionctx import _stepping
+else:
+    _stepping = None
+
+
+def _load_stepping() -> None:
+    """Load ``sessionctx._stepping``, which steps decorated and wrapped coroutines
+    and generators, into this module's ``_stepping``: by the first function
+    decorated or wrapped, not by ``import sessionctx`` (an import statement on
+    every ``wrap_context()`` call would cost more than the global's lookup)."""
+    global _stepping
+    from sessionctx import _stepping
 
 
 class _SessionScope:
@@ -831,10 +856,12 @@ class _SessionScope:
             # function inside and wrap it the same way again.
             return cast(F, type(fn)(self(fn.__func__)))
         _check_wrappable(fn, "session()")
-        from sessionctx._stepping import _later_steps, _stepping_function, _Steps
-
+        if _stepping is None:
+            _load_stepping()
         make = self._make
-        stepping = _stepping_function(fn, lambda: _Steps(_active(make())).run)
+        steps = _stepping._Steps
+        later_steps = _stepping._later_steps
+        stepping = _stepping._stepping_function(fn, lambda: steps(_active(make())).run)
         if stepping is not None:
             return cast(F, stepping)
 
@@ -851,7 +878,7 @@ class _SessionScope:
                 _current.reset(token)
             # Code that runs later, when awaited or stepped: a wrapper's
             # coroutine, an object's ``async def __call__``.
-            return _later_steps(_Steps(active).run, result)
+            return later_steps(steps(active).run, result)
 
         return cast(F, run)
 
@@ -974,17 +1001,18 @@ def wrap_context(fn: Callable[P, T]) -> Callable[P, T]:
     that a plain ``fn`` returns.
     """
     _check_wrappable(fn, "wrap_context")
-    from sessionctx._stepping import _later_steps, _stepping_function
-
+    if _stepping is None:
+        _load_stepping()
     snapshot = copy_context()
-    stepping = _stepping_function(fn, lambda: snapshot.copy().run)
+    later_steps = _stepping._later_steps
+    stepping = _stepping._stepping_function(fn, lambda: snapshot.copy().run)
     if stepping is not None:
         return cast(Callable[P, T], stepping)
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
         ctx = snapshot.copy()
-        return _later_steps(ctx.run, ctx.run(fn, *args, **kwargs))
+        return later_steps(ctx.run, ctx.run(fn, *args, **kwargs))
 
     return run
 
