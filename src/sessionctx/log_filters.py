@@ -31,6 +31,7 @@ __all__ = ["SessionIdFilter"]
 _handled_exception: Callable[[], BaseException | None] = getattr(
     sys, "exception", lambda: sys.exc_info()[1]
 )
+_getframe = sys._getframe
 
 
 def _record_session_id(record: logging.LogRecord) -> str | None:
@@ -97,8 +98,8 @@ def _handled_exception_of(record: logging.LogRecord) -> BaseException | None:
     :func:`_in_its_logging_call`): a record made elsewhere was made while
     something else was handled.
     """
-    error = sys.exc_info()[1]
-    if error is None or not _in_its_logging_call(record, sys._getframe(1)):
+    error = _handled_exception()
+    if error is None or not _in_its_logging_call(record, _getframe(1)):
         return None
     return error
 
@@ -106,7 +107,6 @@ def _handled_exception_of(record: logging.LogRecord) -> BaseException | None:
 # The code of what usually runs the filter for a record the logging call that
 # made it is handling (see SessionIdFilter.filter).
 _HANDLER_HANDLE: Final = logging.Handler.handle.__code__
-_getframe = sys._getframe
 
 # The modules whose code hands records to handlers and filters: a logger, a
 # handler, a MemoryHandler's flush, a QueueListener.
