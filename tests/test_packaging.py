@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.parser
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -56,7 +57,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _package_files() -> set[str]:
     """The package's files that git tracks, as paths under ``src/``."""
-    if not (ROOT / ".git").exists():
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
         pytest.skip("compares the archives with the files git tracks")
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--", "src/sessionctx"],
