@@ -30,6 +30,16 @@ from sessionctx.log_filters import SessionIdFilter
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+#: Each module that needs an extra: the library it names as missing, and the extra.
+NEEDS_EXTRA: dict[str, tuple[str, str]] = {
+    "sessionctx.context": ("opentelemetry", "otel"),
+    "sessionctx.integrations.celery": ("celery", "celery"),
+    "sessionctx.integrations.httpx": ("httpx", "httpx"),
+    "sessionctx.integrations.opentelemetry": ("opentelemetry", "otel"),
+    "sessionctx.integrations.requests": ("requests", "requests"),
+    "sessionctx.integrations.structlog": ("structlog", "structlog"),
+}
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

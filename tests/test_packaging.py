@@ -15,18 +15,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import NEEDS_EXTRA
+from tests.support import REPO_ROOT as ROOT
+
 SOURCE = ROOT / "src" / "sessionctx"
 EXTRAS = ("otel", "httpx", "requests", "structlog", "celery")
-#: Each module that needs an extra: the extra, and the library it names as missing.
-NEEDS_EXTRA = [
-    ("sessionctx.context", "otel", "opentelemetry"),
-    ("sessionctx.integrations.opentelemetry", "otel", "opentelemetry"),
-    ("sessionctx.integrations.httpx", "httpx", "httpx"),
-    ("sessionctx.integrations.requests", "requests", "requests"),
-    ("sessionctx.integrations.structlog", "structlog", "structlog"),
-    ("sessionctx.integrations.celery", "celery", "celery"),
-]
 
 
 def _build(kind: str, out: Path) -> Path:
@@ -194,14 +187,13 @@ def test_every_module_that_needs_an_extra_is_listed() -> None:
         for path in SOURCE.rglob("*.py")
         if "_extras import missing_library" in path.read_text(encoding="utf-8")
     }
-    assert found == {module for module, _, _ in NEEDS_EXTRA}
-    assert {extra for _, extra, _ in NEEDS_EXTRA} == set(EXTRAS)
+    assert found == set(NEEDS_EXTRA)
+    assert {extra for _, extra in NEEDS_EXTRA.values()} == set(EXTRAS)
 
 
-@pytest.mark.parametrize(("module", "extra", "library"), NEEDS_EXTRA)
-def test_a_module_without_its_extra_says_what_to_install(
-    installed: Path, module: str, extra: str, library: str
-) -> None:
+@pytest.mark.parametrize("module", sorted(NEEDS_EXTRA))
+def test_a_module_without_its_extra_says_what_to_install(installed: Path, module: str) -> None:
+    library, extra = NEEDS_EXTRA[module]
     code = (
         "import importlib, json, sys\n"
         "try:\n"

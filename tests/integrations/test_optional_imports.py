@@ -14,16 +14,9 @@ import pytest
 
 import sessionctx
 from sessionctx._extras import missing_library
-from tests.support import run_python
+from tests.support import NEEDS_EXTRA, run_python
 
-INTEGRATIONS = [
-    "sessionctx.context",
-    "sessionctx.integrations.celery",
-    "sessionctx.integrations.httpx",
-    "sessionctx.integrations.opentelemetry",
-    "sessionctx.integrations.requests",
-    "sessionctx.integrations.structlog",
-]
+INTEGRATIONS = sorted(NEEDS_EXTRA)
 
 
 def block(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
@@ -187,22 +180,12 @@ def test_another_modules_failure_is_raised_as_it_is() -> None:
     assert raised.value is error
 
 
-EXTRAS = {
-    "sessionctx.context": ("opentelemetry", "otel"),
-    "sessionctx.integrations.celery": ("celery", "celery"),
-    "sessionctx.integrations.httpx": ("httpx", "httpx"),
-    "sessionctx.integrations.opentelemetry": ("opentelemetry", "otel"),
-    "sessionctx.integrations.requests": ("requests", "requests"),
-    "sessionctx.integrations.structlog": ("structlog", "structlog"),
-}
-
-
 @pytest.mark.parametrize("how", ["import-hook", "patched-import"])
 @pytest.mark.parametrize("module", INTEGRATIONS)
 def test_an_import_error_that_names_no_module_still_names_the_extra(module: str, how: str) -> None:
     """Tests and sandboxes block a package with a bare ``ImportError`` (an
     import hook, a patched ``__import__``): it carries no module name."""
-    package, extra = EXTRAS[module]
+    package, extra = NEEDS_EXTRA[module]
     script = textwrap.dedent(
         f"""
         import builtins, sys
@@ -245,7 +228,7 @@ def test_an_installed_library_that_fails_to_load_is_not_taken_for_a_missing_extr
 ) -> None:
     """Its own bare ImportError (urllib3 2 on an old OpenSSL raises one) comes
     through: installing the extra again would not mend it."""
-    package, _ = EXTRAS[module]
+    package, _ = NEEDS_EXTRA[module]
     (tmp_path / package).mkdir()
     (tmp_path / package / "__init__.py").write_text(
         'raise ImportError("needs OpenSSL 1.1.1+")\n', encoding="utf-8"
