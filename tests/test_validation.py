@@ -1,11 +1,13 @@
-"""The session id rule and the default generator (SPEC §1, §6.3)."""
+"""The session id rule, the default generator (SPEC §1, §6.3), and how errors show a bad value."""
 
 from __future__ import annotations
 
 import os
 import re
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -218,3 +220,129 @@ def test_a_forked_child_never_reuses_the_parents_ids() -> None:
     parent_ids = {generate_session_id() for _ in range(64)}
     assert len(child_ids) == 64
     assert not child_ids & parent_ids
+
+
+class _ReprFails:
+    """A value whose ``repr()`` raises, as a half-built object's may."""
+
+    def __repr__(self) -> str:
+        raise AttributeError("half-built")
+
+
+class _StrReprFails(str):
+    def __repr__(self) -> str:
+        raise AttributeError("half-built")
+
+
+class _FloatReprFails(float):
+    def __repr__(self) -> str:
+        raise AttributeError("half-built")
+
+
+def _asgi(**options: Any) -> object:
+    from sessionctx.asgi import SessionIdMiddleware
+
+    app = options.pop("app", _any_app)
+    return SessionIdMiddleware(app, **options)
+
+
+def _wsgi(**options: Any) -> object:
+    from sessionctx.wsgi import SessionIdMiddleware
+
+    app = options.pop("app", _any_app)
+    return SessionIdMiddleware(app, **options)
+
+
+def _any_app(*args: Any) -> None:
+    raise AssertionError("construction must not call the app")
+
+
+def _httpx(**options: Any) -> object:
+    from sessionctx.integrations.httpx import SessionTransport
+
+    return SessionTransport(**options)
+
+
+def _requests(**options: Any) -> object:
+    from sessionctx.integrations.requests import SessionIdAdapter
+
+    return SessionIdAdapter(**options)
+
+
+def _otel(**options: Any) -> object:
+    from sessionctx.integrations.opentelemetry import SessionSpanProcessor
+
+    return SessionSpanProcessor(**options)
+
+
+def _celery_connect(app: object) -> None:
+    from sessionctx.integrations.celery import connect
+
+    connect(app)
+
+
+def _instrument_requests(session: object) -> object:
+    from sessionctx.integrations.requests import instrument_session
+
+    return instrument_session(session)  # type: ignore[arg-type]
+
+
+def _log_filter(**options: Any) -> object:
+    from sessionctx.log_filters import SessionIdFilter
+
+    return SessionIdFilter(**options)
+
+
+def _session_id_of(error: object) -> object:
+    from sessionctx import session_id_of
+
+    return session_id_of(error)  # type: ignore[arg-type]
+
+
+def _new_session(attributes: Any) -> object:
+    from sessionctx import new_session
+
+    return new_session(attributes=attributes)
+
+
+_BROKEN_VALUES = [
+    pytest.param(lambda: _asgi(app=_ReprFails()), TypeError, id="asgi-app"),
+    pytest.param(lambda: _wsgi(app=_ReprFails()), TypeError, id="wsgi-app"),
+    pytest.param(lambda: _asgi(validator=_ReprFails()), TypeError, id="validator"),
+    pytest.param(lambda: _wsgi(generator=_ReprFails()), TypeError, id="generator"),
+    pytest.param(lambda: _asgi(handle_errors=_ReprFails()), TypeError, id="bool-option"),
+    pytest.param(lambda: _wsgi(on_invalid=_ReprFails()), TypeError, id="on-invalid-type"),
+    pytest.param(lambda: _asgi(on_missing=_StrReprFails("keep")), ValueError, id="on-missing"),
+    pytest.param(lambda: _asgi(header_name=_ReprFails()), TypeError, id="header-name-type"),
+    pytest.param(lambda: _wsgi(header_name=_StrReprFails("a b")), ValueError, id="header-name"),
+    pytest.param(lambda: _asgi(accept_headers=_ReprFails()), TypeError, id="accept-headers"),
+    pytest.param(lambda: _httpx(hosts=_ReprFails()), TypeError, id="hosts-type"),
+    pytest.param(lambda: _httpx(hosts=[_ReprFails()]), TypeError, id="hosts-entry-type"),
+    pytest.param(
+        lambda: _requests(hosts=[_StrReprFails("http://a.example/")]), ValueError, id="hosts-url"
+    ),
+    pytest.param(
+        lambda: _requests(hosts=[_StrReprFails(".10.0.0.1")]), ValueError, id="hosts-ip-domain"
+    ),
+    pytest.param(lambda: _otel(attribute_names=_ReprFails()), TypeError, id="otel-names"),
+    pytest.param(lambda: _otel(attribute_names=[_ReprFails()]), TypeError, id="otel-name"),
+    pytest.param(lambda: _celery_connect(_ReprFails()), TypeError, id="celery-app"),
+    pytest.param(lambda: _instrument_requests(_ReprFails()), TypeError, id="requests-session"),
+    pytest.param(lambda: _log_filter(name=_ReprFails()), TypeError, id="filter-name"),
+    pytest.param(lambda: _log_filter(default=_ReprFails()), TypeError, id="filter-default"),
+    pytest.param(lambda: _session_id_of(_ReprFails()), TypeError, id="session-id-of"),
+    pytest.param(lambda: _new_session({_ReprFails(): 1}), TypeError, id="attribute-key"),
+    pytest.param(
+        lambda: _new_session({"n": _FloatReprFails("nan")}), ValueError, id="attribute-nan"
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "error"), _BROKEN_VALUES)
+def test_every_error_about_a_value_survives_a_repr_that_raises(
+    call: Callable[[], object], error: type[Exception]
+) -> None:
+    """The error names the bad value by its type when its ``repr()`` fails,
+    rather than raising the ``repr()``'s exception in place of its own."""
+    with pytest.raises(error, match=r"<_(Str|Float)?ReprFails object>"):
+        call()

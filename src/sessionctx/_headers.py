@@ -20,7 +20,7 @@ from itertools import product
 from typing import Any, Final, TypeGuard
 from urllib.parse import unquote
 
-from sessionctx._validation import _match_id, _raw_id_ok
+from sessionctx._validation import _match_id, _raw_id_ok, _shown
 
 __all__ = [
     "ACCEPTED_HEADER_NAMES",
@@ -83,9 +83,11 @@ def check_header_name(name: object, option: str = "") -> str:
     (naming ``option``, the argument it was given as, when set)."""
     where = f"{option}: " if option else ""
     if not isinstance(name, str):
-        raise TypeError(f"{where}header names must be str, not {type(name).__name__}: {name!r}")
+        raise TypeError(
+            f"{where}header names must be str, not {type(name).__name__}: {_shown(name)}"
+        )
     if not _TOKEN.fullmatch(name):
-        raise ValueError(f"{where}invalid header name: {name!r}")
+        raise ValueError(f"{where}invalid header name: {_shown(name)}")
     return name
 
 
@@ -119,15 +121,18 @@ def check_name_order(names: object, option: str) -> None:
     """Refuse header names that cannot be in priority order: one name (a
     ``str`` or ``bytes``) or a set (its order depends on the hash seed)."""
     if isinstance(names, (str, bytes)):
-        raise TypeError(f"{option} must be a sequence of header names, not one name: {names!r}")
+        raise TypeError(
+            f"{option} must be a sequence of header names, not one name: {_shown(names)}"
+        )
     if isinstance(names, (set, frozenset)):
         raise TypeError(
             f"{option} must be a sequence of header names in priority order, "
-            f"not a {type(names).__name__}, which has no order: {names!r}"
+            f"not a {type(names).__name__}, which has no order: {_shown(names)}"
         )
     if not isinstance(names, Iterable):
         raise TypeError(
-            f"{option} must be a sequence of header names, not {type(names).__name__}: {names!r}"
+            f"{option} must be a sequence of header names, "
+            f"not {type(names).__name__}: {_shown(names)}"
         )
 
 

@@ -13,6 +13,7 @@ from contextlib import suppress
 from typing import Final, TypeVar
 
 from sessionctx._headers import ACCEPTED_HEADER_NAMES, SESSION_HEADER_NAME
+from sessionctx._validation import _shown
 from sessionctx.session import current_session_id
 
 __all__ = [
@@ -49,7 +50,7 @@ class Hosts:
         ends: set[str] = set()
         for entry in hosts:
             if not isinstance(entry, str):
-                raise TypeError(f"hosts must hold str, not {type(entry).__name__}: {entry!r}")
+                raise TypeError(f"hosts must hold str, not {type(entry).__name__}: {_shown(entry)}")
             name, domain = self._parse(entry)
             exact.add(name)
             if domain:
@@ -67,10 +68,12 @@ class Hosts:
         name = name.removesuffix(".")
         if name.startswith("[") and name.endswith("]"):
             name = name[1:-1]  # an IPv6 address in URL brackets
-        bad = f"hosts must hold host names or IP addresses (no scheme, port or path): {entry!r}"
+        bad = (
+            f"hosts must hold host names or IP addresses (no scheme, port or path): {_shown(entry)}"
+        )
         if ":" in name:
             if domain:
-                raise ValueError(f"hosts: an IP address has no names under it: {entry!r}")
+                raise ValueError(f"hosts: an IP address has no names under it: {_shown(entry)}")
             try:
                 address = ipaddress.IPv6Address(name)
             except ValueError:
@@ -85,18 +88,20 @@ class Hosts:
             try:
                 name = idna.encode(name, uts46=True).decode("ascii")
             except UnicodeError:
-                raise ValueError(f"hosts holds a name IDNA cannot encode: {entry!r}") from None
+                raise ValueError(
+                    f"hosts holds a name IDNA cannot encode: {_shown(entry)}"
+                ) from None
         if not _HOST_NAME.fullmatch(name):
             raise ValueError(bad)
         labels = name.split(".")
         if len(name) > 253 or max(map(len, labels)) > 63:
             raise ValueError(
                 f"hosts holds a name longer than DNS allows (63 characters a label, 253 in all): "
-                f"{entry!r}"
+                f"{_shown(entry)}"
             )
         if domain and name.rpartition(".")[2].isdigit():
             # A name's last label is never all digits: an IPv4 address's is.
-            raise ValueError(f"hosts: an IP address has no names under it: {entry!r}")
+            raise ValueError(f"hosts: an IP address has no names under it: {_shown(entry)}")
         return name, domain
 
     def __call__(self, host: str) -> bool:
@@ -135,18 +140,18 @@ def hosts_option(
     if isinstance(hosts, (str, bytes)):
         raise TypeError(
             f"hosts must be an iterable of host names, not a single {type(hosts).__name__}: "
-            f"{hosts!r}"
+            f"{_shown(hosts)}"
         )
     if not isinstance(hosts, Iterable):
         raise TypeError(
-            f"hosts must be an iterable of host names, not {type(hosts).__name__}: {hosts!r}"
+            f"hosts must be an iterable of host names, not {type(hosts).__name__}: {_shown(hosts)}"
         )
     kept: list[str] = []
     for entry in hosts:
         # Checked as it comes: an iterable of something else (an ip_network's
         # addresses) is refused at its first item, not once it is all read.
         if not isinstance(entry, str):
-            raise TypeError(f"hosts must hold str, not {type(entry).__name__}: {entry!r}")
+            raise TypeError(f"hosts must hold str, not {type(entry).__name__}: {_shown(entry)}")
         kept.append(entry)
     return tuple(kept), Hosts(kept)
 

@@ -24,7 +24,7 @@ from sessionctx._headers import (
     check_header_name,
     check_name_order,
 )
-from sessionctx._validation import _match_id, generate_session_id, validate_session_id
+from sessionctx._validation import _match_id, _shown, generate_session_id, validate_session_id
 from sessionctx.session import SessionContext, _plain_context
 
 __all__ = [
@@ -56,13 +56,15 @@ def _check_callable(name: str, value: object) -> None:
     if value is None:
         return
     if not callable(value):
-        raise TypeError(f"{name} must be callable or None, not {type(value).__name__}: {value!r}")
+        raise TypeError(
+            f"{name} must be callable or None, not {type(value).__name__}: {_shown(value)}"
+        )
     if _is_async_or_generator(value):
         # Its result would be a coroutine or generator object: always true to
         # an ``if``, never an id or attributes. The id is decided before the
         # application runs, by plain calls.
         raise TypeError(
-            f"{name} must be a plain function, not an async or generator function: {value!r}"
+            f"{name} must be a plain function, not an async or generator function: {_shown(value)}"
         )
 
 
@@ -94,7 +96,7 @@ def _plain_verdict(verdict: object) -> bool:
 
 def _check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}: {value!r}")
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}: {_shown(value)}")
 
 
 class SessionPolicy:
@@ -166,10 +168,11 @@ class SessionPolicy:
         for option, action in (("on_missing", on_missing), ("on_invalid", on_invalid)):
             if not isinstance(action, str):
                 raise TypeError(
-                    f"{option} must be 'new' or 'reject', not {type(action).__name__}: {action!r}"
+                    f"{option} must be 'new' or 'reject', "
+                    f"not {type(action).__name__}: {_shown(action)}"
                 )
             if action not in _ACTIONS:
-                raise ValueError(f"{option} must be 'new' or 'reject', not {action!r}")
+                raise ValueError(f"{option} must be 'new' or 'reject', not {_shown(action)}")
         if not trust_incoming and "reject" in (on_missing, on_invalid):
             raise ValueError(
                 "trust_incoming=False ignores inbound ids, so "
@@ -302,7 +305,9 @@ class SessionMiddlewareBase(ABC, Generic[AppT]):
         handle_errors: bool = False,
     ) -> None:
         if not callable(app):
-            raise TypeError(f"app must be {self._kind} callable, not {type(app).__name__}: {app!r}")
+            raise TypeError(
+                f"app must be {self._kind} callable, not {type(app).__name__}: {_shown(app)}"
+            )
         self.app = app
         self._policy = SessionPolicy(
             header_name=header_name,

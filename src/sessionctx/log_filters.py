@@ -23,6 +23,7 @@ import types
 from collections.abc import Callable
 from typing import Final
 
+from sessionctx._validation import _shown
 from sessionctx.session import _escaped_session_id, _get
 
 __all__ = ["SessionIdFilter"]
@@ -194,7 +195,7 @@ class SessionIdFilter(logging.Filter):
 
     def __init__(self, name: str = "", default: str = "-") -> None:
         if not isinstance(name, str):
-            raise TypeError(f"name must be a str, not {type(name).__name__}: {name!r}")
+            raise TypeError(f"name must be a str, not {type(name).__name__}: {_shown(name)}")
         super().__init__(name)
         self.default = default
 
@@ -204,7 +205,9 @@ class SessionIdFilter(logging.Filter):
         # subclass's class attribute of that name.
         if name == "default" and type(value) is not _Default:
             if not isinstance(value, str):
-                raise TypeError(f"default must be a str, not {type(value).__name__}: {value!r}")
+                raise TypeError(
+                    f"default must be a str, not {type(value).__name__}: {_shown(value)}"
+                )
             value = _Default(value)
         super().__setattr__(name, value)
 

@@ -222,7 +222,9 @@ def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"session attribute {where} must be a finite number, got {value!r}")
+            raise ValueError(
+                f"session attribute {where} must be a finite number, got {_shown(value)}"
+            )
         return value
     if isinstance(value, (Mapping, list, tuple)):
         if id(value) in open_containers:
@@ -234,7 +236,8 @@ def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise TypeError(
-                        f"session attribute keys must be str: {key!r} in {where or 'attributes'}"
+                        "session attribute keys must be str: "
+                        f"{_shown(key)} in {where or 'attributes'}"
                     )
                 try:
                     items[key] = _freeze(item, f"{where}[{key!r}]", open_containers)
@@ -631,7 +634,7 @@ def session_id_of(error: BaseException) -> str | None:
     None sess-1
     """
     if not isinstance(error, BaseException):
-        raise TypeError(f"error must be an exception, not {type(error).__name__}: {error!r}")
+        raise TypeError(f"error must be an exception, not {type(error).__name__}: {_shown(error)}")
     return _escaped_session_id(error, None)
 
 

@@ -62,7 +62,7 @@ except ImportError as _error:
     missing_library(_error, __name__, "celery", 'pip install "sessionctx[celery]"')
 
 from sessionctx._headers import ACCEPTED_HEADER_NAMES, SESSION_HEADER_NAME
-from sessionctx._validation import generate_session_id
+from sessionctx._validation import _shown, generate_session_id
 from sessionctx.log_filters import SessionIdFilter
 from sessionctx.session import (
     _Active,
@@ -95,7 +95,7 @@ def connect(app: Celery) -> None:
     """
     app = _unproxied(app)
     if not isinstance(app, Celery):
-        raise TypeError(f"expected a celery.Celery app, not {type(app).__name__}: {app!r}")
+        raise TypeError(f"expected a celery.Celery app, not {type(app).__name__}: {_shown(app)}")
 
     def on_prerun(task_id: str, task: Any, **kwargs: Any) -> None:
         if task.app is app:

@@ -31,6 +31,7 @@ except ImportError as _error:
         _error, __name__, "opentelemetry", 'pip install "sessionctx[otel]" opentelemetry-sdk'
     )
 
+from sessionctx._validation import _shown
 from sessionctx.session import (
     SessionContext,
     _get,
@@ -44,7 +45,7 @@ __all__ = ["SessionSpanProcessor"]
 
 def _check_name(value: object, what: str) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}: {value!r}")
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}: {_shown(value)}")
     if not value:
         raise ValueError(f"{what} must not be empty")
     return value
@@ -98,7 +99,7 @@ class SessionSpanProcessor(SpanProcessor):
             what = "a single name" if single else type(attribute_names).__name__
             raise TypeError(
                 f"attribute_names must be a sequence of attribute names, not {what}: "
-                f"{attribute_names!r}"
+                f"{_shown(attribute_names)}"
             )
         names = tuple(dict.fromkeys(_check_name(n, "attribute name") for n in attribute_names))
         if not names:

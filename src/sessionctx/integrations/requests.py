@@ -46,6 +46,7 @@ from sessionctx._outgoing import (
     hosts_option,
     take_back_header,
 )
+from sessionctx._validation import _shown
 
 __all__ = ["SessionIdAdapter", "instrument_session"]
 
@@ -172,7 +173,7 @@ def instrument_session(
     longer prefixes (one host, say) are not touched.
     """
     if not isinstance(s, requests.Session):
-        raise TypeError(f"expected a requests.Session, not {type(s).__name__}: {s!r}")
+        raise TypeError(f"expected a requests.Session, not {type(s).__name__}: {_shown(s)}")
     # Read once (it may be an iterator) and checked before anything is mounted.
     wanted, wanted_filter = hosts_option(hosts)
     current = {prefix: s.adapters.get(prefix) for prefix in _PREFIXES}
