@@ -1104,6 +1104,137 @@ def test_a_wrapped_generator_closes_as_the_generator_itself_does(wrapper: str, k
     assert current_session() is None
 
 
+@pytest.mark.parametrize("wrapper", ["session", "wrap_context"])
+def test_generator_exit_thrown_into_a_wrapped_generator_ends_it_as_the_generator_itself(
+    wrapper: str,
+) -> None:
+    # throw(GeneratorExit) into a generator that returns on it raises
+    # StopIteration with the value, on every Python version.
+    def returns_on_generator_exit() -> Generator[None, None, str | None]:
+        try:
+            yield
+        except GeneratorExit:
+            return f"ended in {current_session_id()}"
+        return None
+
+    with session("thrown"):
+        wrap = session("thrown") if wrapper == "session" else wrap_context
+        wrapped = wrap(returns_on_generator_exit)
+        plain = returns_on_generator_exit()
+        gen = wrapped()
+    for generator, sid in ((plain, None), (gen, "thrown")):
+        next(generator)
+        with pytest.raises(StopIteration) as stopped:
+            generator.throw(GeneratorExit)
+        assert stopped.value.value == f"ended in {sid}"
+    assert current_session() is None
+
+
+@pytest.mark.parametrize("wrapper", ["session", "wrap_context"])
+def test_a_wrapped_generator_or_coroutine_that_ignores_generator_exit_fails_to_close_as_itself(
+    wrapper: str,
+) -> None:
+    def ignores() -> Generator[str | None, None, None]:
+        try:
+            yield current_session_id()
+        except GeneratorExit:
+            yield "again"
+
+    async def ignores_too() -> None:
+        try:
+            await asyncio.sleep(0)
+        except GeneratorExit:
+            await asyncio.sleep(0)
+
+    with session("ignored"):
+        wrap = session("ignored") if wrapper == "session" else wrap_context
+        gens = [ignores(), wrap(ignores)()]
+        coros: list[Any] = [ignores_too(), wrap(ignores_too)()]
+    for gen in gens:
+        next(gen)
+        with pytest.raises(RuntimeError, match=r"^generator ignored GeneratorExit$"):
+            gen.close()
+    for coro in coros:
+        coro.send(None)
+        with pytest.raises(RuntimeError, match=r"^coroutine ignored GeneratorExit$"):
+            coro.close()
+    # Left suspended by close(): the plain ones are ended here, not by the collector.
+    with pytest.raises(StopIteration):
+        next(gens[0])
+    with pytest.raises(StopIteration):
+        coros[0].send(None)
+    assert current_session() is None
+
+
+@pytest.mark.parametrize("wrapper", ["session", "wrap_context"])
+@pytest.mark.parametrize("kind", ["coroutine-function", "returns-a-coroutine"])
+@pytest.mark.parametrize("ending", ["returns", "raises-again"])
+def test_a_wrapped_coroutine_closes_as_the_coroutine_itself_does(
+    wrapper: str, kind: str, ending: str
+) -> None:
+    # From Python 3.13, close() returns what a coroutine returns on its
+    # GeneratorExit, and None when it lets the GeneratorExit go on: the
+    # wrapped one's close() returns the same.
+    started_in: list[str | None] = []
+
+    async def stops_on_close() -> str | None:
+        started_in.append(current_session_id())
+        try:
+            await asyncio.sleep(0)
+        except GeneratorExit:
+            if ending == "raises-again":
+                raise
+            return f"closed in {current_session_id()}"
+        return None
+
+    target: Callable[[], Awaitable[str | None]] = stops_on_close
+    if kind == "returns-a-coroutine":
+        target = lambda: stops_on_close()  # noqa: E731 (a plain function)
+    with session("caller"):
+        wrap = session() if wrapper == "session" else wrap_context
+        wrapped = wrap(target)
+        plain = cast("types.CoroutineType[Any, Any, str | None]", stops_on_close())
+        coro = cast("types.CoroutineType[Any, Any, str | None]", wrapped())
+    plain.send(None)
+    coro.send(None)
+    sid = started_in[1]
+    assert sid == "caller" if wrapper == "wrap_context" else is_generated(sid)
+    # (typeshed has close() return None, as before 3.13)
+    close_plain: Callable[[], object] = plain.close
+    close: Callable[[], object] = coro.close
+    expected = close_plain()
+    returns = sys.version_info >= (3, 13) and ending == "returns"
+    assert expected == (f"closed in {None}" if returns else None)
+    assert close() == (f"closed in {sid}" if returns else None)
+    assert close() is None  # closed already
+    assert current_session() is None
+
+
+@pytest.mark.parametrize("wrapper", ["session", "wrap_context"])
+def test_generator_exit_thrown_into_a_wrapped_coroutine_ends_it_as_the_coroutine_itself(
+    wrapper: str,
+) -> None:
+    async def returns_on_generator_exit() -> str | None:
+        try:
+            await asyncio.sleep(0)
+        except GeneratorExit:
+            return f"ended in {current_session_id()}"
+        return None
+
+    with session("thrown"):
+        wrapped = (session("thrown") if wrapper == "session" else wrap_context)(
+            returns_on_generator_exit
+        )
+        plain = returns_on_generator_exit()
+        coro = cast("types.CoroutineType[Any, Any, str | None]", wrapped())
+    for awaitable, sid in ((plain, None), (coro, "thrown")):
+        awaitable.send(None)
+        with pytest.raises(StopIteration) as stopped:
+            awaitable.throw(GeneratorExit)
+        assert stopped.value.value == f"ended in {sid}"
+    assert current_session() is None
+
+
 @pytest.mark.anyio
 async def test_async_generator_decorator_runs_each_step_in_the_calls_session() -> None:
     closed_in: list[str | None] = []

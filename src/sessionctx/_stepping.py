@@ -84,9 +84,10 @@ def _stepped(
     value), each of its steps run through ``run``: with a session set
     (:meth:`_Steps.run`), or in a context (``Context.run``).
 
-    From Python 3.13, ``close()`` returns what a generator returns on its
-    ``GeneratorExit``: so does this one's, and the value goes into ``closed``
-    too, for a generator delegating here (``yield from`` drops it)."""
+    ``close()`` returns what ``gen`` returns on its ``GeneratorExit``, as a
+    generator's does from Python 3.13, and the value goes into ``closed`` too,
+    for a generator or coroutine delegating here (``yield from`` and ``await``
+    drop it)."""
     sent: Any = None
     thrown: BaseException | None = None
     while True:
@@ -99,7 +100,7 @@ def _stepped(
         try:
             sent = yield item
         except GeneratorExit:
-            value = run(gen.close)
+            value = run(_close, gen)
             if value is None:
                 raise
             if closed is not None:
@@ -111,23 +112,47 @@ def _stepped(
             sent = None
 
 
+def _close(gen: Generator[Any, Any, Any]) -> Any:
+    """``gen.close()``, returning what ``gen`` returns on its ``GeneratorExit``
+    on every Python version: ``close()`` itself does from 3.13 only, and a
+    generator closed by ``throw(GeneratorExit)`` ends with that value on all."""
+    try:
+        gen.throw(GeneratorExit)
+    except StopIteration as stop:
+        return stop.value
+    except GeneratorExit:
+        return None
+    kind = "generator" if isinstance(gen, types.GeneratorType) else "coroutine"
+    raise RuntimeError(f"{kind} ignored GeneratorExit")
+
+
 class _SteppedAwaitable:
-    """``awaitable``, each of its steps run through ``run`` (see :func:`_stepped`)."""
+    """``awaitable``, each of its steps run through ``run`` (see :func:`_stepped`,
+    which also says what ``closed`` holds)."""
 
-    __slots__ = ("_awaitable", "_run")
+    __slots__ = ("_awaitable", "_closed", "_run")
 
-    def __init__(self, run: _Runner, awaitable: Awaitable[Any]) -> None:
+    def __init__(
+        self, run: _Runner, awaitable: Awaitable[Any], closed: list[Any] | None = None
+    ) -> None:
         self._run = run
         self._awaitable = awaitable
+        self._closed = closed
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        return _stepped(self._run, self._awaitable.__await__())
+        return _stepped(self._run, self._awaitable.__await__(), self._closed)
 
 
 async def _await_stepped(run: _Runner, awaitable: Awaitable[T]) -> T:
     """A coroutine (``asyncio.create_task`` takes no other awaitable) awaiting
-    ``awaitable``, each of its steps run through ``run``."""
-    return cast(T, await _SteppedAwaitable(run, awaitable))
+    ``awaitable``, each of its steps run through ``run``; its ``close()``
+    returns what ``awaitable`` returns on its ``GeneratorExit``, as a coroutine's
+    does from Python 3.13."""
+    closed: list[Any] = []
+    try:
+        return cast(T, await _SteppedAwaitable(run, awaitable, closed))
+    except GeneratorExit:
+        return cast(T, _close_value(closed))
 
 
 def _async_gen_function(
@@ -206,9 +231,10 @@ def _stepped_iterable_coroutine(
 
 
 def _close_value(closed: list[Any]) -> Any:
-    """For a generator delegating to :func:`_stepped` with ``yield from`` and
-    closed: what the generator it steps returned on its ``GeneratorExit`` (kept
-    in ``closed``), to return in turn; else ``GeneratorExit`` again."""
+    """For a generator or coroutine delegating to :func:`_stepped` (``yield
+    from``, ``await``) and closed: what the generator it steps returned on its
+    ``GeneratorExit`` (kept in ``closed``), to return in turn; else
+    ``GeneratorExit`` again."""
     if not closed:
         raise GeneratorExit
     return closed[0]
@@ -245,7 +271,12 @@ def _stepping_function(
 
         @functools.wraps(fn)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
-            return await _SteppedAwaitable(new_run(), async_fn(*args, **kwargs))
+            # _await_stepped's body: awaiting it would drop its close() value.
+            closed: list[Any] = []
+            try:
+                return await _SteppedAwaitable(new_run(), async_fn(*args, **kwargs), closed)
+            except GeneratorExit:
+                return _close_value(closed)
 
         return run_async
 
