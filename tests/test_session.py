@@ -2518,6 +2518,23 @@ def test_session_id_of_looks_at_eight_exceptions_at_most() -> None:
     assert session_id_of(chain[-1]) is None
 
 
+def test_session_id_of_walks_a_cycle_of_causes_once() -> None:
+    # A cause set by hand can point back up the chain: each exception in the
+    # cycle is looked at once, and the context beside it is looked at next.
+    with pytest.raises(Failed) as raised:
+        failing_function()
+    top, cause = KeyError("top"), ValueError("cause")
+    top.__cause__, top.__context__ = cause, raised.value
+    cause.__cause__ = top
+    assert session_id_of(top) == "deco"
+    assert logged_session_id(top) == "deco"
+    cause.__cause__ = cause  # its own cause
+    assert session_id_of(top) == "deco"
+    # With nothing noted anywhere: no id.
+    top.__context__ = None
+    assert session_id_of(top) is None
+
+
 def test_session_id_of_an_exception_noted_in_a_task_that_is_gone_is_none() -> None:
     async def fail() -> tuple[Failed, str | None]:
         with pytest.raises(Failed) as raised:

@@ -518,10 +518,12 @@ def _escaped_session_id(error: object, thread: int | None) -> str | None:
     # A server may log another exception, raised from the app's or while
     # handling it: the cause (and its chain) is looked at first, then the context.
     later: list[BaseException] | None = None
-    seen = 0
-    while seen < 8:
-        if isinstance(error, BaseException):
-            seen += 1
+    # Looked at so far (at most 8): a cycle of causes is left for the
+    # exceptions still to look at, not walked round again.
+    seen: list[BaseException] = []
+    while len(seen) < 8:
+        if isinstance(error, BaseException) and not any(e is error for e in seen):
+            seen.append(error)
             if _ESCAPED_FROM in error.__dict__:
                 note = error.__dict__[_ESCAPED_FROM]
                 if (
