@@ -305,7 +305,15 @@ def _new_session(attributes: Any) -> object:
     return new_session(attributes=attributes)
 
 
+def _wrap_context(fn: object) -> object:
+    from sessionctx import wrap_context
+
+    return wrap_context(fn)  # type: ignore[arg-type]
+
+
 _BROKEN_VALUES = [
+    pytest.param(lambda: validate_session_id(_ReprFails()), TypeError, id="session-id"),
+    pytest.param(lambda: _wrap_context(_ReprFails()), TypeError, id="wrap-context"),
     pytest.param(lambda: _asgi(app=_ReprFails()), TypeError, id="asgi-app"),
     pytest.param(lambda: _wsgi(app=_ReprFails()), TypeError, id="wsgi-app"),
     pytest.param(lambda: _asgi(validator=_ReprFails()), TypeError, id="validator"),
