@@ -248,7 +248,7 @@ def _name_text(name: object) -> str:
         return name.decode("latin-1")
     if isinstance(name, str):
         return name
-    raise TypeError(f"header names must be str or bytes, not {type(name).__name__}: {name!r:.50}")
+    raise TypeError(f"header names must be str or bytes, not {type(name).__name__}: {_shown(name)}")
 
 
 def _is_environ(headers: object) -> TypeGuard[dict[str, Any]]:
@@ -289,7 +289,7 @@ def _group(headers: object) -> dict[str, list[object]]:
         try:
             name, value = pair
         except (TypeError, ValueError):
-            raise TypeError(f"headers must hold (name, value) pairs, not {pair!r:.50}") from None
+            raise TypeError(f"headers must hold (name, value) pairs, not {_shown(pair)}") from None
         bucket = grouped.setdefault(_name_text(name).lower(), [])
         if isinstance(value, (list, tuple)):
             bucket.extend(value)

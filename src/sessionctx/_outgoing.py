@@ -60,7 +60,12 @@ class Hosts:
 
     @staticmethod
     def _parse(entry: str) -> tuple[str, bool]:
-        """The entry's host in the form a client sends it, and whether it names a domain."""
+        """The entry's host in the form a client sends it, and whether it names a domain.
+
+        Errors show the whole entry (``str.__repr__``, which a ``str``
+        subclass cannot make fail): the part at fault may be at its end.
+        """
+        shown = str.__repr__(entry)
         name = entry.strip().lower()
         domain = name.startswith((".", "*."))
         if domain:
@@ -68,12 +73,10 @@ class Hosts:
         name = name.removesuffix(".")
         if name.startswith("[") and name.endswith("]"):
             name = name[1:-1]  # an IPv6 address in URL brackets
-        bad = (
-            f"hosts must hold host names or IP addresses (no scheme, port or path): {_shown(entry)}"
-        )
+        bad = f"hosts must hold host names or IP addresses (no scheme, port or path): {shown}"
         if ":" in name:
             if domain:
-                raise ValueError(f"hosts: an IP address has no names under it: {_shown(entry)}")
+                raise ValueError(f"hosts: an IP address has no names under it: {shown}")
             try:
                 address = ipaddress.IPv6Address(name)
             except ValueError:
@@ -88,20 +91,18 @@ class Hosts:
             try:
                 name = idna.encode(name, uts46=True).decode("ascii")
             except UnicodeError:
-                raise ValueError(
-                    f"hosts holds a name IDNA cannot encode: {_shown(entry)}"
-                ) from None
+                raise ValueError(f"hosts holds a name IDNA cannot encode: {shown}") from None
         if not _HOST_NAME.fullmatch(name):
             raise ValueError(bad)
         labels = name.split(".")
         if len(name) > 253 or max(map(len, labels)) > 63:
             raise ValueError(
                 f"hosts holds a name longer than DNS allows (63 characters a label, 253 in all): "
-                f"{_shown(entry)}"
+                f"{shown}"
             )
         if domain and name.rpartition(".")[2].isdigit():
             # A name's last label is never all digits: an IPv4 address's is.
-            raise ValueError(f"hosts: an IP address has no names under it: {_shown(entry)}")
+            raise ValueError(f"hosts: an IP address has no names under it: {shown}")
         return name, domain
 
     def __call__(self, host: str) -> bool:

@@ -248,7 +248,7 @@ class SessionPolicy:
             return str.__str__(validate_session_id(sid))
         except (TypeError, ValueError) as error:
             raise RuntimeError(
-                f"session id generator returned an invalid id {sid!r:.50} ({error})"
+                f"session id generator returned an invalid id {_shown(sid)} ({error})"
             ) from None
 
     def context(self, sid: str, request: object) -> SessionContext:

@@ -84,10 +84,10 @@ def _stepped(
     value), each of its steps run through ``run``: with a session set
     (:meth:`_Steps.run`), or in a context (``Context.run``).
 
-    ``close()`` returns what ``gen`` returns on its ``GeneratorExit``, as a
-    generator's does from Python 3.13, and the value goes into ``closed`` too,
-    for a generator or coroutine delegating here (``yield from`` and ``await``
-    drop it)."""
+    From Python 3.13, ``close()`` returns what a generator returns on its
+    ``GeneratorExit``: so does this one's, and the value goes into ``closed``
+    too, for a generator or coroutine delegating here (``yield from`` and
+    ``await`` drop it)."""
     sent: Any = None
     thrown: BaseException | None = None
     while True:
@@ -100,7 +100,7 @@ def _stepped(
         try:
             sent = yield item
         except GeneratorExit:
-            value = run(_close, gen)
+            value = run(gen.close)
             if value is None:
                 raise
             if closed is not None:
@@ -110,20 +110,6 @@ def _stepped(
             # Thrown in by the consumer: passed on to ``gen``.
             thrown = exc
             sent = None
-
-
-def _close(gen: Generator[Any, Any, Any]) -> Any:
-    """``gen.close()``, returning what ``gen`` returns on its ``GeneratorExit``
-    on every Python version: ``close()`` itself does from 3.13 only, and a
-    generator closed by ``throw(GeneratorExit)`` ends with that value on all."""
-    try:
-        gen.throw(GeneratorExit)
-    except StopIteration as stop:
-        return stop.value
-    except GeneratorExit:
-        return None
-    kind = "generator" if isinstance(gen, types.GeneratorType) else "coroutine"
-    raise RuntimeError(f"{kind} ignored GeneratorExit")
 
 
 class _SteppedAwaitable:

@@ -259,7 +259,8 @@ def _freeze(value: object, where: str, open_containers: set[int]) -> Any:
         open_containers.discard(id(value))
         return frozen
     raise TypeError(
-        f"session attribute {where} is not JSON-serializable: {type(value).__name__} {value!r:.50}"
+        f"session attribute {where} is not JSON-serializable: "
+        f"{type(value).__name__} {_shown(value)}"
     )
 
 
@@ -518,12 +519,12 @@ def _escaped_session_id(error: object, thread: int | None) -> str | None:
     # A server may log another exception, raised from the app's or while
     # handling it: the cause (and its chain) is looked at first, then the context.
     later: list[BaseException] | None = None
-    # Looked at so far (at most 8): a cycle of causes is left for the
-    # exceptions still to look at, not walked round again.
-    seen: list[BaseException] = []
+    # The ids of those looked at so far (at most 8; the chain keeps them
+    # alive): a cycle of causes is not walked round again.
+    seen: set[int] = set()
     while len(seen) < 8:
-        if isinstance(error, BaseException) and not any(e is error for e in seen):
-            seen.append(error)
+        if isinstance(error, BaseException) and id(error) not in seen:
+            seen.add(id(error))
             if _ESCAPED_FROM in error.__dict__:
                 note = error.__dict__[_ESCAPED_FROM]
                 if (
