@@ -8,7 +8,8 @@
 
 The memory part serves ``--requests`` requests (default 1,000,000, or
 ``$SESSIONCTX_BENCH_REQUESTS``). The end-to-end part needs ``wrk`` on the PATH,
-the instruction counts (``instr``) ``valgrind``; each is skipped with a note
+the instruction counts (``instr``) ``valgrind``, the sampled part (``sampled``)
+``wrk`` and ``py-spy`` (the ``bench`` extra); each is skipped with a note
 otherwise. ``--strict`` exits 1 when a target of
 SPEC.md section 7 is missed; a part that fails to run always exits 1.
 """
@@ -32,6 +33,7 @@ from benchmarks import (
     import_time,
     instructions,
     memory,
+    sampled,
     wsgi_inprocess,
 )
 from benchmarks.report import Row, machine, render, write_json
@@ -39,7 +41,7 @@ from benchmarks.timing import FULL, QUICK
 
 __all__ = ["PARTS", "main"]
 
-PARTS = ("import", "generator", "asgi", "wsgi", "django", "instr", "e2e", "memory")
+PARTS = ("import", "generator", "asgi", "wsgi", "django", "instr", "e2e", "sampled", "memory")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 REQUESTS_ENV_VAR = "SESSIONCTX_BENCH_REQUESTS"
 FULL_REQUESTS = 1_000_000
@@ -135,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "e2e": lambda: end_to_end.run(
             end_to_end.QUICK if args.quick else end_to_end.FULL, shutil.which("wrk")
+        ),
+        "sampled": lambda: sampled.run(
+            sampled.QUICK if args.quick else sampled.FULL,
+            shutil.which("wrk"),
+            sampled.find_py_spy(),
         ),
         "memory": lambda: memory.run(args.requests),
     }

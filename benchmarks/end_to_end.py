@@ -39,7 +39,18 @@ from tests.support import HOST, free_port, server_process
 from benchmarks.apps import BODY, VALID_ID
 from benchmarks.report import Row, Verdict
 
-__all__ = ["CANDIDATES", "FULL", "QUICK", "Load", "run", "servers"]
+__all__ = [
+    "CANDIDATES",
+    "FULL",
+    "QUICK",
+    "Load",
+    "check",
+    "pinning",
+    "requests_of",
+    "run",
+    "servers",
+    "serving",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: SPEC.md section 7: uvicorn throughput loss at most this many percent.
@@ -150,7 +161,7 @@ def servers() -> list[Server]:
     return [*found, _gunicorn()]
 
 
-def _pinning() -> tuple[list[str], list[str], str]:
+def pinning() -> tuple[list[str], list[str], str]:
     """``taskset`` prefixes for the servers and for ``wrk``, and a note when unpinned."""
     taskset = shutil.which("taskset")
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -160,7 +171,7 @@ def _pinning() -> tuple[list[str], list[str], str]:
 
 
 @contextmanager
-def _serving(argv: list[str]) -> Iterator[tuple[int, int]]:
+def serving(argv: list[str]) -> Iterator[tuple[int, int]]:
     """Run ``argv`` (with ``{port}`` filled in) until the block ends; yield the port
     and the process group of the server and its workers."""
     port = free_port()
@@ -199,7 +210,7 @@ def _cpu_ns(group: int) -> int | None:
     return total if found else None
 
 
-def _check(port: int, server: str, candidate: Candidate) -> None:
+def check(port: int, server: str, candidate: Candidate) -> None:
     """One request: 200 with the body, and the session id echoed by exactly the
     candidates that send it."""
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
@@ -247,16 +258,19 @@ def _wrk_all(wrk: list[str], ports: list[int], seconds: int, connections: int) -
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    counts: list[int] = []
-    for code, out in outputs:
-        found = _REQUESTS.search(out)
-        if code != 0 or found is None:
-            raise RuntimeError(f"wrk failed ({code}): {out}")
-        errors = _ERRORS.search(out)
-        if errors is not None:
-            raise RuntimeError(f"wrk saw errors: {errors.group(0).strip()}")
-        counts.append(int(found.group(1)))
-    return counts
+    return [requests_of(code, out) for code, out in outputs]
+
+
+def requests_of(code: int, out: str) -> int:
+    """The requests one ``wrk`` run got answered, from its exit status and output;
+    an error if it failed or saw errors."""
+    found = _REQUESTS.search(out)
+    if code != 0 or found is None:
+        raise RuntimeError(f"wrk failed ({code}): {out}")
+    errors = _ERRORS.search(out)
+    if errors is not None:
+        raise RuntimeError(f"wrk saw errors: {errors.group(0).strip()}")
+    return int(found.group(1))
 
 
 def _measure(
@@ -267,11 +281,11 @@ def _measure(
     was known (otherwise: requests per second of the round)."""
     with ExitStack() as stack:
         served = [
-            stack.enter_context(_serving(pin + server.argv(candidate))) for candidate in CANDIDATES
+            stack.enter_context(serving(pin + server.argv(candidate))) for candidate in CANDIDATES
         ]
         ports = [port for port, _ in served]
         for port, candidate in zip(ports, CANDIDATES, strict=True):
-            _check(port, server.name, candidate)
+            check(port, server.name, candidate)
         if load.warmup_seconds:
             _wrk_all(wrk, ports, load.warmup_seconds, load.connections)
         groups = [group for _, group in served]
@@ -305,7 +319,7 @@ def run(load: Load, wrk_path: str | None = None) -> list[Row]:
                 note="skipped: wrk not found (make bench installs it with apt-get as root)",
             )
         ]
-    server_pin, wrk_pin, pin_note = _pinning()
+    server_pin, wrk_pin, pin_note = pinning()
     wrk = [*wrk_pin, wrk_path]
     rows: list[Row] = []
     for server in servers():

@@ -173,6 +173,8 @@ def _figure(value: float | None, unit: str) -> str:
         return f"{value:+.1f} %"
     if unit == "ms":
         return f"{value:.1f} ms"
+    if unit == "% own":
+        return f"{value:.1f} % own"
     if unit == "instr":
         return f"{value:,.0f} instr"
     if unit == "instr added":

@@ -32,6 +32,7 @@ from benchmarks import (
     instructions,
     memory,
     profile_asgi,
+    sampled,
     wsgi_inprocess,
 )
 from benchmarks.__main__ import main
@@ -387,6 +388,92 @@ def test_end_to_end_part_fails_when_cpu_time_is_lost_mid_run(
     # Not a round half in CPU time and half in wall time.
     with pytest.raises(RuntimeError, match="CPU time could not be read"):
         end_to_end.run(end_to_end.QUICK, wrk_path=shutil.which("wrk"))
+
+
+def test_sampled_part_skips_without_wrk_or_py_spy() -> None:
+    no_wrk = sampled.run(sampled.QUICK, wrk_path=None, spy_path="/usr/bin/py-spy")
+    no_spy = sampled.run(sampled.QUICK, wrk_path="/usr/bin/wrk", spy_path=None)
+    neither = sampled.run(sampled.QUICK, wrk_path=None, spy_path=None)
+
+    assert [row.result for row in no_wrk + no_spy + neither] == ["skip"] * 3
+    assert no_wrk[0].note == (
+        "skipped: wrk not found (make bench installs it with apt-get as root)"
+    )
+    assert no_spy[0].note == "skipped: py-spy not found (the bench extra installs it)"
+    assert neither[0].note.count("not found") == 2
+
+
+def test_sampled_part_counts_samples_whose_innermost_frame_is_the_middlewares() -> None:
+    floor_file = sampled.OWN_FILES["floor"][0]
+    ours = sampled.OWN_FILES["sessionctx"]
+    assert floor_file.endswith("/benchmarks/floor.py")
+    assert any(f.endswith("/sessionctx/asgi.py") for f in ours)
+    assert any(f.endswith("/sessionctx/integrations/httpx.py") for f in ours)
+    loop = (
+        "BaseEventLoop._run_once (asyncio/base_events.py:1922);Handle._run (asyncio/events.py:80)"
+    )
+    raw = "\n".join(
+        [
+            # Waiting for the sockets: not busy.
+            "BaseEventLoop._run_once (asyncio/base_events.py:1898);"
+            "EpollSelector.select (selectors.py:468) 40",
+            # The floor's own code, as py-spy names a file under sys.path.
+            f"{loop};AsgiFloorMiddleware.__call__ (benchmarks/floor.py:74) 6",
+            # And by its absolute path.
+            f"{loop};AsgiFloorMiddleware.__call__ ({floor_file}:70) 2",
+            # Under the floor, but in the app or the server: theirs.
+            f"{loop};AsgiFloorMiddleware.__call__ (benchmarks/floor.py:74);"
+            "asgi_app (benchmarks/apps.py:50) 5",
+            f"{loop};RequestResponseCycle.send (uvicorn/protocols/http/h11_impl.py:470) 30",
+            f"{loop};SessionIdMiddleware.__call__ (sessionctx/asgi.py:230) 3",
+            # Not a sample line.
+            "",
+            "garbage",
+        ]
+    )
+
+    assert sampled.own_share(raw, sampled.OWN_FILES["floor"]) == (8, 46)
+    assert sampled.own_share(raw, ours) == (3, 46)
+    # A file of the same name elsewhere is not the middleware's.
+    assert sampled.own_share(f"{loop};f (other/floor.py:1) 4", (floor_file,)) == (0, 4)
+
+
+@pytest.mark.server
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.skipif(sampled.find_py_spy() is None, reason="py-spy is not installed")
+def test_sampled_part_samples_real_uvicorn_workers() -> None:
+    rows = sampled.run(sampled.QUICK, shutil.which("wrk"), sampled.find_py_spy())
+
+    if rows[0].result == "skip":  # py-spy may not attach without ptrace rights
+        pytest.skip(rows[0].note)
+    uvicorns = [s.name for s in end_to_end.servers() if not s.wsgi]
+    assert [(row.case, row.candidate) for row in rows] == [
+        (name, candidate) for name in uvicorns for candidate in ("floor", "sessionctx")
+    ]
+    for row in rows:
+        busy, own = row.extra["busy"], row.extra["own"]
+        assert busy > 0
+        assert row.absolute == pytest.approx(100 * own / busy)
+        assert row.extra["requests_per_second"] > 0
+        assert "busy samples in its own code" in row.note
+    # About 100 busy samples each: the middleware's own code shows up in them.
+    for candidate in ("floor", "sessionctx"):
+        assert sum(row.extra["own"] for row in rows if row.candidate == candidate) > 0
+
+
+@pytest.mark.server
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_sampled_part_is_skipped_when_py_spy_cannot_attach(tmp_path: Path) -> None:
+    spy = tmp_path / "py-spy"
+    spy.write_text("#!/bin/sh\necho 'Error: Permission denied (os error 1)' >&2\nexit 1\n")
+    spy.chmod(0o755)
+    rows = sampled.run(sampled.QUICK, shutil.which("wrk"), str(spy))
+
+    assert len(rows) == 1
+    assert rows[0].result == "skip"
+    assert rows[0].note == "skipped: py-spy exited 1: Error: Permission denied (os error 1)"
 
 
 @pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="needs Linux /proc")
