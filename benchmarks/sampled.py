@@ -41,18 +41,15 @@ __all__ = ["FULL", "OWN_FILES", "QUICK", "Load", "find_py_spy", "own_share", "ru
 
 
 @dataclass(frozen=True)
-class Load:
-    """How long each worker is sampled, how often, and in how many turns."""
+class Load(end_to_end.Load):
+    """How long each worker is sampled (``seconds``, after ``warmup_seconds``
+    of load), in how many turns, and how many times a second."""
 
-    seconds: int
-    rate: int
-    rounds: int
-    warmup_seconds: int = 1
-    connections: int = 16
+    rate: int = 200
 
 
-QUICK = Load(seconds=1, rate=100, rounds=1)
-FULL = Load(seconds=10, rate=200, rounds=2)
+QUICK = Load(seconds=1, warmup_seconds=1, rounds=1, rate=100)
+FULL = Load(seconds=10, warmup_seconds=1, rounds=2)
 
 #: The source files of each middleware (real paths): the floor's module, sessionctx's package.
 OWN_FILES: dict[str, frozenset[str]] = {

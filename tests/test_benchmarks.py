@@ -485,7 +485,7 @@ def test_sampled_part_fails_when_py_spy_fails_otherwise(tmp_path: Path) -> None:
     spy = tmp_path / "py-spy"
     spy.write_text("#!/bin/sh\necho \"error: unexpected argument '--x' found\" >&2\nexit 2\n")
     spy.chmod(0o755)
-    long = sampled.Load(seconds=60, rate=100, rounds=1)
+    long = sampled.Load(seconds=60, warmup_seconds=1, rounds=1, rate=100)
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="uvicorn \\(h11\\), floor: py-spy exited 2: error"):
         sampled.run(long, shutil.which("wrk"), str(spy))

@@ -1104,13 +1104,14 @@ def test_a_wrapped_generator_closes_as_the_generator_itself_does(wrapper: str, k
 
 
 @pytest.mark.parametrize("wrapper", ["session", "wrap_context"])
-def test_generator_exit_thrown_into_a_wrapped_generator_ends_it_as_the_generator_itself(
-    wrapper: str,
+@pytest.mark.parametrize("kind", ["generator", "coroutine"])
+def test_generator_exit_thrown_into_a_wrapped_generator_or_coroutine_ends_it_as_itself(
+    wrapper: str, kind: str
 ) -> None:
-    # throw(GeneratorExit) into a generator that returns on it raises
-    # StopIteration with the value. The wrapped one closes the generator it
-    # steps, as yield from does, and close() gives that value only from
-    # Python 3.13: before, GeneratorExit goes on.
+    # throw(GeneratorExit) into one that returns on it raises StopIteration
+    # with the value. The wrapped one closes what it steps, as yield from and
+    # await do, and close() gives that value only from Python 3.13: before,
+    # GeneratorExit goes on.
     def returns_on_generator_exit() -> Generator[None, None, str | None]:
         try:
             yield
@@ -1118,22 +1119,30 @@ def test_generator_exit_thrown_into_a_wrapped_generator_ends_it_as_the_generator
             return f"ended in {current_session_id()}"
         return None
 
+    async def returns_on_generator_exit_too() -> str | None:
+        try:
+            await asyncio.sleep(0)
+        except GeneratorExit:
+            return f"ended in {current_session_id()}"
+        return None
+
+    target: Callable[[], Any] = (
+        returns_on_generator_exit if kind == "generator" else returns_on_generator_exit_too
+    )
     with session("thrown"):
-        wrap = session("thrown") if wrapper == "session" else wrap_context
-        wrapped = wrap(returns_on_generator_exit)
-        plain = returns_on_generator_exit()
-        gen = wrapped()
-    next(plain)
+        wrapped = (session("thrown") if wrapper == "session" else wrap_context)(target)
+        plain, stepped = target(), wrapped()
+    plain.send(None)
     with pytest.raises(StopIteration) as stopped:
         plain.throw(GeneratorExit)
     assert stopped.value.value == f"ended in {None}"
-    next(gen)
+    stepped.send(None)
     if sys.version_info < (3, 13):
         with pytest.raises(GeneratorExit):
-            gen.throw(GeneratorExit)
+            stepped.throw(GeneratorExit)
     else:
         with pytest.raises(StopIteration) as stopped:
-            gen.throw(GeneratorExit)
+            stepped.throw(GeneratorExit)
         assert stopped.value.value == "ended in thrown"
     assert current_session() is None
 
@@ -1234,39 +1243,6 @@ def test_a_wrapped_coroutine_closes_as_the_coroutine_itself_does(
     assert expected == (f"closed in {None}" if returns else None)
     assert close() == (f"closed in {sid}" if returns else None)
     assert close() is None  # closed already
-    assert current_session() is None
-
-
-@pytest.mark.parametrize("wrapper", ["session", "wrap_context"])
-def test_generator_exit_thrown_into_a_wrapped_coroutine_ends_it_as_the_coroutine_itself(
-    wrapper: str,
-) -> None:
-    async def returns_on_generator_exit() -> str | None:
-        try:
-            await asyncio.sleep(0)
-        except GeneratorExit:
-            return f"ended in {current_session_id()}"
-        return None
-
-    with session("thrown"):
-        wrapped = (session("thrown") if wrapper == "session" else wrap_context)(
-            returns_on_generator_exit
-        )
-        plain = returns_on_generator_exit()
-        coro = cast("types.CoroutineType[Any, Any, str | None]", wrapped())
-    plain.send(None)
-    with pytest.raises(StopIteration) as stopped:
-        plain.throw(GeneratorExit)
-    assert stopped.value.value == f"ended in {None}"
-    # As for a wrapped generator: the value from Python 3.13 on.
-    coro.send(None)
-    if sys.version_info < (3, 13):
-        with pytest.raises(GeneratorExit):
-            coro.throw(GeneratorExit)
-    else:
-        with pytest.raises(StopIteration) as stopped:
-            coro.throw(GeneratorExit)
-        assert stopped.value.value == "ended in thrown"
     assert current_session() is None
 
 
