@@ -45,6 +45,7 @@ __all__ = [
     "QUICK",
     "Load",
     "check",
+    "loading",
     "pinning",
     "requests_of",
     "run",
@@ -232,22 +233,25 @@ _REQUESTS = re.compile(r"^\s*([0-9]+) requests in ", re.MULTILINE)
 _ERRORS = re.compile(r"^\s*(Non-2xx or 3xx responses|Socket errors):.*$", re.MULTILINE)
 
 
+def loading(wrk: list[str], port: int, seconds: int, connections: int) -> subprocess.Popen[str]:
+    """A ``wrk`` loading ``port`` for ``seconds`` with a valid session id on every
+    request, its output (see :func:`requests_of`) on its ``stdout``."""
+    return subprocess.Popen(
+        [
+            *wrk,
+            *("--threads", "1", "--connections", str(connections)),
+            *("--duration", f"{seconds}s", "--timeout", "5s"),
+            *("--header", f"X-Session-Id: {VALID_ID}", f"http://{HOST}:{port}/"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _wrk_all(wrk: list[str], ports: list[int], seconds: int, connections: int) -> list[int]:
     """Requests answered by each port, all loaded at once by a ``wrk`` of their own."""
-    procs = [
-        subprocess.Popen(
-            [
-                *wrk,
-                *("--threads", "1", "--connections", str(connections)),
-                *("--duration", f"{seconds}s", "--timeout", "5s"),
-                *("--header", f"X-Session-Id: {VALID_ID}", f"http://{HOST}:{port}/"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for port in ports
-    ]
+    procs = [loading(wrk, port, seconds, connections) for port in ports]
     outputs: list[tuple[int, str]] = []
     try:
         for proc in procs:

@@ -29,11 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import HOST
-
 import sessionctx
 from benchmarks import end_to_end, floor
-from benchmarks.apps import VALID_ID
 from benchmarks.end_to_end import OURS, Candidate, Server
 from benchmarks.report import Row
 
@@ -88,12 +85,18 @@ def own_share(raw: str, files: frozenset[str]) -> tuple[int, int]:
     samples whose innermost frame is in one of ``files`` (real paths), and all
     the samples."""
     own = total = 0
+    # Whether each file py-spy names is one of ``files``: resolved once per file,
+    # not once per stack (realpath asks the file system).
+    is_own: dict[str, bool] = {}
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         total += int(count)
-        if os.path.realpath(_file_of(stack.rpartition(";")[2])) in files:
+        path = _file_of(stack.rpartition(";")[2])
+        if path not in is_own:
+            is_own[path] = os.path.realpath(path) in files
+        if is_own[path]:
             own += int(count)
     return own, total
 
@@ -110,18 +113,7 @@ def _sample(
     ):
         end_to_end.check(port, server.name, candidate)
         raw = Path(tmp) / "samples.txt"
-        with subprocess.Popen(
-            [
-                *wrk,
-                *("--threads", "1", "--connections", str(load.connections)),
-                *("--duration", f"{loaded}s", "--timeout", "5s"),
-                *("--header", f"X-Session-Id: {VALID_ID}"),
-                f"http://{HOST}:{port}/",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ) as load_proc:
+        with end_to_end.loading(wrk, port, loaded, load.connections) as load_proc:
             try:
                 time.sleep(load.warmup_seconds)
                 spied = subprocess.run(

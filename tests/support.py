@@ -210,6 +210,11 @@ REFUSING_A_VALID_ID = [
 ]
 
 
+def any_app(*args: Any) -> Any:
+    """An app for a middleware built to check its options: never called."""
+    raise AssertionError("construction must not call the app")
+
+
 def is_generated(sid: str | None) -> bool:
     """Whether ``sid`` looks like the default generator's output (a canonical v4 uuid string)."""
     if sid is None:

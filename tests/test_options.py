@@ -18,16 +18,12 @@ import werkzeug.test
 import sessionctx.asgi
 import sessionctx.wsgi
 from sessionctx._policy import SessionMiddlewareBase
-from tests.support import asgi_client
+from tests.support import any_app, asgi_client
 
 MIDDLEWARES = [
     pytest.param(sessionctx.asgi.SessionIdMiddleware, "an ASGI", id="asgi"),
     pytest.param(sessionctx.wsgi.SessionIdMiddleware, "a WSGI", id="wsgi"),
 ]
-
-
-def any_app(*args: Any) -> Any:
-    raise AssertionError("construction must not call the app")
 
 
 OPTION_ERRORS = [

@@ -13,6 +13,7 @@ import pytest
 
 from sessionctx import is_valid_session_id, validate_session_id
 from sessionctx._validation import generate_session_id
+from tests.support import any_app
 
 UUID4 = "0b7e3f0e-5a1c-4b8e-9a57-1f2d3c4b5a69"
 ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -242,19 +243,15 @@ class _FloatReprFails(float):
 def _asgi(**options: Any) -> object:
     from sessionctx.asgi import SessionIdMiddleware
 
-    app = options.pop("app", _any_app)
+    app = options.pop("app", any_app)
     return SessionIdMiddleware(app, **options)
 
 
 def _wsgi(**options: Any) -> object:
     from sessionctx.wsgi import SessionIdMiddleware
 
-    app = options.pop("app", _any_app)
+    app = options.pop("app", any_app)
     return SessionIdMiddleware(app, **options)
-
-
-def _any_app(*args: Any) -> None:
-    raise AssertionError("construction must not call the app")
 
 
 def _httpx(**options: Any) -> object:
