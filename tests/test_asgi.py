@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import sys
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -21,6 +22,8 @@ from sessionctx import (
     current_session_id,
     is_valid_session_id,
     session,
+    set_session_id,
+    wrap_context,
 )
 from sessionctx._policy import INVALID, MISSING, VALID, SessionPolicy
 from sessionctx.asgi import SessionIdMiddleware
@@ -30,6 +33,7 @@ from tests.support import (
     Receive,
     Scope,
     Send,
+    SessionRecords,
     VisitLog,
     assert_session,
     is_generated,
@@ -565,6 +569,194 @@ async def test_a_scope_used_again_in_another_session_gets_its_own() -> None:
     assert app.only.session == SessionContext("abc")
     assert session_header(messages) == [b"abc"]
     assert scope[SCOPE_KEY] == "abc"
+
+
+@dataclass
+class ServerCopies:
+    """A server's ``receive`` and ``send`` that copy the context they run in,
+    as uvicorn's do when they resume reading the connection (asyncio's reader
+    callback takes a copy of the context it is registered in)."""
+
+    body: list[Message]
+    copies: dict[str, Context] = field(default_factory=dict)
+    seen: dict[str, str | None] = field(default_factory=dict)
+    sent: list[Message] = field(default_factory=list)
+
+    async def receive(self) -> Message:
+        self.note("receive")
+        return self.body.pop(0) if self.body else {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.start":
+            self.note("start")
+        elif not message.get("more_body"):
+            self.note("end")
+        else:
+            self.note("body")
+
+    def note(self, where: str) -> None:
+        self.copies[where] = copy_context()
+        self.seen[where] = current_session_id()
+
+
+async def streaming_upload(scope: Scope, receive: Receive, send: Send) -> None:
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"1", "more_body": True})
+    await send({"type": "http.response.body", "body": b"2"})
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_what_the_server_copies_in_receive_and_the_last_send_holds_no_session(
+    method: str,
+) -> None:
+    server = ServerCopies([{"type": "http.request", "body": b"x", "more_body": True}] * 2)
+    server.body.append({"type": "http.request", "body": b"x"})
+    scope = http_scope([(HEADER, b"upload-1")], method=method)
+
+    await SessionIdMiddleware(streaming_upload)(scope, server.receive, server.send)
+
+    # The server's own code still runs in the session...
+    assert server.seen == {
+        "receive": "upload-1",
+        "start": "upload-1",
+        "body": "upload-1",
+        "end": "upload-1",
+    }
+    assert values_of(start_headers(server.sent), HEADER) == [b"upload-1"]
+    # ...but what it copied in receive() and in the send() ending the response
+    # holds none once the call returned: the next request uvicorn starts from
+    # there, and everything outside the middleware in it, begins outside any session.
+    after = {where: copied.run(current_session) for where, copied in server.copies.items()}
+    assert after == {
+        "receive": None,
+        "start": SessionContext("upload-1"),
+        "body": SessionContext("upload-1"),
+        "end": None,
+    }
+    assert current_session() is None
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_request_without_a_body_is_sent_as_it_is(method: str) -> None:
+    # No stand-in (it costs a coroutine per call): uvicorn pauses reading only
+    # for a body over 64 KiB. A pipelined request after it begins in its
+    # session (the README says so).
+    server = ServerCopies([])
+    scope = http_scope([(HEADER, b"get-1")], method=method)
+
+    await SessionIdMiddleware(streaming_upload)(scope, server.receive, server.send)
+
+    after = {where: copied.run(current_session_id) for where, copied in server.copies.items()}
+    assert after == {"receive": "get-1", "start": "get-1", "body": "get-1", "end": "get-1"}
+
+
+async def test_the_app_keeps_its_session_and_context_object_across_the_servers_calls() -> None:
+    seen: list[SessionContext | None] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(current_session())
+        await receive()
+        seen.append(current_session())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        seen.append(current_session())  # say, a background task after the response
+
+    server = ServerCopies([{"type": "http.request", "body": b"x"}])
+    with session("around"):
+        outer = current_session()
+        await SessionIdMiddleware(app)(
+            http_scope([(HEADER, b"post-1")], method="POST"), server.receive, server.send
+        )
+        assert current_session() is outer
+
+    assert seen[0] == SessionContext("post-1")
+    assert [ctx is seen[0] for ctx in seen] == [True, True, True]
+
+
+async def test_a_server_send_that_raises_leaves_the_apps_session_in_place() -> None:
+    class Gone(Exception):
+        pass
+
+    after_failed_send: list[str | None] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            await send({"type": "http.response.body", "body": b"ok"})
+        finally:
+            after_failed_send.append(current_session_id())
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise Gone("the client left")
+
+    with pytest.raises(Gone) as raised:
+        await SessionIdMiddleware(app)(
+            http_scope([(HEADER, b"gone-1")], method="POST"), receive, send
+        )
+
+    assert after_failed_send == ["gone-1"]
+    assert logged_session_id(raised.value) == "gone-1"
+    assert current_session() is None
+
+
+async def test_the_last_send_in_a_session_of_the_apps_own_or_in_none() -> None:
+    # The app may send from a session of its own that no request holds (a
+    # function wrapped outside any request), or from none at all.
+    with session("wrapped-outside"):
+
+        @wrap_context
+        async def send_end(send: Send) -> None:
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if scope["path"] == "/wrapped":
+            await send_end(send)
+        else:
+            set_session_id(None)
+            await send({"type": "http.response.body", "body": b"ok"})
+            assert current_session() is None
+
+    for path, seen in (("/wrapped", "wrapped-outside"), ("/cleared", None)):
+        server = ServerCopies([])
+        scope = http_scope([(HEADER, b"own-1")], method="POST", path=path)
+        await SessionIdMiddleware(app)(scope, server.receive, server.send)
+        assert server.seen["end"] == seen
+        assert server.copies["end"].run(current_session) is None
+        assert values_of(start_headers(server.sent), HEADER) == [b"own-1"]
+
+
+async def test_an_emptied_stand_in_is_no_session_anywhere() -> None:
+    # What a copy made in the server's last send() holds once it returned.
+    server = ServerCopies([])
+    await SessionIdMiddleware(streaming_upload)(
+        http_scope([(HEADER, b"left-1")], method="POST"), server.receive, server.send
+    )
+    copied = server.copies["end"]
+    handler = SessionRecords()
+    logger = logging.getLogger("tests.stand_in")
+    logger.addHandler(handler)
+    try:
+        copied.run(logger.warning, "after the response")
+    finally:
+        logger.removeHandler(handler)
+
+    assert copied.run(current_session_id) is None
+    assert handler.records == [("-", "after the response", False)]
+    # A request the server starts from there begins outside any session.
+    nested = RecordingApp()
+    messages = await copied.run(
+        asyncio.ensure_future, call(SessionIdMiddleware(nested), http_scope([(HEADER, b"next-1")]))
+    )
+    assert session_header(messages) == [b"next-1"]
+    assert copied.run(current_session_id) is None
 
 
 async def test_a_scope_used_again_where_an_earlier_request_of_its_id_left_its_session() -> None:

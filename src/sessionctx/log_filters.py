@@ -219,7 +219,7 @@ class SessionIdFilter(logging.Filter):
             # in this thread. A record made elsewhere (in a QueueListener's
             # thread, or held back by a MemoryHandler and flushed in another
             # request) gets the default, never the id of the session here.
-            if active is not None:
+            if active:
                 # Run where a filter usually runs, for a record the logging call
                 # that made it is handling: a handler's, Handler.handle two
                 # frames up, that the logging call's Logger._log (five up) had
@@ -242,7 +242,7 @@ class SessionIdFilter(logging.Filter):
                 ):
                     record.session_id = active[0]
                     return True
-            if active is None and (record.exc_info or _handled_exception() is not None):
+            if not active and (record.exc_info or _handled_exception() is not None):
                 # A server's record of an exception that left a request, made
                 # once the request's session is gone: the exception notes it.
                 escaped = _record_session_id(record)

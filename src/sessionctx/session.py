@@ -390,6 +390,13 @@ def _make_context(sid: str, attributes: Mapping[str, Any] | None) -> SessionCont
 #: See :func:`_request_runs`. The OpenTelemetry integration appends a fourth
 #: item to the middleware's list: the span processors that have looked for the
 #: request's SERVER span.
+#:
+#: An empty list is no session. The ASGI middleware sets a stand-in of the
+#: session while the server runs the app's ``receive()`` and the ``send()`` that
+#: ends a response, and empties it after: a copy of the context the server
+#: makes meanwhile (uvicorn's socket reader, resumed there, and the task of
+#: the next request on the connection it starts from that reader) holds no
+#: session once the call has returned (see ``sessionctx.asgi._standing_in``).
 _Active = list[Any]
 
 _current: ContextVar[_Active | None] = ContextVar("sessionctx.session", default=None)
@@ -466,7 +473,7 @@ def _note_escape(error: BaseException, active: _Active | None) -> None:
     raises in every task that awaits it) tells no id any more: a log line must
     never show another request's id.
     """
-    if active is None or isinstance(error, _CONTROL_FLOW):
+    if not active or isinstance(error, _CONTROL_FLOW):
         return
     thread = threading.get_ident()
     task = _current_task()
@@ -563,7 +570,7 @@ def _request_of(active: _Active | None) -> _Active | None:
     """The list a ``SessionIdMiddleware`` set for the request that ``active`` (what
     ``_current`` holds) belongs to, or ``None`` outside any request."""
     if active is None or len(active) < 3:
-        return None
+        return None  # an emptied list (a stand-in) is no session either
     return active if active[2].__class__ is bool else cast(_Active, active[2])
 
 
@@ -598,7 +605,7 @@ def current_session() -> SessionContext | None:
     same object on every call.
     """
     active = _get()
-    if active is None:
+    if not active:
         return None
     ctx: SessionContext | None = active[1]
     if ctx is None:
@@ -614,7 +621,7 @@ def current_session() -> SessionContext | None:
 def current_session_id() -> str | None:
     """Return the active session id, or ``None``."""
     active = _get()
-    return None if active is None else cast(str, active[0])
+    return cast(str, active[0]) if active else None
 
 
 def session_id_of(error: BaseException) -> str | None:

@@ -263,7 +263,7 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         tracked: _TrackedStartResponse | None = None
         # The third item marks the session of a request: True when it began
         # outside any session (see sessionctx.session._Active).
-        outside = _get_session() is None
+        outside = not _get_session()
         try:
             if self._plain:
                 ctx.run(_set_session, [request_sid, None, outside])

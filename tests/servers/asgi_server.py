@@ -87,6 +87,8 @@ def _hypercorn(app: ASGIApp, port: int, trio: bool = False) -> Iterator[None]:
     config.loglevel = "WARNING"
     # A logger rather than a stream: a test can add a handler to it.
     config.errorlog = logging.getLogger("hypercorn.error")
+    # It logs an access line only at INFO, which a test can turn on.
+    config.accesslog = logging.getLogger("hypercorn.access")
     config.graceful_timeout = 2
     stop = threading.Event()
 
