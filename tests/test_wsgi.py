@@ -1446,35 +1446,45 @@ def test_handle_errors_500_to_a_head_request_has_no_body(
     assert raised.value.__context__ is None
 
 
-def replacing_app(first: Headers) -> WSGIApplication:
-    """Starts with ``first``, then replaces the response with ``exc_info`` (PEP 3333),
-    also when the server refused ``first``."""
+def replacing_app(first: Headers, second: Headers | None = None) -> WSGIApplication:
+    """Starts with ``first``, then replaces the response with ``exc_info`` (PEP 3333)
+    and ``second``, also when the server refused ``first``."""
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         try:
             start_response("200 OK", first)
             raise Boom("after start_response, before the body")
         except Exception:
-            start_response(
-                "503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info()
-            )
+            start_response("503 Service Unavailable", second or [TEXT], sys.exc_info())
         return [b"replaced"]
 
     return app
 
 
+LONG_NAME = "X-Request-Session-Identifier"  # too many letters to keep its spellings
+
+
 @pytest.mark.parametrize(
-    ("first", "options"),
+    ("first", "second", "options", "expected"),
     [
-        pytest.param([("Content-Type", "text/plain")], {}, id="plain"),
-        pytest.param([("Content-Type", "text/plain")], {"expose_header": True}, id="expose-header"),
-        pytest.param([("X-Session-Id", "app")], {}, id="the-apps-own"),
+        pytest.param([TEXT], [TEXT], {}, ["abc"], id="plain"),
+        pytest.param([TEXT], [TEXT], {"expose_header": True}, ["abc"], id="expose-header"),
+        pytest.param([("X-Session-Id", "app")], [TEXT], {}, ["app"], id="the-apps-own"),
+        # An error page that sets the session header itself: it alone is sent.
+        pytest.param([TEXT], [TEXT, ("x-session-id", "page")], {}, ["page"], id="replaced-own"),
+        pytest.param(
+            [TEXT],
+            [TEXT, (LONG_NAME.lower(), "page")],
+            {"header_name": LONG_NAME},
+            ["page"],
+            id="replaced-own-long-name",
+        ),
         # gunicorn refuses a value with CR/LF before it gets to the session header.
-        pytest.param([("X-Bad", "a\r\nb")], {}, id="refused-first"),
+        pytest.param([("X-Bad", "a\r\nb")], [TEXT], {}, ["abc"], id="refused-first"),
     ],
 )
 def test_gunicorns_response_keeps_one_session_header_when_replaced(
-    first: Headers, options: dict[str, Any]
+    first: Headers, second: Headers, options: dict[str, Any], expected: list[str]
 ) -> None:
     """gunicorn's Response appends the headers of a start_response call made again with
     exc_info to those it kept from the first (here its real class, in-process)."""
@@ -1482,15 +1492,19 @@ def test_gunicorns_response_keeps_one_session_header_when_replaced(
     from gunicorn.http.wsgi import Response
 
     response = Response(types.SimpleNamespace(version=(1, 1), method="GET"), None, Config())
-    app = SessionIdMiddleware(replacing_app(first), **options)
-    environ = make_environ({"X-Session-Id": "abc"})
+    app = SessionIdMiddleware(replacing_app(first, second), **options)
+    name = options.get("header_name", "X-Session-Id")
+    environ = make_environ({name: "abc"})
 
     # A refusal raises into the app, which replaces the response.
     assert app(environ, response.start_response) == [b"replaced"]
 
     assert response.status == "503 Service Unavailable"
-    sent = [value for name, value in response.headers if name.lower() == "x-session-id"]
-    assert sent == (["app"] if first[0][0] == "X-Session-Id" else ["abc"])
+    sent = [value for key, value in response.headers if key.lower() == name.lower()]
+    assert sent == expected
+    assert [value for key, value in response.headers if key == "Content-Type"] == ["text/plain"] * (
+        2 if first[0] == TEXT else 1
+    )
 
 
 def test_handle_errors_reraises_from_close_when_the_server_stops_first() -> None:

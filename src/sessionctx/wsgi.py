@@ -239,6 +239,8 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
             if spellings:
                 for name, _ in headers:
                     if name in spellings:
+                        if exc_info is not None:
+                            _drop_kept_session_header(start_response, pair)
                         return start_response(status, headers, exc_info)
             else:
                 # A long name, which has no spellings kept: the names of its
@@ -247,11 +249,13 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
                 size = len(lower)
                 for name, _ in headers:
                     if len(name) == size and name.lower() == lower:
+                        if exc_info is not None:
+                            _drop_kept_session_header(start_response, pair)
                         return start_response(status, headers, exc_info)
             if exc_info is None:
                 # A new list: the application may reuse its own for every response.
                 return start_response(status, [*headers, pair])
-            if _server_kept_session_header(start_response, pair[0].lower()):
+            if _kept_session_headers(start_response, pair[0].lower()):
                 # The server adds these headers to the first call's, which
                 # hold the session header already.
                 return start_response(status, headers, exc_info)
@@ -329,9 +333,12 @@ def _is_head(environ: WSGIEnvironment) -> bool:
     return environ.get("REQUEST_METHOD") == "HEAD"
 
 
-def _server_kept_session_header(start_response: StartResponse, lower: str) -> bool:
-    """Whether ``start_response``, called again with ``exc_info`` to replace
-    the response, keeps a session header it took on its first call.
+def _kept_session_headers(
+    start_response: StartResponse, lower: str
+) -> list[tuple[str, str]] | None:
+    """The headers ``start_response`` took on its first call, when it keeps
+    them, and they hold a session header (named ``lower`` in lower case),
+    for a second call with ``exc_info`` that replaces the response.
 
     PEP 3333 says the new headers replace the first call's, and werkzeug,
     waitress and ``wsgiref`` do so; gunicorn's ``Response.start_response``
@@ -342,12 +349,30 @@ def _server_kept_session_header(start_response: StartResponse, lower: str) -> bo
     """
     response = getattr(inspect.unwrap(start_response), "__self__", None)
     if not type(response).__module__.startswith("gunicorn."):
-        return False
+        return None
     # Not there when gunicorn refused the first headers before reaching it.
     kept = getattr(response, "headers", None)
-    return isinstance(kept, list) and any(
+    if isinstance(kept, list) and any(
         isinstance(name, str) and name.lower() == lower for name, _ in kept
-    )
+    ):
+        return kept
+    return None
+
+
+def _drop_kept_session_header(start_response: StartResponse, pair: tuple[str, str]) -> None:
+    """Take the session header the middleware added on the first call out of
+    the headers the server kept (see :func:`_kept_session_headers`), for a
+    replacement that sets the application's own: it alone is sent."""
+    lower = pair[0].lower()
+    kept = _kept_session_headers(start_response, lower)
+    if kept is not None:
+        kept[:] = [
+            header
+            for header in kept
+            if not (
+                isinstance(header[0], str) and header[0].lower() == lower and header[1] == pair[1]
+            )
+        ]
 
 
 def _bridged(environ: WSGIEnvironment) -> bool:

@@ -224,6 +224,7 @@ def test_the_servers_log_of_a_failed_request_carries_its_session_id(server: Serv
     [
         ("/replaced", 503, b"replaced"),
         ("/replaced?expose", 503, b"replaced"),
+        ("/replaced?own", 503, b"replaced"),
         ("/refused-first", 500, b"refused"),
     ],
 )

@@ -81,7 +81,11 @@ def endpoints(environ: WSGIEnvironment, start_response: StartResponse) -> Iterab
         try:
             raise RuntimeError("failed after start_response, before the body")
         except RuntimeError:
-            start_response("503 Service Unavailable", [_TEXT], sys.exc_info())
+            headers = [_TEXT]
+            if environ["QUERY_STRING"] == "own":
+                # An error page that sets the session header itself.
+                headers.append(("X-Session-Id", environ["sessionctx.session_id"]))
+            start_response("503 Service Unavailable", headers, sys.exc_info())
         return [b"replaced"]
     if path == "/refused-first":
         # The same, after a server that checks headers (gunicorn) refused the
