@@ -141,18 +141,12 @@ def _send_with_session_standing_in(
     """:func:`_send_with_session` for a request with a body: the message that
     ends the response is sent through :func:`_standing_in`."""
     if message["type"] == "http.response.body" and not message.get("more_body"):
-        return _standing_in(state[0](message))
+        return _standing_in(state[0], message)
     return _send_with_session(state, message)
 
 
-@_coroutine_function
-def _receive_standing_in(receive: Receive) -> Awaitable[Message]:
-    """``receive`` for a request with a body, run by :func:`_standing_in`."""
-    return _standing_in(receive())
-
-
-async def _standing_in(awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable``, a call into the server, with a stand-in of the
+async def _standing_in(call: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Await ``call(*args)``, a call into the server, with a stand-in of the
     active session set, emptied when the call returns.
 
     The server's own code in it still sees the session (hypercorn logs its
@@ -168,12 +162,13 @@ async def _standing_in(awaitable: Awaitable[T]) -> T:
     this request's session.
 
     Used for requests that may have a body (not ``GET`` or ``HEAD``): it costs
-    two context variable writes and a coroutine per call, a fifth of what the
-    middleware costs a request otherwise.
+    two context variable writes and a coroutine per call, about half a
+    microsecond on the benchmark machine, where the middleware adds about
+    1.5 µs to a ``GET``.
     """
     active = _get_session()
     if not active:
-        return await awaitable
+        return await call(*args)
     # Tied to the same request (see sessionctx.session._request_of).
     if len(active) < 3:
         stand_in = [active[0], active[1]]
@@ -182,7 +177,7 @@ async def _standing_in(awaitable: Awaitable[T]) -> T:
         stand_in = [active[0], active[1], active if request.__class__ is bool else request]
     _set_session(stand_in)
     try:
-        return await awaitable
+        return await call(*args)
     finally:
         # Set, not reset with a token: whoever steps this coroutine, the
         # session before the call comes back.
@@ -302,7 +297,7 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             send_with_session = _bound(
                 _send_with_session_standing_in, (send, pair, self._spellings)
             )
-            receive = _bound(_receive_standing_in, receive)
+            receive = _bound(_standing_in, receive)
         # The third item marks the session of a request: True when it began
         # outside any session (see sessionctx.session._Active).
         outside = not _get_session()
