@@ -6,6 +6,8 @@ import asyncio
 import inspect
 import logging
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import Context, copy_context
@@ -657,7 +659,6 @@ async def test_the_app_keeps_its_session_and_context_object_across_the_servers_c
     seen: list[SessionContext | None] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(current_session())
         await receive()
         seen.append(current_session())
         await send({"type": "http.response.start", "status": 204, "headers": []})
@@ -665,15 +666,27 @@ async def test_the_app_keeps_its_session_and_context_object_across_the_servers_c
         seen.append(current_session())  # say, a background task after the response
 
     server = ServerCopies([{"type": "http.request", "body": b"x"}])
+    in_server: list[SessionContext | None] = []
+
+    # Code outside the middleware that asks first, in receive() and in the
+    # send() ending the response (an OpenTelemetry span of those calls).
+    async def receive() -> Message:
+        in_server.append(current_session())
+        return await server.receive()
+
+    async def send(message: Message) -> None:
+        in_server.append(current_session())
+        await server.send(message)
+
     with session("around"):
         outer = current_session()
         await SessionIdMiddleware(app)(
-            http_scope([(HEADER, b"post-1")], method="POST"), server.receive, server.send
+            http_scope([(HEADER, b"post-1")], method="POST"), receive, send
         )
         assert current_session() is outer
 
-    assert seen[0] == SessionContext("post-1")
-    assert [ctx is seen[0] for ctx in seen] == [True, True, True]
+    assert in_server[0] == SessionContext("post-1")
+    assert [ctx is in_server[0] for ctx in in_server + seen] == [True] * 5
 
 
 async def test_a_server_send_that_raises_leaves_the_apps_session_in_place() -> None:
@@ -733,7 +746,67 @@ async def test_the_last_send_in_a_session_of_the_apps_own_or_in_none() -> None:
         assert values_of(start_headers(server.sent), HEADER) == [b"own-1"]
 
 
-async def test_an_emptied_stand_in_is_no_session_anywhere() -> None:
+async def test_a_thread_reading_a_stand_in_while_it_ends_never_fails() -> None:
+    # A thread started in the send() ending the response (an outer layer's
+    # fire-and-forget audit log) holds the stand-in, which ends while it reads.
+    handler = SessionRecords()
+    logger = logging.getLogger("tests.stand_in.race")
+    logger.addHandler(handler)
+    failures: list[BaseException] = []
+    readings: set[tuple[str | None, str | None]] = set()
+
+    def reading(stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                logger.warning("response sent")
+                ctx = current_session()
+                readings.add((current_session_id(), None if ctx is None else ctx.id))
+            except BaseException as error:  # any failure at all
+                failures.append(error)
+                return
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = SessionIdMiddleware(app)
+    threads: list[tuple[threading.Thread, threading.Event]] = []
+
+    async def outer(scope: Scope, receive: Receive, send: Send) -> None:
+        async def starting_a_reader(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                stop = threading.Event()
+                thread = threading.Thread(target=copy_context().run, args=(reading, stop))
+                thread.start()
+                threads.append((thread, stop))
+                time.sleep(0.0002)  # the thread reads the live stand-in
+            await send(message)
+
+        await middleware(scope, receive, starting_a_reader)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between any two reads
+    try:
+        for i in range(300):
+            await call(outer, http_scope([(HEADER, b"race-%d" % i)], method="POST"))
+            for thread, stop in threads:
+                stop.set()
+                thread.join(10)
+            threads.clear()
+    finally:
+        sys.setswitchinterval(interval)
+        logger.removeHandler(handler)
+
+    assert failures == []
+    # The session or none, whole: never a mix, never another request's.
+    for sid, ctx_id in readings:
+        assert sid is None or sid.startswith("race-"), sid
+        assert ctx_id is None or ctx_id.startswith("race-"), ctx_id
+    assert {sid for sid, _, _ in handler.records} - {"-"} <= {f"race-{i}" for i in range(300)}
+    assert ("-", "response sent", False) in handler.records
+
+
+async def test_an_ended_stand_in_is_no_session_anywhere() -> None:
     # What a copy made in the server's last send() holds once it returned.
     server = ServerCopies([])
     await SessionIdMiddleware(streaming_upload)(

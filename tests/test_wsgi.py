@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import sys
 import threading
 import types
@@ -1505,6 +1506,53 @@ def test_gunicorns_response_keeps_one_session_header_when_replaced(
     assert [value for key, value in response.headers if key == "Content-Type"] == ["text/plain"] * (
         2 if first[0] == TEXT else 1
     )
+
+
+def test_gunicorn_keeps_its_record_of_a_sent_session_header_when_the_app_fails_later() -> None:
+    """An error page that sets the session header itself, after gunicorn sent the
+    headers: gunicorn raises the app's exception again (PEP 3333), and its
+    access log still reads the headers it sent."""
+    from gunicorn.config import Config
+    from gunicorn.http.wsgi import Response
+
+    def streaming(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+        start_response("200 OK", [TEXT])
+        yield b"part 1"
+        raise Boom("failed mid-stream")
+
+    def error_page(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+        try:
+            yield from streaming(environ, start_response)
+        except Boom:
+            own = ("X-Session-Id", environ["sessionctx.session_id"])
+            start_response("500 Internal Server Error", [TEXT, own], sys.exc_info())
+            yield b"error"
+
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        request = types.SimpleNamespace(
+            version=(1, 1),
+            method="GET",
+            headers=[],
+            path="/",
+            query="",
+            uri="/",
+            should_close=lambda: True,
+        )
+        response = Response(request, server_end, Config())
+        body = SessionIdMiddleware(error_page)(
+            make_environ({"X-Session-Id": "abc"}), response.start_response
+        )
+        chunks = iter(body)
+        response.write(next(chunks))  # the headers go out with it
+        with pytest.raises(Boom):
+            next(chunks)
+        client_end.settimeout(5)
+        sent = client_end.recv(65536)
+
+    assert response.headers_sent
+    assert b"X-Session-Id: abc\r\n" in sent
+    assert response.headers == [TEXT, ("X-Session-Id", "abc")]
 
 
 def test_handle_errors_reraises_from_close_when_the_server_stops_first() -> None:

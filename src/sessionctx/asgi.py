@@ -58,6 +58,8 @@ _CONNECTION_CLOSE = ((b"connection", b"close"),)
 _HTTP1 = frozenset({"1.0", "1.1"})
 _ERROR_BODY = b"Internal Server Error"
 _NO_HEADERS = (MISSING, None)
+# What a stand-in of the session holds once ended (see _standing_in).
+_ENDED = (None, None, None)
 # Stands for "several session headers" in the one-pass lookup; no header has its name.
 _SEVERAL = (b"", b"")
 # Bound once: attribute lookups and bound-method objects cost per request.
@@ -147,11 +149,11 @@ def _send_with_session_standing_in(
 
 async def _standing_in(call: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Await ``call(*args)``, a call into the server, with a stand-in of the
-    active session set, emptied when the call returns.
+    active session set, ended when the call returns.
 
     The server's own code in it still sees the session (hypercorn logs its
     access line there), but a copy of the context it makes meanwhile holds the
-    stand-in, which is no session once emptied (see
+    stand-in, which is no session once ended (see
     ``sessionctx.session._Active``). uvicorn resumes reading the connection in
     ``receive()`` once a large body paused it, and in the ``send()`` that ends
     a response: asyncio's reader callback then runs in a copy of the request's
@@ -167,7 +169,7 @@ async def _standing_in(call: Callable[..., Awaitable[T]], *args: Any) -> T:
     1.5 µs to a ``GET``.
     """
     active = _get_session()
-    if not active:
+    if active is None or active[0] is None:
         return await call(*args)
     # Tied to the same request (see sessionctx.session._request_of).
     if len(active) < 3:
@@ -182,7 +184,9 @@ async def _standing_in(call: Callable[..., Awaitable[T]], *args: Any) -> T:
         # Set, not reset with a token: whoever steps this coroutine, the
         # session before the call comes back.
         _set_session(active)
-        stand_in.clear()
+        # Ended, one item at a time in C: a thread reading it meanwhile gets
+        # the session or none, never an error (see sessionctx.session._Active).
+        stand_in[:] = _ENDED
 
 
 class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
@@ -300,7 +304,8 @@ class SessionIdMiddleware(SessionMiddlewareBase[ASGIApp]):
             receive = _bound(_standing_in, receive)
         # The third item marks the session of a request: True when it began
         # outside any session (see sessionctx.session._Active).
-        outside = not _get_session()
+        outer = _get_session()
+        outside = outer is None or outer[0] is None
         if self._plain:
             token = _set_session([request_sid, None, outside])
             try:

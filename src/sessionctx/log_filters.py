@@ -215,11 +215,12 @@ class SessionIdFilter(logging.Filter):
         """Set ``record.session_id``, unless the record has one already; keep every record."""
         if "session_id" not in record.__dict__:
             active = _get()  # what current_session_id() reads, one call less per record
+            sid = None if active is None else active[0]
             # The session of the logging call that made the record, which runs
             # in this thread. A record made elsewhere (in a QueueListener's
             # thread, or held back by a MemoryHandler and flushed in another
             # request) gets the default, never the id of the session here.
-            if active:
+            if sid is not None:
                 # Run where a filter usually runs, for a record the logging call
                 # that made it is handling: a handler's, Handler.handle two
                 # frames up, that the logging call's Logger._log (five up) had
@@ -240,9 +241,9 @@ class SessionIdFilter(logging.Filter):
                     # caller gives the record in the session it runs in (a unit test).
                     or not _called_by_logging(_getframe(0).f_back)
                 ):
-                    record.session_id = active[0]
+                    record.session_id = sid
                     return True
-            if not active and (record.exc_info or _handled_exception() is not None):
+            if sid is None and (record.exc_info or _handled_exception() is not None):
                 # A server's record of an exception that left a request, made
                 # once the request's session is gone: the exception notes it.
                 escaped = _record_session_id(record)

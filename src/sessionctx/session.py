@@ -391,12 +391,15 @@ def _make_context(sid: str, attributes: Mapping[str, Any] | None) -> SessionCont
 #: item to the middleware's list: the span processors that have looked for the
 #: request's SERVER span.
 #:
-#: An empty list is no session. The ASGI middleware sets a stand-in of the
-#: session while the server runs the app's ``receive()`` and the ``send()`` that
-#: ends a response, and empties it after: a copy of the context the server
-#: makes meanwhile (uvicorn's socket reader, resumed there, and the task of
-#: the next request on the connection it starts from that reader) holds no
-#: session once the call has returned (see ``sessionctx.asgi._standing_in``).
+#: A list whose id is ``None`` is no session. The ASGI middleware sets a
+#: stand-in of the session (its id and context, and the request's list as
+#: the third item) while the server runs the app's ``receive()`` and the
+#: ``send()`` that ends a response, and sets all its items to ``None`` after:
+#: a copy of the context the server makes meanwhile (uvicorn's socket reader,
+#: resumed there, and the tasks of the next requests on the connection that
+#: it starts) holds no session once the call has returned (see
+#: ``sessionctx.asgi._standing_in``). A reader takes the id once: another
+#: thread may end a stand-in between two reads, never shorten it.
 _Active = list[Any]
 
 _current: ContextVar[_Active | None] = ContextVar("sessionctx.session", default=None)
@@ -473,7 +476,7 @@ def _note_escape(error: BaseException, active: _Active | None) -> None:
     raises in every task that awaits it) tells no id any more: a log line must
     never show another request's id.
     """
-    if not active or isinstance(error, _CONTROL_FLOW):
+    if active is None or (sid := active[0]) is None or isinstance(error, _CONTROL_FLOW):
         return
     thread = threading.get_ident()
     task = _current_task()
@@ -485,7 +488,7 @@ def _note_escape(error: BaseException, active: _Active | None) -> None:
         # and where the note is compared below.
         task = task_ref = None
     note: _EscapeNote | str = _EscapeNote(
-        active[0], thread, task_ref, None if request is None else id(request)
+        sid, thread, task_ref, None if request is None else id(request)
     )
     try:
         noted = error.__dict__.get(_ESCAPED_FROM, note)
@@ -570,7 +573,7 @@ def _request_of(active: _Active | None) -> _Active | None:
     """The list a ``SessionIdMiddleware`` set for the request that ``active`` (what
     ``_current`` holds) belongs to, or ``None`` outside any request."""
     if active is None or len(active) < 3:
-        return None  # an emptied list (a stand-in) is no session either
+        return None
     return active if active[2].__class__ is bool else cast(_Active, active[2])
 
 
@@ -605,23 +608,27 @@ def current_session() -> SessionContext | None:
     same object on every call.
     """
     active = _get()
-    if not active:
+    if active is None or (sid := active[0]) is None:
         return None
     ctx: SessionContext | None = active[1]
     if ctx is None:
-        made = _plain_context(active[0])
+        made = _plain_context(sid)
+        # A stand-in (see _Active) keeps it in the request's own list too:
+        # the app gets the same object.
+        owner = active[2] if len(active) > 2 and active[2].__class__ is list else active
         # Another thread sharing this request may have made one meanwhile:
         # the first one stored stays (no call, so no thread switch, below).
-        ctx = active[1]
+        ctx = owner[1]
         if ctx is None:
-            active[1] = ctx = made
+            owner[1] = ctx = made
+        active[1] = ctx
     return ctx
 
 
 def current_session_id() -> str | None:
     """Return the active session id, or ``None``."""
     active = _get()
-    return cast(str, active[0]) if active else None
+    return None if active is None else cast(str, active[0])
 
 
 def session_id_of(error: BaseException) -> str | None:

@@ -267,7 +267,8 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         tracked: _TrackedStartResponse | None = None
         # The third item marks the session of a request: True when it began
         # outside any session (see sessionctx.session._Active).
-        outside = not _get_session()
+        outer = _get_session()
+        outside = outer is None or outer[0] is None
         try:
             if self._plain:
                 ctx.run(_set_session, [request_sid, None, outside])
@@ -348,7 +349,11 @@ def _kept_session_headers(
     wrapper is not recognised.
     """
     response = getattr(inspect.unwrap(start_response), "__self__", None)
-    if not type(response).__module__.startswith("gunicorn."):
+    if not type(response).__module__.startswith("gunicorn.") or getattr(
+        response, "headers_sent", False
+    ):
+        # Headers already sent: gunicorn raises the app's exception again, and
+        # its access log still reads the ones it kept.
         return None
     # Not there when gunicorn refused the first headers before reaching it.
     kept = getattr(response, "headers", None)

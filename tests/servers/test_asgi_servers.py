@@ -274,7 +274,7 @@ async def test_pipelined_requests_each_get_their_own_session(
     # from inside the previous response's send, so that task begins in a copy
     # of the previous request's context (CPython #140947; uvicorn's
     # reset_contextvars avoids it). After a request that may have a body, the
-    # middleware's session there is a stand-in, emptied once that send
+    # middleware's session there is a stand-in, ended once that send
     # returns; after a GET it is the previous request's session, which code
     # outside the middleware then sees (the README says so). Either way each
     # request gets its own, and the middleware leaves the context as it found it.
@@ -357,7 +357,7 @@ async def test_a_large_body_leaves_no_session_on_its_keep_alive_connection(
     # receive() or in the send() that ends the response; asyncio's reader
     # callback, and the tasks of the next requests on the connection that it
     # starts, then run in a copy of the request's context. The session in
-    # that copy is a stand-in, emptied once the call returns.
+    # that copy is a stand-in, ended once the call returns.
     log = ServerLog()
     with serving(server, build_app(log), **options) as address:
         limits = httpx.Limits(max_connections=1)  # one keep-alive connection
