@@ -184,8 +184,9 @@ async def _standing_in(call: Callable[..., Awaitable[T]], *args: Any) -> T:
         # Set, not reset with a token: whoever steps this coroutine, the
         # session before the call comes back.
         _set_session(active)
-        # Ended, one item at a time in C: a thread reading it meanwhile gets
-        # the session or none, never an error (see sessionctx.session._Active).
+        # Ended in one C call that keeps its length: a thread reading it
+        # meanwhile gets the session or none, never an error (see
+        # sessionctx.session._Active).
         stand_in[:] = _ENDED
 
 
