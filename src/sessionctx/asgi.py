@@ -165,8 +165,8 @@ async def _standing_in(call: Callable[..., Awaitable[T]], *args: Any) -> T:
 
     Used for requests that may have a body (not ``GET`` or ``HEAD``): it costs
     two context variable writes and a coroutine per call, about half a
-    microsecond on the benchmark machine, where the middleware adds about
-    1.5 µs to a ``GET``.
+    microsecond on the benchmark machine, where the middleware adds 1.5 to
+    2 µs to a ``GET``.
     """
     active = _get_session()
     if active is None or active[0] is None:
