@@ -3,7 +3,8 @@
 ``app`` is ``Probe(SessionIdMiddleware(endpoints))``:
 
 - ``endpoints`` is a raw ASGI app: ``/load`` reads the session id across awaits,
-  a worker thread and a child task, logging each time; ``/fault/...`` fail in
+  a worker thread and a child task, logging each time (and reads the request
+  body first when the query asks, ``r=1``); ``/fault/...`` fail in
   the ways the fault tests name;
 - :class:`~sessionctx.asgi.SessionIdMiddleware` with its default options;
 - :class:`Probe`, outermost, runs in the server's own context. It counts
@@ -176,6 +177,9 @@ async def endpoints(scope: Scope, receive: Receive, send: Send) -> None:
     path = scope["path"]
     if path == "/load":
         query = parse_qs(scope["query_string"].decode("latin-1"))
+        if query.get("r") == ["1"]:
+            while (await receive()).get("more_body", False):
+                pass
         await _load(scope, send, query.get("k", ["-"])[0])
     elif path == "/fault/raise-before-start":
         raise AppFault("before the response started")

@@ -42,8 +42,9 @@ class KeepAliveConnection:
         self._stream: anyio.abc.SocketStream | None = None
         self._http = h11.Connection(h11.CLIENT)
 
-    async def get(self, target: str, headers: list[tuple[str, str]]) -> Reply:
-        """Send ``GET target`` with ``headers`` and read the whole reply.
+    async def get(self, target: str, headers: list[tuple[str, str]], body: bytes = b"") -> Reply:
+        """Send ``GET target`` with ``headers`` (``POST`` with ``body``, when
+        there is one) and read the whole reply.
 
         A kept-alive connection the server closed in the meantime is replaced
         once, as any HTTP client does: the server never saw that request.
@@ -51,25 +52,35 @@ class KeepAliveConnection:
         with anyio.fail_after(self._timeout):
             reused = self._stream is not None
             try:
-                return await self._exchange(target, headers)
+                return await self._exchange(target, headers, body)
             except _ClosedBeforeReply:
                 if not reused:
                     raise
                 await self._discard()
-                return await self._exchange(target, headers)
+                return await self._exchange(target, headers, body)
 
-    async def _exchange(self, target: str, headers: list[tuple[str, str]]) -> Reply:
+    async def _exchange(self, target: str, headers: list[tuple[str, str]], body: bytes) -> Reply:
         stream = await self._ready()
         http = self._http
-        request = h11.Request(method="GET", target=target, headers=[("Host", self._host), *headers])
-        data = http.send(request) + (http.send(h11.EndOfMessage()) or b"")
+        if body:
+            method = "POST"
+            headers = [*headers, ("Content-Length", str(len(body)))]
+        else:
+            method = "GET"
+        request = h11.Request(
+            method=method, target=target, headers=[("Host", self._host), *headers]
+        )
+        data = http.send(request) or b""
+        if body:
+            data += http.send(h11.Data(data=body)) or b""
+        data += http.send(h11.EndOfMessage()) or b""
         try:
             await stream.send(data)
         except (anyio.BrokenResourceError, OSError):
             raise _ClosedBeforeReply from None
         status = 0
         reply_headers: list[tuple[bytes, bytes]] = []
-        body = bytearray()
+        received = bytearray()
         while True:
             event = http.next_event()
             if event is h11.NEED_DATA:
@@ -81,9 +92,9 @@ class KeepAliveConnection:
                 status = event.status_code
                 reply_headers = list(event.headers)
             elif isinstance(event, h11.Data):
-                body += event.data
+                received += event.data
             elif isinstance(event, h11.EndOfMessage):
-                return Reply(status, reply_headers, bytes(body))
+                return Reply(status, reply_headers, bytes(received))
             elif isinstance(event, h11.ConnectionClosed) and status == 0:
                 raise _ClosedBeforeReply
             else:

@@ -4,7 +4,11 @@ Every request carries a random id (or none, or an invalid one, or one in a
 lower-priority header or in ``baggage``). The app reads the session id across
 awaits, thread hops and child tasks, and logs through ``SessionIdFilter`` from
 each of those places. Every response, every read and every log line must carry
-the id of its own request: one crossed id is a privacy bug.
+the id of its own request: one crossed id is a privacy bug. On the ASGI
+servers some requests are ``POST`` s with a body over 64 KiB, which the app
+reads or leaves: uvicorn then pauses reading the connection, and the requests
+after them on it must still start outside any session (the probe counts those
+that do not).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import anyio
@@ -26,7 +31,7 @@ from tests.reliability.applog import read_log_lines
 from tests.reliability.figures import FIGURES, LoadRun
 from tests.reliability.keepalive import KeepAliveConnection, Reply
 from tests.reliability.oracle import follows_id_rule
-from tests.reliability.servers import LOAD_SERVERS, serve
+from tests.reliability.servers import ASGI_FAULT_SERVERS, LOAD_SERVERS, serve
 from tests.reliability.sizes import SIZES
 from tests.reliability.strategies import ID_CHARS
 
@@ -44,6 +49,9 @@ class PlannedRequest:
     continued: str | None
     #: An inbound value that must not be used.
     refused: str | None = None
+    #: A request body (sent as ``POST``), and whether the app reads it.
+    body: bytes = b""
+    read_body: bool = False
 
 
 def _random_id(rng: random.Random, key: str) -> str:
@@ -54,30 +62,40 @@ def _random_id(rng: random.Random, key: str) -> str:
     return f"{key}-" + "".join(rng.choices(ID_CHARS, k=length))
 
 
-def plan_requests(run: str, count: int, seed: int) -> Iterator[PlannedRequest]:
-    """``count`` requests with a mix of inbound headers."""
+#: Over uvicorn's 64 KiB, at which it stops reading a connection until the app reads on.
+LARGE_BODY = b"x" * 100_000
+
+
+def plan_requests(
+    run: str, count: int, seed: int, *, bodies: bool = False
+) -> Iterator[PlannedRequest]:
+    """``count`` requests with a mix of inbound headers; with ``bodies``, one in
+    twenty-five is a ``POST`` with a large body, read by the app or not."""
     rng = random.Random(seed)
     for i in range(count):
         key = f"{run}{i}"
         sid = _random_id(rng, key)
         roll = rng.random()
         if roll < 0.55:
-            yield PlannedRequest(key, {"X-Session-Id": sid}, sid)
+            planned = PlannedRequest(key, {"X-Session-Id": sid}, sid)
         elif roll < 0.65:
-            yield PlannedRequest(key, {"X-TraceCtrl-Session": sid}, sid)
+            planned = PlannedRequest(key, {"X-TraceCtrl-Session": sid}, sid)
         elif roll < 0.75:
             # Lower priority than X-Session-Id: the higher name decides.
-            yield PlannedRequest(
+            planned = PlannedRequest(
                 key, {"Mirascope-Session-Id": f"{key}-low", "x-session-id": sid}, sid
             )
         elif roll < 0.82:
             baggage = f"user=u{i}, session.id={quote(sid, safe='')};prop=1"
-            yield PlannedRequest(key, {"baggage": baggage}, sid)
+            planned = PlannedRequest(key, {"baggage": baggage}, sid)
         elif roll < 0.92:
-            yield PlannedRequest(key, {}, None)
+            planned = PlannedRequest(key, {}, None)
         else:
             bad = f"{key} has a space"
-            yield PlannedRequest(key, {"X-Session-Id": bad}, None, refused=bad)
+            planned = PlannedRequest(key, {"X-Session-Id": bad}, None, refused=bad)
+        if bodies and rng.random() < 0.04:
+            planned = replace(planned, body=LARGE_BODY, read_body=rng.random() < 0.5)
+        yield planned
 
 
 @dataclass
@@ -97,8 +115,9 @@ async def drive(base: str, requests: list[PlannedRequest], concurrency: int) -> 
         connection = KeepAliveConnection(host, int(port))
         try:
             for planned in pending:
-                target = "/load?" + urlencode({"k": planned.key})
-                reply = await connection.get(target, list(planned.headers.items()))
+                query = {"k": planned.key, **({"r": "1"} if planned.read_body else {})}
+                target = "/load?" + urlencode(query)
+                reply = await connection.get(target, list(planned.headers.items()), planned.body)
                 check_reply(planned, reply, result)
         finally:
             await connection.aclose()
@@ -125,6 +144,18 @@ def check_reply(planned: PlannedRequest, reply: Reply, result: LoadResult) -> No
     reads = body["reads"]
     if body["scope"] != sid or reads != [sid] * READS_PER_REQUEST:
         problems.append(f"{planned.key}: header {sid!r} but the app saw {body}")
+
+
+async def probe(address: str) -> dict[str, Any]:
+    """The server's probe report (see ``tests.reliability.probe``)."""
+    host, port = address.split(":")
+    connection = KeepAliveConnection(host, int(port))
+    try:
+        reply = await connection.get("/probe", [])
+    finally:
+        await connection.aclose()
+    report: dict[str, Any] = json.loads(reply.body)
+    return report
 
 
 def check_logs(log_dir: Path, ids: dict[str, str], places: frozenset[str]) -> tuple[int, list[str]]:
@@ -154,13 +185,22 @@ def check_logs(log_dir: Path, ids: dict[str, str], places: frozenset[str]) -> tu
 @pytest.mark.parametrize("server", sorted(LOAD_SERVERS))
 async def test_no_cross_talk_under_load(server: str, tmp_path: Path) -> None:
     setup = LOAD_SERVERS[server]
-    requests = list(plan_requests("r", SIZES.load_requests, seed=sum(map(ord, server))))
+    bodies = server in ASGI_FAULT_SERVERS
+    requests = list(
+        plan_requests("r", SIZES.load_requests, seed=sum(map(ord, server)), bodies=bodies)
+    )
     with serve(server, setup.command, tmp_path) as running:
         started = time.monotonic()
         result = await drive(running.address, requests, SIZES.load_concurrency)
         seconds = time.monotonic() - started
         log_lines, log_problems = check_logs(running.log_dir, result.ids, setup.log_places)
+        # One process with one event loop: its probe saw every request.
+        probed = await probe(running.address) if bodies else None
     problems = result.problems + log_problems
+    # Requests that began, or ended, with a session already set in the server's
+    # context (an earlier request's): none, large bodies or not.
+    if probed is not None and (probed["dirty_entries"] or probed["dirty_exits"]):
+        problems.append(f"the probe saw sessions around requests: {probed}")
     if len(set(result.ids.values())) != len(result.ids):
         repeated = [s for s, n in Counter(result.ids.values()).items() if n > 1]
         problems.append(f"one id answered several requests: {repeated[:5]}")
@@ -176,4 +216,10 @@ async def test_no_cross_talk_under_load(server: str, tmp_path: Path) -> None:
     )
     assert not problems, f"{len(problems)} mismatches, first ones: {problems[:10]}"
     assert len(result.ids) == len(requests)
+    if probed is not None:
+        assert probed["requests"] == len(requests)
+        assert {(p.read_body, len(p.body)) for p in requests if p.body} == {
+            (True, len(LARGE_BODY)),
+            (False, len(LARGE_BODY)),
+        }
     assert log_lines == len(setup.log_places) * len(requests)

@@ -633,9 +633,10 @@ async def test_hypercorns_access_line_carries_the_requests_id(method: str) -> No
         access_log.setLevel(level)
 
     assert response.headers["x-session-id"] == "access-1"
-    assert [(sid, f'"{method} /upload' in line) for sid, line, _ in handler.records] == [
+    # (hypercorn 0.16 logs a second line as the stream closes, in the same send.)
+    assert {(sid, f'"{method} /upload' in line) for sid, line, _ in handler.records} == {
         ("access-1", True)
-    ]
+    }
 
 
 @pytest.mark.parametrize("server", ANY_LOOP_SERVERS)
