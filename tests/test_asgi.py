@@ -29,6 +29,7 @@ from sessionctx import (
 )
 from sessionctx._policy import INVALID, MISSING, VALID, SessionPolicy
 from sessionctx.asgi import SessionIdMiddleware
+from sessionctx.session import _current
 from tests.support import (
     REFUSING_A_VALID_ID,
     Message,
@@ -644,8 +645,8 @@ async def test_what_the_server_copies_in_receive_and_the_last_send_holds_no_sess
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 async def test_a_request_without_a_body_is_sent_as_it_is(method: str) -> None:
     # No stand-in (it costs a coroutine per call): uvicorn pauses reading only
-    # for a body over 64 KiB. A pipelined request after it begins in its
-    # session (the README says so).
+    # for a body over 64 KiB or for requests pipelined behind this one. A
+    # pipelined request after it begins in its session (the README says so).
     server = ServerCopies([])
     scope = http_scope([(HEADER, b"get-1")], method=method)
 
@@ -751,19 +752,23 @@ async def test_a_thread_reading_a_stand_in_while_it_ends_never_fails() -> None:
     # fire-and-forget audit log) holds the stand-in, which ends while it reads.
     handler = SessionRecords()
     logger = logging.getLogger("tests.stand_in.race")
-    logger.addHandler(handler)
     failures: list[BaseException] = []
-    readings: set[tuple[str | None, str | None]] = set()
+    # Per request: what its thread read while the stand-in lived and ended...
+    readings: dict[str, set[str | None]] = {}
+    # ...and once more after the request was over.
+    last: dict[str, tuple[str | None, str | None]] = {}
 
-    def reading(stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                logger.warning("response sent")
+    def reading(own: str, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                logger.warning("during %s", own)
                 ctx = current_session()
-                readings.add((current_session_id(), None if ctx is None else ctx.id))
-            except BaseException as error:  # any failure at all
-                failures.append(error)
-                return
+                readings[own].update((current_session_id(), None if ctx is None else ctx.id))
+            logger.warning("after %s", own)
+            ctx = current_session()
+            last[own] = (current_session_id(), None if ctx is None else ctx.id)
+        except BaseException as error:  # any failure at all
+            failures.append(error)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -775,8 +780,10 @@ async def test_a_thread_reading_a_stand_in_while_it_ends_never_fails() -> None:
     async def outer(scope: Scope, receive: Receive, send: Send) -> None:
         async def starting_a_reader(message: Message) -> None:
             if message["type"] == "http.response.body":
+                own = scope[SCOPE_KEY]
+                readings[own] = set()
                 stop = threading.Event()
-                thread = threading.Thread(target=copy_context().run, args=(reading, stop))
+                thread = threading.Thread(target=copy_context().run, args=(reading, own, stop))
                 thread.start()
                 threads.append((thread, stop))
                 time.sleep(0.0002)  # the thread reads the live stand-in
@@ -784,26 +791,36 @@ async def test_a_thread_reading_a_stand_in_while_it_ends_never_fails() -> None:
 
         await middleware(scope, receive, starting_a_reader)
 
+    def stop_all() -> None:
+        for thread, stop in threads:
+            stop.set()
+            thread.join(10)
+            assert not thread.is_alive()
+        threads.clear()
+
+    logger.addHandler(handler)
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # threads switch between any two reads
     try:
         for i in range(300):
             await call(outer, http_scope([(HEADER, b"race-%d" % i)], method="POST"))
-            for thread, stop in threads:
-                stop.set()
-                thread.join(10)
-            threads.clear()
+            stop_all()
     finally:
         sys.setswitchinterval(interval)
+        stop_all()
         logger.removeHandler(handler)
 
     assert failures == []
-    # The session or none, whole: never a mix, never another request's.
-    for sid, ctx_id in readings:
-        assert sid is None or sid.startswith("race-"), sid
-        assert ctx_id is None or ctx_id.startswith("race-"), ctx_id
-    assert {sid for sid, _, _ in handler.records} - {"-"} <= {f"race-{i}" for i in range(300)}
-    assert ("-", "response sent", False) in handler.records
+    assert len(last) == len(readings) == 300
+    for own, seen in readings.items():
+        # Its own session or none, never another request's.
+        assert seen <= {own, None}, (own, seen)
+        # Once the request was over: none at all.
+        assert last[own] == (None, None)
+    for sid, message, _ in handler.records:
+        when, own = message.split()
+        assert sid in ((own, "-") if when == "during" else ("-",)), (sid, message)
+    assert sum(message.startswith("after") for _, message, _ in handler.records) == 300
 
 
 async def test_an_ended_stand_in_is_no_session_anywhere() -> None:
@@ -823,12 +840,19 @@ async def test_an_ended_stand_in_is_no_session_anywhere() -> None:
 
     assert copied.run(current_session_id) is None
     assert handler.records == [("-", "after the response", False)]
-    # A request the server starts from there begins outside any session.
-    nested = RecordingApp()
+    # A request the server starts from there begins outside any session (the
+    # middleware's mark of that, which the OpenTelemetry processor reads).
+    began_outside: list[bool] = []
+
+    async def nested(scope: Scope, receive: Receive, send: Send) -> None:
+        began_outside.append(_current.get()[2])  # type: ignore[index]
+        await RecordingApp()(scope, receive, send)
+
     messages = await copied.run(
         asyncio.ensure_future, call(SessionIdMiddleware(nested), http_scope([(HEADER, b"next-1")]))
     )
     assert session_header(messages) == [b"next-1"]
+    assert began_outside == [True]
     assert copied.run(current_session_id) is None
 
 

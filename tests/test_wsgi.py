@@ -1471,6 +1471,14 @@ LONG_NAME = "X-Request-Session-Identifier"  # too many letters to keep its spell
         pytest.param([TEXT], [TEXT], {}, ["abc"], id="plain"),
         pytest.param([TEXT], [TEXT], {"expose_header": True}, ["abc"], id="expose-header"),
         pytest.param([("X-Session-Id", "app")], [TEXT], {}, ["app"], id="the-apps-own"),
+        # Replaced by the app's own, over the app's own: the replacement's alone.
+        pytest.param(
+            [("X-Session-Id", "app")],
+            [TEXT, ("X-Session-Id", "page")],
+            {},
+            ["page"],
+            id="the-apps-own-replaced-by-its-own",
+        ),
         # An error page that sets the session header itself: it alone is sent.
         pytest.param([TEXT], [TEXT, ("x-session-id", "page")], {}, ["page"], id="replaced-own"),
         pytest.param(

@@ -236,12 +236,12 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
         ) -> Callable[[bytes], object]:
             # The application's own session header, in any letter case, wins.
             # (Names are str: a name that cannot be hashed raises TypeError.)
+            own = False
             if spellings:
                 for name, _ in headers:
                     if name in spellings:
-                        if exc_info is not None:
-                            _drop_kept_session_header(start_response, pair)
-                        return start_response(status, headers, exc_info)
+                        own = True
+                        break
             else:
                 # A long name, which has no spellings kept: the names of its
                 # length are compared in lower case.
@@ -249,9 +249,12 @@ class SessionIdMiddleware(SessionMiddlewareBase["WSGIApplication"]):
                 size = len(lower)
                 for name, _ in headers:
                     if len(name) == size and name.lower() == lower:
-                        if exc_info is not None:
-                            _drop_kept_session_header(start_response, pair)
-                        return start_response(status, headers, exc_info)
+                        own = True
+                        break
+            if own:
+                if exc_info is not None:
+                    _drop_kept_session_headers(start_response, pair[0].lower())
+                return start_response(status, headers, exc_info)
             if exc_info is None:
                 # A new list: the application may reuse its own for every response.
                 return start_response(status, [*headers, pair])
@@ -364,19 +367,18 @@ def _kept_session_headers(
     return None
 
 
-def _drop_kept_session_header(start_response: StartResponse, pair: tuple[str, str]) -> None:
-    """Take the session header the middleware added on the first call out of
-    the headers the server kept (see :func:`_kept_session_headers`), for a
-    replacement that sets the application's own: it alone is sent."""
-    lower = pair[0].lower()
+def _drop_kept_session_headers(start_response: StartResponse, lower: str) -> None:
+    """Take the session headers of the first call (the middleware's, or the
+    application's own) out of the headers the server kept (see
+    :func:`_kept_session_headers`), for a replacement that sets the
+    application's own: it alone is sent, as PEP 3333 has the replacement's
+    headers replace the first call's."""
     kept = _kept_session_headers(start_response, lower)
     if kept is not None:
         kept[:] = [
             header
             for header in kept
-            if not (
-                isinstance(header[0], str) and header[0].lower() == lower and header[1] == pair[1]
-            )
+            if not (isinstance(header[0], str) and header[0].lower() == lower)
         ]
 
 

@@ -49,6 +49,8 @@ class Call:
     sid: str | None
     before: SessionContext | None
     after: SessionContext | None
+    #: The client's port: which connection the request came on.
+    port: int | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -160,7 +162,9 @@ def build_app(log: ServerLog) -> Callable[[Scope, Receive, Send], Awaitable[None
         try:
             await target(scope, receive, send)
         finally:
-            call = Call(scope["type"], scope.get(SCOPE_KEY), before, current_session())
+            client = scope.get("client")
+            port = client[1] if client else None
+            call = Call(scope["type"], scope.get(SCOPE_KEY), before, current_session(), port)
             log.calls.append(call)
 
     return probe
@@ -232,6 +236,19 @@ async def test_http_request_gets_its_session(
     assert calls_for(served, sid) == [Call("http", sid, None, None)]
 
 
+UVICORN_PARSERS = [
+    pytest.param("uvicorn", {"http": "h11"}, id="uvicorn-h11"),
+    pytest.param(
+        "uvicorn",
+        {"http": "httptools"},
+        id="uvicorn-httptools",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("httptools") is None, reason="httptools is not installed"
+        ),
+    ),
+]
+
+
 def read_response(raw: bytes) -> tuple[str, bytes, bytes]:
     """The session header and body of the first HTTP/1.1 response in ``raw``,
     and the bytes after it (h11 reads one response per request it sent)."""
@@ -252,7 +269,7 @@ def read_response(raw: bytes) -> tuple[str, bytes, bytes]:
 @pytest.mark.parametrize(
     ("server", "options"),
     [
-        pytest.param("uvicorn", {}, id="uvicorn"),
+        *UVICORN_PARSERS,
         pytest.param(
             "uvicorn",
             {"reset_contextvars": True},
@@ -322,7 +339,7 @@ async def test_pipelined_requests_each_get_their_own_session(
     calls = [call for call in log.calls if call.scope_type == "http"]
     assert [call.sid for call in calls] == sids
     assert all(call.after == call.before for call in calls)
-    if method == "POST" or server == "hypercorn" or options:
+    if method == "POST" or server == "hypercorn" or options.get("reset_contextvars"):
         assert all(call.before is None for call in calls)
     else:
         # An earlier request's session, if any (which one depends on how the
@@ -332,17 +349,6 @@ async def test_pipelined_requests_each_get_their_own_session(
         )
 
 
-UVICORN_PARSERS = [
-    pytest.param("uvicorn", {"http": "h11"}, id="uvicorn-h11"),
-    pytest.param(
-        "uvicorn",
-        {"http": "httptools"},
-        id="uvicorn-httptools",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("httptools") is None, reason="httptools is not installed"
-        ),
-    ),
-]
 LARGE_BODY = b"x" * 300_000  # over uvicorn's 64 KiB, at which it pauses reading
 
 
@@ -377,6 +383,7 @@ async def test_a_large_body_leaves_no_session_on_its_keep_alive_connection(
     ]
     calls = [call for call in log.calls if call.scope_type == "http"]
     assert [call.sid for call in calls] == ["large", "after-0", "after-1", "after-2"]
+    assert len({call.port for call in calls}) == 1  # all on one connection
     # What a layer outside the middleware sees, before and after it.
     assert all(call.before is None and call.after is None for call in calls)
 
@@ -577,9 +584,12 @@ async def test_after_a_large_body_the_servers_error_line_shows_the_failed_reques
 ) -> None:
     # The request after a large body on its connection starts outside any
     # session (see the keep-alive test above), so the exception's note decides.
+    ports: set[int] = set()
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        ports.add(scope["client"][1])
         if scope["path"] == "/fail":
             raise RuntimeError("boom")
         while (await receive()).get("more_body"):
@@ -606,6 +616,7 @@ async def test_after_a_large_body_the_servers_error_line_shows_the_failed_reques
         error_log.removeHandler(handler)
 
     assert (large.status_code, failed.status_code) == (204, 500)
+    assert len(ports) == 1  # both on one connection
     assert [sid for sid, _, exc_info in handler.records if exc_info] == ["failed"]
 
 
