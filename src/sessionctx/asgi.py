@@ -37,7 +37,7 @@ from sessionctx._policy import (
     SessionPolicy,
 )
 from sessionctx._validation import _RAW_ID_TABLE, MAX_SESSION_ID_LENGTH
-from sessionctx.session import _current, _note_escape, _request_runs
+from sessionctx.session import _current, _note_escape, _request_of, _request_runs
 
 __all__ = ["SessionIdMiddleware"]
 
@@ -171,9 +171,8 @@ async def _standing_in(call: Callable[..., Awaitable[T]], *args: Any) -> T:
     active = _get_session()
     if active is None or active[0] is None:
         return await call(*args)
-    # Tied to the same request (see sessionctx.session._request_of), if any.
-    request = active[2] if len(active) > 2 else None
-    stand_in = [active[0], active[1], active if request.__class__ is bool else request]
+    # Tied to the same request, if any.
+    stand_in = [active[0], active[1], _request_of(active)]
     _set_session(stand_in)
     try:
         return await call(*args)

@@ -615,7 +615,7 @@ def current_session() -> SessionContext | None:
         made = _plain_context(sid)
         # A stand-in (see _Active) keeps it in the request's own list too:
         # the app gets the same object.
-        owner = active[2] if len(active) > 2 and active[2].__class__ is list else active
+        owner = _request_of(active) or active
         # Another thread sharing this request may have made one meanwhile:
         # the first one stored stays (no call, so no thread switch, below).
         ctx = owner[1]
