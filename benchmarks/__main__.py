@@ -107,6 +107,12 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="time in-process parts with time.thread_time_ns (CPU time of this thread) "
         "instead of time.perf_counter_ns: steadier on a busy machine",
     )
+    parser.add_argument(
+        "--e2e-alone",
+        action="store_true",
+        help="e2e part: load one server at a time, in turns, instead of all at once "
+        "(a cross-check of the method)",
+    )
     args = parser.parse_args(argv)
     if args.requests is None:
         from_env = os.environ.get(REQUESTS_ENV_VAR)
@@ -136,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             instructions.QUICK if args.quick else instructions.FULL, shutil.which("valgrind")
         ),
         "e2e": lambda: end_to_end.run(
-            end_to_end.QUICK if args.quick else end_to_end.FULL, shutil.which("wrk")
+            dataclasses.replace(
+                end_to_end.QUICK if args.quick else end_to_end.FULL, alone=args.e2e_alone
+            ),
+            shutil.which("wrk"),
         ),
         "sampled": lambda: sampled.run(
             sampled.QUICK if args.quick else sampled.FULL,

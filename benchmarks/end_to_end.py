@@ -16,6 +16,12 @@ median over rounds. The second bare app shows the method's own noise (ideally
 1.00x); the app sending the header itself shows what the server pays for one
 more response header, which every session middleware adds. Without ``/proc``
 the figure is plain requests per second, which assumes the even share.
+
+With ``alone`` (``--e2e-alone``), a cross-check of the method: the servers
+still run side by side, but only one is loaded at a time, in turns within each
+round (the order rotated from round to round), so each has the CPU to itself
+while it is measured, as in a plain one-server run, at the price of comparing
+candidates seconds apart rather than at the same moments.
 """
 
 from __future__ import annotations
@@ -103,6 +109,8 @@ class Load:
     warmup_seconds: int
     rounds: int
     connections: int = 16
+    #: Load one server at a time, in turns, instead of all at once.
+    alone: bool = False
 
 
 QUICK = Load(seconds=1, warmup_seconds=0, rounds=1)
@@ -265,6 +273,18 @@ def _wrk_all(wrk: list[str], ports: list[int], seconds: int, connections: int) -
     return [requests_of(code, out) for code, out in outputs]
 
 
+def _wrk_in_turns(
+    wrk: list[str], ports: list[int], seconds: int, connections: int, first: int
+) -> list[int]:
+    """Requests answered by each port, loaded one after the other (from the
+    ``first``-th on, in turn) by one ``wrk``."""
+    counts = [0] * len(ports)
+    for k in range(len(ports)):
+        i = (first + k) % len(ports)
+        counts[i] = _wrk_all(wrk, [ports[i]], seconds, connections)[0]
+    return counts
+
+
 def requests_of(code: int, out: str) -> int:
     """The requests one ``wrk`` run got answered, from its exit status and output;
     an error if it failed or saw errors."""
@@ -296,9 +316,12 @@ def _measure(
         # Decided once, so that every round is in the same unit.
         by_cpu = all(_cpu_ns(group) is not None for group in groups)
         rounds: list[list[float]] = []
-        for _ in range(load.rounds):
+        for number in range(load.rounds):
             before = [_cpu_ns(group) for group in groups] if by_cpu else []
-            counts = _wrk_all(wrk, ports, load.seconds, load.connections)
+            if load.alone:
+                counts = _wrk_in_turns(wrk, ports, load.seconds, load.connections, number)
+            else:
+                counts = _wrk_all(wrk, ports, load.seconds, load.connections)
             if not by_cpu:
                 rounds.append([n / load.seconds for n in counts])
                 continue
@@ -351,9 +374,14 @@ def run(load: Load, wrk_path: str | None = None) -> list[Row]:
                     if by_cpu
                     else "requests per second (no /proc: CPU time unknown)"
                 )
+                how = (
+                    f"{len(CANDIDATES)} servers on one CPU, loaded one at a time in turns by a wrk"
+                    if load.alone
+                    else f"{len(CANDIDATES)} servers sharing one CPU, each loaded by its own wrk"
+                )
                 note = (
-                    f"{len(CANDIDATES)} servers sharing one CPU, each loaded by its own wrk"
-                    f" ({load.connections} connections), {load.rounds} rounds of {load.seconds} s;"
+                    f"{how} ({load.connections} connections), {load.rounds} rounds of"
+                    f" {load.seconds} s;"
                     f" {measure}; change = median of the rounds' ratios to the bare app;"
                     f" per round: bare {' '.join(f'{r[0]:,.0f}' for r in rounds)},"
                     f" sessionctx {' '.join(f'{r[i]:,.0f}' for r in rounds)}"

@@ -9,6 +9,7 @@ and the machine is shared.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -346,6 +347,39 @@ def test_end_to_end_part_loads_real_servers() -> None:
             assert row.added == pytest.approx((row.ratio - 1) * 100)
     judged = [(row.case, row.candidate) for row in rows if row.verdict]
     assert judged == [(s.name, "sessionctx") for s in servers if s.name.startswith("uvicorn")]
+
+
+@pytest.mark.server
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_end_to_end_part_alone_loads_one_server_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = end_to_end.servers()[:1]
+    monkeypatch.setattr(end_to_end, "servers", lambda: first)
+    loaded: list[list[int]] = []
+    load_all = end_to_end._wrk_all
+
+    def recorded(wrk: list[str], ports: list[int], seconds: int, connections: int) -> list[int]:
+        loaded.append(ports)
+        return load_all(wrk, ports, seconds, connections)
+
+    monkeypatch.setattr(end_to_end, "_wrk_all", recorded)
+    load = dataclasses.replace(end_to_end.QUICK, rounds=2, alone=True)
+
+    rows = end_to_end.run(load, wrk_path=shutil.which("wrk"))
+
+    count = len(end_to_end.CANDIDATES)
+    assert [row.candidate for row in rows] == [c.name for c in end_to_end.CANDIDATES]
+    assert all(row.absolute is not None and row.absolute > 0 for row in rows)
+    # One server per wrk run, every server once a round; the second round starts
+    # with the second server.
+    assert [len(ports) for ports in loaded] == [1] * 2 * count
+    firsts = [ports[0] for ports in loaded]
+    assert sorted(firsts[:count]) == sorted(firsts[count:])
+    assert firsts[count:] == firsts[1:count] + firsts[:1]
+    assert "loaded one at a time in turns" in rows[-1].note
+    assert "2 rounds of 1 s" in rows[-1].note
 
 
 @pytest.mark.server
