@@ -2,7 +2,8 @@
 ``SessionIdFilter`` to stderr, as the README's logging setup does.
 
 gunicorn reads ``logconfig_dict`` as a setting (``-c python:tests.servers.server_logging``);
-:mod:`tests.servers.waitress_server` applies it with ``logging.config.dictConfig``.
+:mod:`tests.servers.waitress_server` and :mod:`tests.servers.gevent_server` apply it
+with ``logging.config.dictConfig``.
 """
 
 logconfig_dict = {
@@ -22,5 +23,7 @@ logconfig_dict = {
         "gunicorn.error": {"level": "WARNING", "handlers": ["console"], "propagate": False},
         # waitress.queue warns when every thread is busy: not an error of a request.
         "waitress": {"level": "ERROR", "handlers": ["console"], "propagate": False},
+        # gevent's pywsgi: its error_log (bad requests; not the app's exceptions).
+        "gevent.pywsgi": {"level": "ERROR", "handlers": ["console"], "propagate": False},
     },
 }

@@ -1,13 +1,16 @@
 """The WSGI app that ``tests/servers/test_wsgi_servers.py`` serves with werkzeug,
-gunicorn and waitress.
+gunicorn (gthread and gevent workers), waitress, gevent's pywsgi and uWSGI.
 
 ``app`` is ``ThreadContextProbe(SessionIdMiddleware(endpoints, handle_errors=True))``:
 
 - ``/echo``: the session id seen in the app call, after a short sleep (other
   requests run meanwhile), and in the lazy body, plus ``environ[...]``, as JSON;
+  with ``?run=R``, it notes how many ``/echo`` requests were in the app when
+  its sleep ended, and its OS thread, which ``/echo-report?run=R`` returns;
 - ``/stream?chunks=N``: ``N`` chunks of ``STREAM_CHUNK`` bytes, each starting
   with the session id seen when the server asked for it;
-- ``/boom``: raises before ``start_response`` (``handle_errors`` answers 500);
+- ``/boom``: raises before ``start_response`` (``handle_errors`` answers 500),
+  with the query string, if any, in the exception's message;
 - ``/file?key=K``: this module's source through the server's
   ``wsgi.file_wrapper`` (wsgiref's where the server has none); the file notes
   how often it was ``read()`` (never, when the server used ``sendfile()``) and
@@ -15,7 +18,7 @@ gunicorn and waitress.
 - ``/leaks``: answered by the probe itself: how many times a session was
   active in the server thread's own context around a request.
 
-gunicorn imports it as ``tests.servers.wsgi_server:app``.
+gunicorn and uWSGI import it as ``tests.servers.wsgi_server:app``.
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ def endpoints(environ: WSGIEnvironment, start_response: StartResponse) -> Iterab
         start_response("200 OK", [_TEXT])
         return _stream(chunks)
     if path == "/boom":
-        raise RuntimeError("failed before start_response")
+        # The query, if any, in the message: a server's traceback can be told apart.
+        query = environ["QUERY_STRING"]
+        raise RuntimeError("failed before start_response" + (f" ({query})" if query else ""))
     if path == "/replaced":
         # PEP 3333's way to replace a response that has not been sent yet.
         start_response("200 OK", [_TEXT])
@@ -101,6 +106,10 @@ def endpoints(environ: WSGIEnvironment, start_response: StartResponse) -> Iterab
         start_response("200 OK", [("Content-Type", "text/x-python")])
         file_wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
         return file_wrapper(RecordingFile(key), 8192)  # type: ignore[no-any-return]
+    if path == "/echo-report":
+        run = parse_qs(environ["QUERY_STRING"])["run"][0]
+        start_response("200 OK", [_JSON])
+        return [json.dumps(_OVERLAPS.runs.get(run)).encode()]
     if path == "/file-report":
         key = parse_qs(environ["QUERY_STRING"])["key"][0]
         start_response("200 OK", [_JSON])
@@ -109,11 +118,48 @@ def endpoints(environ: WSGIEnvironment, start_response: StartResponse) -> Iterab
     return [b"not found"]
 
 
+class _Overlaps:
+    """How many ``/echo`` requests were in the app at once, and the OS threads
+    they ran in, for each ``run`` query value."""
+
+    def __init__(self) -> None:
+        self.in_app = 0
+        self.runs: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_app += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_app -= 1
+
+    def note(self, run: str) -> None:
+        """Note, for ``run``, how many requests are in the app now, and this OS thread
+        (not ``threading.get_ident()``, which tells gevent's greenlets apart)."""
+        with self._lock:
+            report = self.runs.setdefault(run, {"most_at_once": 0, "threads": []})
+            report["most_at_once"] = max(report["most_at_once"], self.in_app)
+            if threading.get_native_id() not in report["threads"]:
+                report["threads"].append(threading.get_native_id())
+
+
+_OVERLAPS = _Overlaps()
+
+
 def _echo(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+    run = parse_qs(environ["QUERY_STRING"]).get("run", [""])[0]
     in_call = current_session_id()
-    time.sleep(0.002)
-    after_sleep = current_session_id()
-    start_response("200 OK", [_JSON])
+    _OVERLAPS.enter()
+    try:
+        time.sleep(0.002)
+        if run:
+            _OVERLAPS.note(run)
+        after_sleep = current_session_id()
+        start_response("200 OK", [_JSON])
+    finally:
+        _OVERLAPS.leave()
     return _echo_body(environ["sessionctx.session_id"], in_call, after_sleep)
 
 
@@ -159,7 +205,14 @@ class ThreadContextProbe:
         self._check()
         body = self.app(environ, start_response)
         self._check()
-        if type(body) is environ.get("wsgi.file_wrapper"):
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if type(body) is file_wrapper or (
+            # uWSGI's wrapper is a function that returns the file itself, and
+            # uWSGI sends it with sendfile() only when the app returns that object.
+            file_wrapper is not None
+            and not isinstance(file_wrapper, type)
+            and hasattr(body, "read")
+        ):
             return body  # as it is, so that the server can still use sendfile()
         return self._checked(body)
 
