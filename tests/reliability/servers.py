@@ -58,6 +58,15 @@ def gunicorn_gthread(port: int) -> list[str]:
     ]
 
 
+def gunicorn_gevent(port: int) -> list[str]:
+    # One thread per worker, a greenlet per connection; the standard library
+    # (threads and locks of the app's executor too) monkey-patched.
+    return [
+        *("-m", "gunicorn", WSGI_APP, "--bind", f"{HOST}:{port}", "--worker-class", "gevent"),
+        *("--workers", "2", "--graceful-timeout", "2"),
+    ]
+
+
 def gunicorn_single_thread(port: int) -> list[str]:
     # One worker with one thread: the request after a fault runs on the same thread.
     return [
@@ -79,6 +88,8 @@ class ServerSetup:
     command: ServerCommand
     #: Where ``/load`` logs from; each request logs once from each place.
     log_places: frozenset[str]
+    #: A module the server needs that the test extra has only where it has wheels.
+    needs: str | None = None
 
 
 _ASGI_PLACES = frozenset({"loop", "thread", "child"})
@@ -89,6 +100,7 @@ LOAD_SERVERS: dict[str, ServerSetup] = {
     "uvicorn": ServerSetup(uvicorn, _ASGI_PLACES),
     "hypercorn": ServerSetup(hypercorn, _ASGI_PLACES),
     "gunicorn-gthread": ServerSetup(gunicorn_gthread, _WSGI_PLACES),
+    "gunicorn-gevent": ServerSetup(gunicorn_gevent, _WSGI_PLACES, needs="gevent"),
     "werkzeug-threaded": ServerSetup(werkzeug_threaded, _WSGI_PLACES),
 }
 #: ASGI servers for the fault tests (one process, one event loop each).
