@@ -315,6 +315,13 @@ def test_memory_part_fails_a_wsgi_middleware_leaving_its_session_set() -> None:
     assert "session left set" in row.verdict.measured
 
 
+@pytest.fixture
+def first_server_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end-to-end part runs its first server only."""
+    first = end_to_end.servers()[:1]
+    monkeypatch.setattr(end_to_end, "servers", lambda: first)
+
+
 def test_end_to_end_part_skips_without_wrk() -> None:
     rows = end_to_end.run(end_to_end.QUICK, wrk_path=None)
 
@@ -352,11 +359,10 @@ def test_end_to_end_part_loads_real_servers() -> None:
 @pytest.mark.server
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.usefixtures("first_server_only")
 def test_end_to_end_part_alone_loads_one_server_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    first = end_to_end.servers()[:1]
-    monkeypatch.setattr(end_to_end, "servers", lambda: first)
     loaded: list[list[int]] = []
     load_all = end_to_end._wrk_all
 
@@ -385,11 +391,10 @@ def test_end_to_end_part_alone_loads_one_server_at_a_time(
 @pytest.mark.server
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.usefixtures("first_server_only")
 def test_end_to_end_part_without_cpu_times_reports_plain_throughput(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    first = end_to_end.servers()[:1]
-    monkeypatch.setattr(end_to_end, "servers", lambda: first)
     monkeypatch.setattr(end_to_end, "_cpu_ns", lambda group: None)
 
     rows = end_to_end.run(end_to_end.QUICK, wrk_path=shutil.which("wrk"))
@@ -403,11 +408,10 @@ def test_end_to_end_part_without_cpu_times_reports_plain_throughput(
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 @pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="needs Linux /proc")
+@pytest.mark.usefixtures("first_server_only")
 def test_end_to_end_part_fails_when_cpu_time_is_lost_mid_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    first = end_to_end.servers()[:1]
-    monkeypatch.setattr(end_to_end, "servers", lambda: first)
     read = end_to_end._cpu_ns
     calls = 0
 

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,27 +74,27 @@ def werkzeug() -> Iterator[Server]:
         werkzeug_log.removeHandler(handler)
 
 
-@pytest.fixture(scope="module")
-def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextmanager
+def subprocess_server(
+    tmp_path_factory: pytest.TempPathFactory, name: str, command: list[str]
+) -> Iterator[Server]:
+    """Run ``command`` (``{port}`` filled in with a free port) until the block ends,
+    its output as the server's error log."""
     port = free_port()
-    command = [
+    output = tmp_path_factory.mktemp(name) / f"{name}.out"
+    with server_process([a.replace("{port}", str(port)) for a in command], port, output):
+        yield Server(name, port, lambda: output.read_text(errors="replace"))
+
+
+def gunicorn_command(worker_class: str, *options: str) -> list[str]:
+    """One gunicorn worker of ``worker_class``, its error log through ``SessionIdFilter``."""
+    return [
         *(sys.executable, "-m", "gunicorn", "tests.servers.wsgi_server:app"),
-        *("--bind", f"{HOST}:{port}", "--worker-class", "gthread", "--workers", "1"),
-        *("--threads", "8", "--graceful-timeout", "2", "--log-level", "warning"),
+        *("--bind", f"{HOST}:{{port}}", "--worker-class", worker_class, "--workers", "1"),
+        *options,
+        *("--graceful-timeout", "2", "--log-level", "warning"),
         *("--config", "python:tests.servers.server_logging"),
     ]
-    output = tmp_path_factory.mktemp("gunicorn") / "gunicorn.out"
-    with server_process(command, port, output):
-        yield Server("gunicorn", port, lambda: output.read_text(errors="replace"))
-
-
-@pytest.fixture(scope="module")
-def waitress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = free_port()
-    command = [sys.executable, "-m", "tests.servers.waitress_server", str(port)]
-    output = tmp_path_factory.mktemp("waitress") / "waitress.out"
-    with server_process(command, port, output):
-        yield Server("waitress", port, lambda: output.read_text(errors="replace"))
 
 
 def needs(module: str) -> None:
@@ -104,40 +105,44 @@ def needs(module: str) -> None:
 
 
 @pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    command = gunicorn_command("gthread", "--threads", "8")
+    with subprocess_server(tmp_path_factory, "gunicorn", command) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def waitress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    command = [sys.executable, "-m", "tests.servers.waitress_server", "{port}"]
+    with subprocess_server(tmp_path_factory, "waitress", command) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def gunicorn_gevent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """gunicorn's ``gevent`` worker: one process and thread, a greenlet per connection,
     the standard library monkey-patched before the app is imported."""
     needs("gevent")
-    port = free_port()
-    command = [
-        *(sys.executable, "-m", "gunicorn", "tests.servers.wsgi_server:app"),
-        *("--bind", f"{HOST}:{port}", "--worker-class", "gevent", "--workers", "1"),
-        *("--graceful-timeout", "2", "--log-level", "warning"),
-        *("--config", "python:tests.servers.server_logging"),
-    ]
-    output = tmp_path_factory.mktemp("gunicorn-gevent") / "gunicorn.out"
-    with server_process(command, port, output):
-        yield Server("gunicorn-gevent", port, lambda: output.read_text(errors="replace"))
+    with subprocess_server(
+        tmp_path_factory, "gunicorn-gevent", gunicorn_command("gevent")
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def pywsgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     needs("gevent")
-    port = free_port()
-    command = [sys.executable, "-m", "tests.servers.gevent_server", str(port)]
-    output = tmp_path_factory.mktemp("pywsgi") / "pywsgi.out"
-    with server_process(command, port, output):
-        yield Server("pywsgi", port, lambda: output.read_text(errors="replace"))
+    command = [sys.executable, "-m", "tests.servers.gevent_server", "{port}"]
+    with subprocess_server(tmp_path_factory, "pywsgi", command) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def uwsgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     needs("pyuwsgi")
-    port = free_port()
-    command = [sys.executable, "-m", "tests.servers.uwsgi_server", str(port)]
-    output = tmp_path_factory.mktemp("uwsgi") / "uwsgi.out"
-    with server_process(command, port, output):
-        yield Server("uwsgi", port, lambda: output.read_text(errors="replace"))
+    command = [sys.executable, "-m", "tests.servers.uwsgi_server", "{port}"]
+    with subprocess_server(tmp_path_factory, "uwsgi", command) as server:
+        yield server
 
 
 #: The servers that run every request in a greenlet of one thread.
