@@ -693,6 +693,23 @@ def test_main_names_the_clock_it_timed_with(
     assert json.loads(saved.read_text(encoding="utf-8"))["machine"]["clock"] == clock
 
 
+@pytest.mark.parametrize(("flags", "alone"), [([], False), (["--e2e-alone"], True)])
+def test_main_passes_e2e_alone_to_the_end_to_end_part(
+    flags: list[str], alone: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[end_to_end.Load] = []
+
+    def run(load: end_to_end.Load, wrk_path: str | None = None) -> list[Row]:
+        loads.append(load)
+        return []
+
+    monkeypatch.setattr(end_to_end, "run", run)
+
+    main(["--quick", "--only", "e2e", "--json", str(tmp_path / "o.json"), *flags])
+
+    assert loads == [dataclasses.replace(end_to_end.QUICK, alone=alone)]
+
+
 def test_instruction_part_skips_without_valgrind() -> None:
     rows = instructions.run(instructions.QUICK, valgrind=None)
 
