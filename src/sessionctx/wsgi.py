@@ -360,11 +360,14 @@ def _kept_session_headers(
         return None
     # Not there when gunicorn refused the first headers before reaching it.
     kept = getattr(response, "headers", None)
-    if isinstance(kept, list) and any(
-        isinstance(name, str) and name.lower() == lower for name, _ in kept
-    ):
+    if isinstance(kept, list) and any(_named(name, lower) for name, _ in kept):
         return kept
     return None
+
+
+def _named(name: object, lower: str) -> bool:
+    """Whether a header name the server kept is ``lower``, in any letter case."""
+    return isinstance(name, str) and name.lower() == lower
 
 
 def _drop_kept_session_headers(start_response: StartResponse, lower: str) -> None:
@@ -375,11 +378,7 @@ def _drop_kept_session_headers(start_response: StartResponse, lower: str) -> Non
     headers replace the first call's."""
     kept = _kept_session_headers(start_response, lower)
     if kept is not None:
-        kept[:] = [
-            header
-            for header in kept
-            if not (isinstance(header[0], str) and header[0].lower() == lower)
-        ]
+        kept[:] = [header for header in kept if not _named(header[0], lower)]
 
 
 def _bridged(environ: WSGIEnvironment) -> bool:
