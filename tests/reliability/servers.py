@@ -20,11 +20,13 @@ from tests.support import HOST, free_port, server_process
 
 __all__ = [
     "ASGI_FAULT_SERVERS",
+    "H2_WORKER_CLASSES",
     "LOAD_SERVERS",
     "WSGI_FAULT_SERVERS",
     "RunningServer",
     "ServerCommand",
     "ServerSetup",
+    "hypercorn_h2",
     "serve",
     "server_pool",
 ]
@@ -49,6 +51,25 @@ def hypercorn(port: int) -> list[str]:
         *("-m", "hypercorn", ASGI_APP, "--bind", f"{HOST}:{port}", "--workers", "0"),
         *("--graceful-timeout", "2", "--log-level", "warning"),
     ]
+
+
+H2_APP = "tests.reliability.h2_app:app"
+#: hypercorn's worker classes the HTTP/2 tests run, each with the module it needs.
+H2_WORKER_CLASSES: dict[str, str | None] = {"asyncio": None, "uvloop": "uvloop", "trio": "trio"}
+
+
+def hypercorn_h2(worker_class: str) -> ServerCommand:
+    """hypercorn serving :data:`H2_APP` with ``worker_class``; cleartext HTTP/2
+    needs no flag (a client with prior knowledge opens it with the preface)."""
+
+    def command(port: int) -> list[str]:
+        return [
+            *("-m", "hypercorn", H2_APP, "--bind", f"{HOST}:{port}", "--workers", "0"),
+            *("--worker-class", worker_class),
+            *("-c", "python:tests.reliability.h2_app.HypercornSettings"),
+        ]
+
+    return command
 
 
 def gunicorn_gthread(port: int) -> list[str]:

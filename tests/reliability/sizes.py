@@ -23,6 +23,14 @@ class Sizes:
     load_requests: int
     #: Requests in flight at once against each server (also the client's pool size).
     load_concurrency: int
+    #: Requests sent over HTTP/2 to hypercorn with each worker class (trio: a quarter).
+    h2_requests: int
+    #: HTTP/2 connections those requests share.
+    h2_connections: int
+    #: Streams in flight at once on each HTTP/2 connection.
+    h2_streams: int
+    #: Requests of the HTTP/2 reset test, a third of them reset by the client.
+    h2_reset_requests: int
     #: Requests driven through each middleware in-process by the leak test.
     leak_requests: int
     #: Examples per hypothesis property.
@@ -35,6 +43,10 @@ SMALL = Sizes(
     name="make test",
     load_requests=2_000,
     load_concurrency=50,
+    h2_requests=1_000,
+    h2_connections=4,
+    h2_streams=50,
+    h2_reset_requests=300,
     leak_requests=50_000,
     fuzz_examples=150,
     test_timeout=120,
@@ -43,6 +55,10 @@ STRESS = Sizes(
     name="make stress",
     load_requests=100_000,
     load_concurrency=100,
+    h2_requests=20_000,
+    h2_connections=4,
+    h2_streams=250,
+    h2_reset_requests=5_000,
     leak_requests=1_000_000,
     fuzz_examples=2_000,
     test_timeout=1_800,
