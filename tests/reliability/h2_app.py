@@ -79,6 +79,8 @@ async def _read_in_child(key: str, reads: list[str | None]) -> None:
 async def read(request: Request) -> Response:
     key = _key(request.scope)
     reads = [current_session_id()]
+    # A fixed wait first, when asked: the response starts that much later.
+    await anyio.sleep(float(request.query_params.get("pause", "0")))
     for _ in range(3):
         await anyio.sleep(_pause())
         reads.append(current_session_id())

@@ -125,6 +125,7 @@ class H2Connection:
         self._write_lock = anyio.Lock()
         self._window_changed = anyio.Event()
         self._slots_changed = anyio.Event()
+        self._ping_acked = anyio.Event()
         self._task_group: anyio.abc.TaskGroup | None = None
         self._failure: BaseException | None = None
 
@@ -236,9 +237,15 @@ class H2Connection:
         self._wake_slots()
 
     async def ping(self) -> None:
+        """Send a PING and wait for its ACK: the server has read everything sent before."""
+        acked = self._ping_acked = anyio.Event()
         async with self._write_lock:
             self._h2.ping(b"sessctx!")
             await self._flush_locked()
+        while not acked.is_set():
+            self.check_alive()
+            with anyio.move_on_after(0.1):
+                await acked.wait()
 
     async def _flush(self) -> None:
         async with self._write_lock:
@@ -320,6 +327,8 @@ class H2Connection:
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             self._wake_window()
             self._wake_slots()
+        elif isinstance(event, h2.events.PingAckReceived):
+            self._ping_acked.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.terminated = event
             for stream in self.streams.values():
