@@ -656,7 +656,6 @@ async def test_a_request_without_a_body_is_sent_as_it_is(method: str) -> None:
     assert after == {"receive": "get-1", "start": "get-1", "body": "get-1", "end": "get-1"}
 
 
-@pytest.mark.xfail(strict=True, reason="the push is sent in the pushing request's session")
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_a_request_the_server_starts_in_a_push_begins_outside_any_session(
     method: str,

@@ -51,6 +51,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _copy = cast("Callable[[Message], Message]", dict.copy)
 # Messages that start a response, and so carry the session header.
 _STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
+# HTTP/2 server push: the server starts another request in this send().
+_PUSH = "http.response.push"
 _ALLOW_ORIGIN = b"access-control-allow-origin"
 _EXPOSE = b"access-control-expose-headers"
 _TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
@@ -99,8 +101,10 @@ def _send_with_session(
 ) -> Awaitable[None]:
     """``send`` (``state[0]``), adding the session header ``pair`` to a
     message that starts a response unless the app set it itself, in any of
-    its ``spellings`` (see :func:`~sessionctx._headers.name_spellings`)."""
-    if message["type"] in _STARTS:
+    its ``spellings`` (see :func:`~sessionctx._headers.name_spellings`).
+    An HTTP/2 server push is sent outside any session (see :func:`_outside_session`)."""
+    kind = message["type"]
+    if kind in _STARTS:
         send, pair, spellings = state
         # The app's message is never changed: it may send the same dict (a
         # module-level constant) to every client, and one client's id must
@@ -133,6 +137,8 @@ def _send_with_session(
         message = _copy(message)
         message["headers"] = [*headers, pair]
         return send(message)
+    if kind == _PUSH:
+        return _outside_session(state[0], message)
     return state[0](message)
 
 
@@ -145,6 +151,28 @@ def _send_with_session_standing_in(
     if message["type"] == "http.response.body" and not message.get("more_body"):
         return _standing_in(state[0], message)
     return _send_with_session(state, message)
+
+
+async def _outside_session(call: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Await ``call(*args)``, a call into the server, with no session set.
+
+    hypercorn opens the stream of an HTTP/2 server push (``http.response.push``)
+    and starts the task of the pushed request right in that ``send()``: the
+    task copies the context there, and everything outside the middleware in
+    the pushed request (an outer middleware, its log lines, the server's own
+    error line) would run in this request's session, also once it has ended.
+    The pushed request's middleware gives it a session of its own either way.
+    No stand-in (see :func:`_standing_in`): the server's code in this call
+    works for the pushed request, not this one, and the task may start
+    before the call returns.
+    """
+    active = _get_session()
+    _set_session(None)
+    try:
+        return await call(*args)
+    finally:
+        # Set, not reset with a token, as in _standing_in.
+        _set_session(active)
 
 
 async def _standing_in(call: Callable[..., Awaitable[T]], *args: Any) -> T:
