@@ -545,10 +545,8 @@ async def test_after_a_dropped_connection_no_access_line_carries_another_request
         await connection.abort()
         await anyio.sleep(0.6)
         lines = list(read_access_lines(running.log_dir))
+    # Not among the figures' faults: the README lists this as a limitation.
     crossed = [f"{key}: {sid}" for sid, key in lines if sid not in (NO_SESSION, f"id-{key}")]
-    FIGURES.faults.append(
-        FaultRun(f"hypercorn h2 ({worker_class})", "connection dropped", not crossed)
-    )
     # The holder's own line, and one for each other stream, where the loss was found.
     assert len(lines) == DROP_STREAMS + 1
     assert crossed == [], f"{len(crossed)} access lines with another request's id: {crossed[:5]}"
