@@ -26,21 +26,12 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-__all__ = ["H2Connection", "H2Reply", "H2Stream"]
+from tests.reliability.keepalive import Reply
+
+__all__ = ["H2Connection", "H2Stream"]
 
 #: Windows the client grants: responses never wait for a WINDOW_UPDATE.
 _WINDOW = 2**30 - 1
-
-
-@dataclass(frozen=True)
-class H2Reply:
-    status: int
-    #: Header names lower-case, in the order received.
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-    def header_values(self, name: bytes) -> list[bytes]:
-        return [value for key, value in self.headers if key == name]
 
 
 @dataclass
@@ -94,12 +85,12 @@ class H2Stream:
         self.pending.clear()
         return chunk
 
-    async def read(self) -> H2Reply:
+    async def read(self) -> Reply:
         """The whole response."""
         await self.response()
         while await self.next_chunk() is not None:
             pass
-        return H2Reply(self.status, self.headers, bytes(self.received))
+        return Reply(self.status, self.headers, bytes(self.received))
 
     async def reset(self) -> None:
         """Reset the stream (RST_STREAM CANCEL), unless it has already ended."""

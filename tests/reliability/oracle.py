@@ -10,8 +10,9 @@ regular expression) with ``sessionctx._validation``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Container, Sequence
 
-__all__ = ["EXCLUDED", "MAX_LENGTH", "follows_id_rule", "looks_generated"]
+__all__ = ["EXCLUDED", "MAX_LENGTH", "echoed_session", "follows_id_rule", "looks_generated"]
 
 MAX_LENGTH = 200
 EXCLUDED = ('"', ",", ";", "\\")
@@ -39,3 +40,32 @@ def looks_generated(value: str) -> bool:
     except ValueError:
         return False
     return str(parsed) == value and parsed.version == 4
+
+
+def echoed_session(
+    key: str,
+    status: int | None,
+    echoed: Sequence[bytes],
+    continued: str | None,
+    refused: Container[str],
+    problems: list[str],
+) -> str | None:
+    """The one session id (``echoed``) a response to the request ``key`` carried,
+    or ``None`` when it carried none or several, or its status was not 200.
+
+    Each fault goes into ``problems``: an id other than the ``continued`` one the
+    request sent, or, where the server had to make one, an id that breaks the
+    rule, is not the default generator's, or is one of the ``refused`` inbound
+    values.
+    """
+    if status != 200 or len(echoed) != 1:
+        problems.append(f"{key}: status {status}, session headers {list(echoed)}")
+        return None
+    sid = echoed[0].decode("latin-1")
+    if continued is not None and sid != continued:
+        problems.append(f"{key}: sent {continued!r}, got back {sid!r}")
+    if continued is None and (
+        not follows_id_rule(sid) or not looks_generated(sid) or sid in refused
+    ):
+        problems.append(f"{key}: generated id {sid!r} is invalid or a refused value")
+    return sid

@@ -45,7 +45,7 @@ import pytest
 from tests.reliability.applog import read_log_lines
 from tests.reliability.figures import FIGURES, FaultRun, LoadRun
 from tests.reliability.h2client import H2Connection, H2Stream
-from tests.reliability.oracle import follows_id_rule, looks_generated
+from tests.reliability.oracle import echoed_session, follows_id_rule, looks_generated
 from tests.reliability.servers import H2_WORKER_CLASSES, hypercorn_h2, serve
 from tests.reliability.sizes import SIZES
 from tests.reliability.strategies import ID_CHARS
@@ -215,17 +215,12 @@ def check_exchange(planned: H2Request, stream: H2Stream, result: H2Result) -> No
         if not stream.status:
             return  # reset before the response started
     echoed = [value for name, value in stream.headers if name == b"x-session-id"]
-    if stream.status != 200 or len(echoed) != 1:
-        problems.append(f"{planned.key}: status {stream.status}, session headers {echoed}")
+    sid = echoed_session(
+        planned.key, stream.status, echoed, planned.continued, planned.refused, problems
+    )
+    if sid is None:
         return
-    sid = echoed[0].decode("latin-1")
     result.ids[planned.key] = sid
-    if planned.continued is not None and sid != planned.continued:
-        problems.append(f"{planned.key}: sent {planned.continued!r}, got back {sid!r}")
-    if planned.continued is None and (
-        not follows_id_rule(sid) or not looks_generated(sid) or sid in planned.refused
-    ):
-        problems.append(f"{planned.key}: generated id {sid!r} is invalid or a refused value")
     body = bytes(stream.received)
     if planned.route == "stream":
         lines = body.decode().split("\n")

@@ -31,7 +31,7 @@ import pytest
 from tests.reliability.applog import read_log_lines
 from tests.reliability.figures import FIGURES, LoadRun
 from tests.reliability.keepalive import KeepAliveConnection, Reply
-from tests.reliability.oracle import follows_id_rule
+from tests.reliability.oracle import echoed_session
 from tests.reliability.servers import ASGI_FAULT_SERVERS, LOAD_SERVERS, serve
 from tests.reliability.sizes import SIZES
 from tests.reliability.strategies import ID_CHARS
@@ -131,16 +131,12 @@ async def drive(base: str, requests: list[PlannedRequest], concurrency: int) -> 
 
 def check_reply(planned: PlannedRequest, reply: Reply, result: LoadResult) -> None:
     problems = result.problems
+    refused = () if planned.refused is None else (planned.refused,)
     echoed = reply.header_values(b"x-session-id")
-    if reply.status != 200 or len(echoed) != 1:
-        problems.append(f"{planned.key}: status {reply.status}, session headers {echoed}")
+    sid = echoed_session(planned.key, reply.status, echoed, planned.continued, refused, problems)
+    if sid is None:
         return
-    sid = echoed[0].decode("latin-1")
     result.ids[planned.key] = sid
-    if planned.continued is not None and sid != planned.continued:
-        problems.append(f"{planned.key}: sent {planned.continued!r}, got back {sid!r}")
-    if planned.continued is None and (not follows_id_rule(sid) or sid == planned.refused):
-        problems.append(f"{planned.key}: generated id {sid!r} is invalid or the refused value")
     body = json.loads(reply.body)
     reads = body["reads"]
     if body["scope"] != sid or reads != [sid] * READS_PER_REQUEST:
