@@ -53,6 +53,8 @@ _copy = cast("Callable[[Message], Message]", dict.copy)
 _STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
 # HTTP/2 server push: the server starts another request in this send().
 _PUSH = "http.response.push"
+# What the session's send() looks at: one set test lets the body messages through.
+_STARTS_AND_PUSH = _STARTS | {_PUSH}
 _ALLOW_ORIGIN = b"access-control-allow-origin"
 _EXPOSE = b"access-control-expose-headers"
 _TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
@@ -104,7 +106,9 @@ def _send_with_session(
     its ``spellings`` (see :func:`~sessionctx._headers.name_spellings`).
     An HTTP/2 server push is sent outside any session (see :func:`_outside_session`)."""
     kind = message["type"]
-    if kind in _STARTS:
+    if kind in _STARTS_AND_PUSH:
+        if kind == _PUSH:
+            return _outside_session(state[0], message)
         send, pair, spellings = state
         # The app's message is never changed: it may send the same dict (a
         # module-level constant) to every client, and one client's id must
@@ -137,8 +141,6 @@ def _send_with_session(
         message = _copy(message)
         message["headers"] = [*headers, pair]
         return send(message)
-    if kind == _PUSH:
-        return _outside_session(state[0], message)
     return state[0](message)
 
 
