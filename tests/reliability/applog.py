@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from sessionctx import current_session_id
 from sessionctx.log_filters import SessionIdFilter
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "LogLine",
     "configure_from_env",
     "log_request",
+    "log_to_file",
+    "read_in_thread",
     "read_log_lines",
 ]
 
@@ -36,20 +39,32 @@ LogLine = tuple[str, str, str]
 """``(session id, request key, where)`` parsed from one line."""
 
 
-def configure_from_env() -> None:
-    """Send :data:`APP_LOGGER` to this process's file when the env var names a directory."""
+def log_to_file(logger: logging.Logger, suffix: str) -> None:
+    """Send ``logger``'s records through ``SessionIdFilter`` to this process's
+    ``<pid>.<suffix>`` when the env var names a directory (once)."""
     log_dir = os.environ.get(LOG_DIR_ENV)
-    if not log_dir or APP_LOGGER.handlers:
+    if not log_dir or logger.handlers:
         return
-    handler = logging.FileHandler(Path(log_dir) / f"{os.getpid()}.log", encoding="utf-8")
+    handler = logging.FileHandler(Path(log_dir) / f"{os.getpid()}.{suffix}", encoding="utf-8")
     handler.addFilter(SessionIdFilter())
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    APP_LOGGER.addHandler(handler)
+    logger.addHandler(handler)
+
+
+def configure_from_env() -> None:
+    """Send :data:`APP_LOGGER` to this process's file when the env var names a directory."""
+    log_to_file(APP_LOGGER, "log")
 
 
 def log_request(key: str, where: str) -> None:
     """Log one line for request ``key`` from the place named ``where``."""
     APP_LOGGER.info("req=%s where=%s", key, where)
+
+
+def read_in_thread(key: str) -> str | None:
+    """The session id a worker thread the app hands work to sees, logged from ``thread``."""
+    log_request(key, "thread")
+    return current_session_id()
 
 
 def read_log_lines(log_dir: Path) -> Iterator[LogLine]:

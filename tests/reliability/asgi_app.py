@@ -27,7 +27,7 @@ import anyio.to_thread
 
 from sessionctx import current_session_id
 from sessionctx.asgi import SessionIdMiddleware
-from tests.reliability.applog import configure_from_env, log_request
+from tests.reliability.applog import configure_from_env, log_request, read_in_thread
 from tests.reliability.probe import AppFault, ProbeState
 from tests.support import ASGIApp, Receive, Scope, Send
 
@@ -95,11 +95,6 @@ class Probe:
             self._check(current_session_id(), exit=True)
 
 
-def _read_in_thread(key: str) -> str | None:
-    log_request(key, "thread")
-    return current_session_id()
-
-
 async def _read_in_child(key: str, reads: list[str | None]) -> None:
     await anyio.sleep(0)
     log_request(key, "child")
@@ -111,7 +106,7 @@ async def _load(scope: Scope, send: Send, key: str) -> None:
     await anyio.sleep(random.random() / 500)
     reads.append(current_session_id())
     log_request(key, "loop")
-    reads.append(await anyio.to_thread.run_sync(_read_in_thread, key))
+    reads.append(await anyio.to_thread.run_sync(read_in_thread, key))
     async with anyio.create_task_group() as tg:
         tg.start_soon(_read_in_child, key, reads)
     reads.append(current_session_id())

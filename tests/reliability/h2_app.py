@@ -27,7 +27,6 @@ import logging
 import os
 import random
 import threading
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -40,8 +39,7 @@ from starlette.routing import Route
 
 from sessionctx import current_session_id
 from sessionctx.asgi import SessionIdMiddleware
-from sessionctx.log_filters import SessionIdFilter
-from tests.reliability.applog import LOG_DIR_ENV, LOG_FORMAT, configure_from_env, log_request
+from tests.reliability.applog import configure_from_env, log_request, log_to_file, read_in_thread
 from tests.support import ASGIApp, Receive, Scope, Send
 
 __all__ = ["ACCESS_LOGGER", "HypercornSettings", "Outer", "app", "endpoints"]
@@ -65,11 +63,6 @@ def _pause() -> float:
     return random.random() / 250
 
 
-def _read_in_thread(key: str) -> str | None:
-    log_request(key, "thread")
-    return current_session_id()
-
-
 async def _read_in_child(key: str, reads: list[str | None]) -> None:
     await anyio.sleep(_pause())
     log_request(key, "child")
@@ -87,7 +80,7 @@ async def read(request: Request) -> Response:
     log_request(key, "handler")
     async with anyio.create_task_group() as tg:
         tg.start_soon(_read_in_child, key, reads)
-    reads.append(await anyio.to_thread.run_sync(_read_in_thread, key))
+    reads.append(await anyio.to_thread.run_sync(read_in_thread, key))
     reads.append(current_session_id())
     return JSONResponse({"scope": request.scope[SCOPE_KEY], "reads": reads})
 
@@ -201,14 +194,9 @@ class Outer:
 
 def _access_logger() -> logging.Logger:
     """hypercorn's access logger: lines through ``SessionIdFilter`` to ``<pid>.access``."""
-    log_dir = os.environ.get(LOG_DIR_ENV)
     ACCESS_LOGGER.setLevel(logging.INFO)
     ACCESS_LOGGER.propagate = False
-    if log_dir and not ACCESS_LOGGER.handlers:
-        handler = logging.FileHandler(Path(log_dir) / f"{os.getpid()}.access", encoding="utf-8")
-        handler.addFilter(SessionIdFilter())
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        ACCESS_LOGGER.addHandler(handler)
+    log_to_file(ACCESS_LOGGER, "access")
     return ACCESS_LOGGER
 
 
